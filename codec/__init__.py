@@ -1,0 +1,1 @@
+"""ncodec: neural compression codecs with a versioned, bit-exact bitstream."""

@@ -1,0 +1,130 @@
+"""Exact integer mirror of the decoder-side networks (g_s, h_s).
+
+Activations are integers with ACT_BITS fractional bits, weights are integers with a per-output
+channel power-of-two scale, all carried in float64. Every product and partial sum is an integer
+below 2**53, so convolution gives the same result in any summation order: on every run, thread
+count and device. Rescaling is a multiply by a power of two followed by floor, also exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACT_BITS = 12
+ACT_LIMIT = float(2**23)  # activations are clamped to +-ACT_LIMIT (i.e. +-2048.0)
+WEIGHT_LIMIT = 2**15 - 1
+EXACT_LIMIT = 2.0**53
+LEAK_SHIFT = 3  # LeakyReLU slope 1/8
+
+
+@dataclass
+class IntConv:
+    """Conv with integer weights w (scale 2**shift per output channel) and integer bias."""
+
+    weight: torch.Tensor  # [Cout, Cin, k, k] integer-valued float64
+    shift: torch.Tensor  # [Cout] non-negative integers
+    bias: torch.Tensor  # [Cout] integer-valued float64, ACT_BITS fraction
+
+    def __post_init__(self) -> None:
+        bound = ACT_LIMIT * self.weight.abs().sum((1, 2, 3)).max()
+        if bound >= EXACT_LIMIT:
+            raise ValueError("integer conv could exceed exact float64 range")
+        self.scale = torch.pow(2.0, -self.shift.double()).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        acc = F.conv2d(x, self.weight, padding=self.weight.shape[-1] // 2)
+        out = torch.floor(acc * self.scale) + self.bias.view(-1, 1, 1)
+        return out.clamp_(-ACT_LIMIT, ACT_LIMIT)
+
+
+def quantize_conv(conv: nn.Conv2d) -> dict[str, torch.Tensor]:
+    """Integer parameters for a float conv (export time)."""
+    w = conv.weight.detach().double()
+    peak = w.abs().amax((1, 2, 3)).clamp_min(1e-12)
+    shift = torch.floor(torch.log2(WEIGHT_LIMIT / peak)).clamp(0, 40)
+    w_int = torch.round(w * torch.pow(2.0, shift).view(-1, 1, 1, 1))
+    b_int = torch.round(conv.bias.detach().double() * 2.0**ACT_BITS)
+    return {"weight": w_int.to(torch.int16), "shift": shift.to(torch.int8), "bias": b_int.to(torch.int32)}
+
+
+def dequantize_conv(conv: nn.Conv2d, p: dict[str, torch.Tensor]) -> None:
+    """Load integer parameters back into a float conv (to resume training from shipped weights)."""
+    scale = torch.pow(2.0, -p["shift"].double()).view(-1, 1, 1, 1)
+    conv.weight.data = (p["weight"].double() * scale).float()
+    conv.bias.data = (p["bias"].double() / 2.0**ACT_BITS).float()
+
+
+def leaky(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, x, torch.floor(x * 2.0**-LEAK_SHIFT))
+
+
+class IntNet:
+    """A sequence of IntConv, pixel shuffle and leaky ReLU steps, mirroring an nn.Sequential."""
+
+    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]], upscale: int):
+        self.steps = steps
+        self.upscale = upscale
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.backends.cudnn.flags(enabled=False):  # no FFT/Winograd: exact GEMM convs
+            for step in self.steps:
+                x = step(x)
+        return x
+
+
+def conv_modules(seq: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in seq.modules() if isinstance(m, nn.Conv2d)]
+
+
+def build_intnet(seq: nn.Module, params: list[dict[str, torch.Tensor]], device="cpu") -> IntNet:
+    """Mirror `seq` (Conv2d / PixelShuffle / LeakyReLU leaves) with integer parameters."""
+    steps, it, upscale = [], iter(params), 1
+    for m in seq.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.stride != (1, 1):
+                raise ValueError("integer decoder supports stride-1 convs only")
+            p = next(it)
+            steps.append(IntConv(p["weight"].double().to(device), p["shift"].double().to(device),
+                                 p["bias"].double().to(device)))
+        elif isinstance(m, nn.PixelShuffle):
+            steps.append(nn.PixelShuffle(m.upscale_factor))
+            upscale *= m.upscale_factor
+        elif isinstance(m, nn.LeakyReLU):
+            if m.negative_slope != 2.0**-LEAK_SHIFT:
+                raise ValueError("integer decoder needs LeakyReLU slope 1/8")
+            steps.append(leaky)
+    return IntNet(steps, upscale)
+
+
+def run_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    scale: float,
+    tile: int,
+    margin: int,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """Apply a local network tile by tile over x [1,C,H,W] into `out` (output = input * scale).
+
+    Each tile is extended by `margin` input pixels (cut at the borders, where the network's
+    own zero padding applies as in a whole-image run), so with margin >= the receptive field
+    the result equals the whole-image result; for IntNet, bit for bit.
+    """
+    _, _, h, w = x.shape
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ey0, ex0 = max(y0 - margin, 0), max(x0 - margin, 0)
+            ey1, ex1 = min(y1 + margin, h), min(x1 + margin, w)
+            res = fn(x[:, :, ey0:ey1, ex0:ex1])
+            oy, ox = int((y0 - ey0) * scale), int((x0 - ex0) * scale)
+            th, tw = int((y1 - y0) * scale), int((x1 - x0) * scale)
+            out[:, :, int(y0 * scale) : int(y0 * scale) + th, int(x0 * scale) : int(x0 * scale) + tw] = (
+                res[:, :, oy : oy + th, ox : ox + tw].to(out.dtype)
+            )
+    return out

@@ -1,0 +1,216 @@
+"""Image <-> .ncz bytes with a shipped hyperprior model.
+
+Encode: pixels -> g_a (tiled) -> y * gain -> h_a -> z (rounded, factorized tables)
+-> exact h_s -> (mean, scale index) -> y symbols (one chunk per latent tile) -> container.
+Decode mirrors it with integer arithmetic only, so the output bytes never depend on the
+machine. Layout of the HEAD params and chunks: bitstream_spec/SPEC.md section 5.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from ncodec.entropy import coder
+
+from . import container as ct
+from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
+from .image_weights import GAIN_BITS, ImageCodingModel, load_coding_model
+from .zoo import find, find_by_hash
+
+PARAMS = struct.Struct(">IIBBH")  # width, height, mode, bit depth, quality (1/256 steps above 1)
+MODES = {1: "L", 2: "RGB", 3: "RGBA", 4: "LA"}
+MODE_CODES = {v: k for k, v in MODES.items()}
+CHUNK_Z, CHUNK_Y, CHUNK_ALPHA = b"ZLAT", b"YLAT", b"ALPH"
+KNOWN_CHUNKS = (CHUNK_Z, CHUNK_Y, CHUNK_ALPHA)
+MAX_SIDE = 1 << 16
+MAX_PIXELS = 100_000_000
+ALIGN = 64  # the model downsamples by 64 (y by 16, z by 4 more)
+Y_TILE = 64  # latent tile per YLAT chunk (1024x1024 pixels)
+QUALITY_STEPS = 256
+
+
+class ImageError(ValueError):
+    """An image that cannot be encoded, or a file that cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    width: int
+    height: int
+    mode: str
+    quality_fx: int  # (quality - 1) * 256
+
+    def pack(self) -> bytes:
+        return PARAMS.pack(self.width, self.height, MODE_CODES[self.mode], 8, self.quality_fx)
+
+    @classmethod
+    def unpack(cls, data: bytes, levels: int) -> ImageParams:
+        if len(data) < PARAMS.size:
+            raise ImageError("image parameters too short")
+        w, h, mode, depth, q = PARAMS.unpack_from(data)
+        if mode not in MODES or depth != 8:
+            raise ImageError(f"unsupported image mode {mode} / bit depth {depth}")
+        for name, v in (("width", w), ("height", h)):
+            if not 1 <= v <= MAX_SIDE:
+                raise ImageError(f"image {name} {v} outside 1..{MAX_SIDE}")
+        ct.check_claim("image pixels", w * h, MAX_PIXELS)
+        if q > (levels - 1) * QUALITY_STEPS:
+            raise ImageError(f"quality {q / QUALITY_STEPS + 1:.2f} outside this model's range")
+        return cls(w, h, MODES[mode], q)
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return -(-self.height // ALIGN) * ALIGN, -(-self.width // ALIGN) * ALIGN
+
+    def y_tiles(self) -> list[tuple[int, int, int, int]]:
+        hp, wp = self.padded
+        ly, lx = hp // 16, wp // 16
+        return [(y, min(y + Y_TILE, ly), x, min(x + Y_TILE, lx))
+                for y in range(0, ly, Y_TILE) for x in range(0, lx, Y_TILE)]
+
+
+def split_alpha(image: Image.Image) -> tuple[str, Image.Image, bytes | None]:
+    """Normalise a Pillow image to (mode kept, RGB to code, alpha plane or None)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise ImageError(f"{image.mode} images (16/32-bit) are not supported; convert to 8-bit")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode not in MODE_CODES:
+        image = image.convert("RGB")
+    alpha = image.getchannel("A").tobytes() if image.mode in ("RGBA", "LA") else None
+    return image.mode, image.convert("RGB"), alpha
+
+
+def _gain(model: ImageCodingModel, q: int) -> torch.Tensor:
+    lo, t = divmod(q, QUALITY_STEPS)
+    hi = min(lo + 1, model.cfg.levels - 1)
+    w = t / QUALITY_STEPS
+    return ((1 - w) * model.log_gain[lo] + w * model.log_gain[hi]).exp().view(1, -1, 1, 1)
+
+
+def _inverse_gain(model: ImageCodingModel, q: int) -> torch.Tensor:
+    """Integer interpolation of the inverse gains (GAIN_BITS fraction)."""
+    lo, t = divmod(q, QUALITY_STEPS)
+    hi = min(lo + 1, model.cfg.levels - 1)
+    inv = (model.inv_gain[lo] * (QUALITY_STEPS - t) + model.inv_gain[hi] * t) // QUALITY_STEPS
+    return inv.view(1, -1, 1, 1)
+
+
+def _hyper(model: ImageCodingModel, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact (mean, scale index) for every y element from integer z symbols."""
+    m = model.cfg.m
+    _, _, h, w = z_sym.shape
+    out = torch.empty(1, 2 * m, 4 * h, 4 * w, dtype=torch.int32)
+    run_tiled(model.h_s, z_sym.double() * 2.0**ACT_BITS, 4, tile=32, margin=2, out=out)
+    mean, scale = out[:, :m], out[:, m:].double()
+    index = torch.searchsorted(model.thresholds, scale.reshape(-1), right=True)
+    return mean, index.view(scale.shape).to(torch.uint8)
+
+
+def _z_index(z: torch.Tensor) -> np.ndarray:
+    c = z.shape[1]
+    return np.repeat(np.arange(c), z[0, 0].numel())
+
+
+def encode_image(image: Image.Image, quality: float = 4.0, model_id: str | None = None) -> bytes:
+    """Compress a Pillow image; quality from 1 (smallest) to the model's level count (best)."""
+    info = find(model_id, "image")
+    model = load_coding_model(info.path)
+    if not 1 <= quality <= model.cfg.levels:
+        raise ImageError(f"quality must be within 1..{model.cfg.levels}, got {quality}")
+    mode, rgb, alpha = split_alpha(image)
+    params = ImageParams(rgb.width, rgb.height, mode, round((quality - 1) * QUALITY_STEPS))
+    if rgb.width > MAX_SIDE or rgb.height > MAX_SIDE or rgb.width * rgb.height > MAX_PIXELS:
+        raise ImageError(f"image {rgb.width}x{rgb.height} exceeds the {MAX_PIXELS} pixel limit")
+    hp, wp = params.padded
+    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float().div_(255)
+    x = F.pad(x, (0, wp - rgb.width, 0, hp - rgb.height), mode="replicate")
+    m = model.cfg.m
+    with torch.inference_mode():
+        y = run_tiled(model.g_a, x, 1 / 16, tile=1024, margin=64,
+                      out=torch.empty(1, m, hp // 16, wp // 16))
+        y = y * _gain(model, params.quality_fx)
+        z = run_tiled(model.h_a, y, 1 / 4, tile=256, margin=16,
+                      out=torch.empty(1, model.cfg.n, hp // 64, wp // 64))
+        z_sym = torch.round(z).long()
+        mean, index = _hyper(model, z_sym)
+        sym = torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
+    chunks = [(CHUNK_Z, coder.encode(z_sym.numpy(), _z_index(z_sym), model.z_tables))]
+    for y0, y1, x0, x1 in params.y_tiles():
+        chunks.append((CHUNK_Y, coder.encode(sym[..., y0:y1, x0:x1].numpy(),
+                                             index[..., y0:y1, x0:x1].numpy(), model.y_tables)))
+    if alpha is not None:
+        chunks.append((CHUNK_ALPHA, zlib.compress(alpha, 9)))
+    header = ct.Header(ct.Modality.IMAGE, info.model_id, info.weights_hash, params.pack())
+    return ct.write_container(header, chunks)
+
+
+def _to_pixels(x: torch.Tensor) -> torch.Tensor:
+    half = 2.0 ** (ACT_BITS - 1)
+    return torch.floor((x * 255 + half) * 2.0**-ACT_BITS).clamp_(0, 255)
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decompress .ncz bytes to a Pillow image of the original size and mode."""
+    header, chunks = ct.read_container(data, KNOWN_CHUNKS)
+    if header.modality != ct.Modality.IMAGE:
+        raise ImageError(f"this is a {header.modality.name.lower()} file, not an image")
+    info = find_by_hash(header.model_id, header.weights_hash)
+    model = load_coding_model(info.path)
+    p = ImageParams.unpack(header.params, model.cfg.levels)
+    by_type = {t: [c.data for c in chunks if c.type == t] for t in KNOWN_CHUNKS}
+    tiles = p.y_tiles()
+    want_alpha = p.mode in ("RGBA", "LA")
+    if (len(by_type[CHUNK_Z]), len(by_type[CHUNK_Y]), len(by_type[CHUNK_ALPHA])) != (
+            1, len(tiles), int(want_alpha)):
+        raise ImageError("file does not hold the chunks its image size requires")
+    hp, wp = p.padded
+    m, n = model.cfg.m, model.cfg.n
+    try:
+        z_shape = (1, n, hp // 64, wp // 64)
+        z_sym = torch.zeros(z_shape, dtype=torch.long)
+        z_sym.view(-1)[:] = torch.from_numpy(
+            coder.decode(by_type[CHUNK_Z][0], _z_index(z_sym), model.z_tables))
+        mean, index = _hyper(model, z_sym)
+        inv = _inverse_gain(model, p.quality_fx)
+        y_hat = torch.empty(1, m, hp // 16, wp // 16, dtype=torch.int32)
+        for (y0, y1, x0, x1), payload in zip(tiles, by_type[CHUNK_Y]):
+            idx = index[..., y0:y1, x0:x1]
+            sym = torch.from_numpy(coder.decode(payload, idx.numpy(), model.y_tables))
+            sym = sym.view(idx.shape).clamp_(-(1 << 20), 1 << 20)
+            fixed = (sym * (1 << ACT_BITS) + mean[..., y0:y1, x0:x1]) * inv >> GAIN_BITS
+            y_hat[..., y0:y1, x0:x1] = fixed.clamp_(-ACT_LIMIT, ACT_LIMIT).int()
+    except coder.DecodeError as err:
+        raise ImageError(str(err)) from None
+    pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
+    run_tiled(lambda t: _to_pixels(model.g_s(t.double())), y_hat, 16, tile=24, margin=2, out=pixels)
+    rgb = pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy()
+    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if p.mode in ("L", "LA"):
+        image = image.convert("L")
+    if want_alpha:
+        alpha = _inflate(by_type[CHUNK_ALPHA][0], p.width * p.height)
+        image = image.convert(p.mode[:-1] + "A") if p.mode == "LA" else image.convert("RGBA")
+        image.putalpha(Image.frombytes("L", (p.width, p.height), alpha))
+    return image
+
+
+def _inflate(data: bytes, size: int) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, size)
+    except zlib.error as err:
+        raise ImageError(f"corrupt alpha plane ({err})") from None
+    if len(out) != size or d.unconsumed_tail or not d.eof:
+        raise ImageError("alpha plane has the wrong size")
+    return out

@@ -1,0 +1,93 @@
+"""Variable-rate mean-scale hyperprior image model (training and float inference).
+
+x -> g_a -> y; y * gain[q] -> h_a -> z; z is rounded and coded with a factorized density;
+h_s(z_hat) predicts (mean, scale) for y * gain[q]; y_hat * inverse_gain[q] -> g_s -> x_hat.
+Decoding uses the exact integer mirror of g_s and h_s in `fixed_point.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ncodec.entropy.factorized import FactorizedDensity
+from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
+
+from .layers import GDN, SubpixelUp, conv
+
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+LEAK = 0.125  # LeakyReLU slope in the decoder: a power of two, exact in fixed point
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    n: int = 128
+    m: int = 192
+    levels: int = len(LAMBDAS)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ste_round(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class ImageHyperprior(nn.Module):
+    """Trainable model; `forward` returns the reconstruction and bits."""
+
+    def __init__(self, cfg: ImageModelConfig = ImageModelConfig()):
+        super().__init__()
+        n, m = cfg.n, cfg.m
+        self.cfg = cfg
+        self.g_a = nn.Sequential(
+            conv(3, n, 5, 2), GDN(n), conv(n, n, 5, 2), GDN(n),
+            conv(n, n, 5, 2), GDN(n), conv(n, m, 5, 2),
+        )
+        act = nn.LeakyReLU(LEAK)
+        self.g_s = nn.Sequential(
+            SubpixelUp(m, n), act, SubpixelUp(n, n), act, SubpixelUp(n, n), act, SubpixelUp(n, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(m, n, 3), nn.LeakyReLU(LEAK), conv(n, n, 5, 2), nn.LeakyReLU(LEAK), conv(n, n, 5, 2),
+        )
+        self.h_s = nn.Sequential(
+            SubpixelUp(n, n), act, SubpixelUp(n, n), act, conv(n, 2 * m, 3),
+        )
+        self.z_density = FactorizedDensity(n)
+        # log-gains: quality level i scales the latent by exp(gain[i]) before quantization
+        steps = torch.linspace(-1.5, 1.5, cfg.levels).view(-1, 1).expand(-1, m)
+        self.log_gain = nn.Parameter(steps.clone())
+        self.log_inv_gain = nn.Parameter(-steps.clone())
+
+    def hyper_params(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, scale = self.h_s(z_hat).chunk(2, 1)
+        return mean, scale.clamp_min(SCALE_MIN)
+
+    def forward(
+        self, x: torch.Tensor, level: torch.Tensor, noise: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """x in [0,1] [B,3,H,W] (H, W multiples of 64); level: [B] quality indices.
+
+        With noise=False the rate is measured on rounded values, as coding would.
+        """
+        gain = self.log_gain[level].exp()[..., None, None]
+        inv_gain = self.log_inv_gain[level].exp()[..., None, None]
+        y = self.g_a(x) * gain
+        z = self.h_a(y)
+        z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+        z_bits = -torch.log2(self.z_density.likelihood(z_q))
+        mean, scale = self.hyper_params(_ste_round(z))
+        centred = y - mean
+        if noise:
+            y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5)
+        else:
+            y_q = torch.round(centred)
+        y_bits = -torch.log2(gaussian_likelihood(y_q, scale))
+        y_hat = (_ste_round(centred) + mean) * inv_gain
+        x_hat = self.g_s(y_hat)
+        pixels = x.shape[2] * x.shape[3]
+        bpp = (y_bits.sum((1, 2, 3)) + z_bits.sum((1, 2, 3))) / pixels
+        return {"x_hat": x_hat, "bpp": bpp}

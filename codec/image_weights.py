@@ -1,0 +1,127 @@
+"""Shipped image model files: export from a trained model, load for coding or for training.
+
+File layout (safetensors): enc.* float16 encoder weights and float32 log-gains; dec.* integer
+decoder convs (int16 weights, int8 shifts, int32 biases) and int32 inverse gains; tables.*
+integer CDF tables and scale thresholds; train.* float parameters only training needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ncodec.entropy.coder import TableSet
+from ncodec.entropy.gaussian import gaussian_tables, scale_table, scale_thresholds
+from ncodec.entropy.tables import PRECISION
+
+from .fixed_point import ACT_BITS, IntNet, build_intnet, conv_modules, dequantize_conv, quantize_conv
+from .image_model import ImageHyperprior, ImageModelConfig
+from .zoo import ModelInfo, describe
+
+GAIN_BITS = 16
+Z_RADIUS = 64
+DECODER_NETS = ("g_s", "h_s")
+ENCODER_NETS = ("g_a", "h_a")
+
+
+def export(model: ImageHyperprior, path: Path, model_id: str) -> Path:
+    """Write a trained model as a shipped, integer-decoder model file."""
+    model = model.cpu().eval()
+    t: dict[str, torch.Tensor] = {}
+    for net in ENCODER_NETS:
+        for k, v in getattr(model, net).state_dict().items():
+            t[f"enc.{net}.{k}"] = v.half().contiguous()
+    t["enc.log_gain"] = model.log_gain.detach().float().contiguous()
+    for net in DECODER_NETS:
+        for i, conv in enumerate(conv_modules(getattr(model, net))):
+            for k, v in quantize_conv(conv).items():
+                t[f"dec.{net}.{i}.{k}"] = v.contiguous()
+    inv = torch.round(model.log_inv_gain.detach().double().exp() * 2**GAIN_BITS)
+    t["dec.inv_gain"] = inv.to(torch.int32).contiguous()
+    scales = scale_table()
+    counts, radii = gaussian_tables(scales, PRECISION)
+    t["tables.y.counts"] = torch.from_numpy(counts.astype(np.int32))
+    t["tables.y.radii"] = torch.from_numpy(radii.astype(np.int32))
+    t["tables.y.thresholds"] = torch.from_numpy(scale_thresholds(scales, ACT_BITS))
+    t["tables.z.counts"] = torch.from_numpy(
+        model.z_density.integer_tables(Z_RADIUS, PRECISION).astype(np.int32))
+    for k, v in model.z_density.state_dict().items():
+        t[f"train.z_density.{k}"] = v.float().contiguous()
+    meta = {"model_id": model_id, "modality": "image", "format": "ncodec-image-hyperprior-1",
+            "config": json.dumps(model.cfg.as_dict())}
+    path = Path(path)
+    save_file(t, str(path), metadata=meta)
+    return path
+
+
+@dataclass
+class ImageCodingModel:
+    """Everything encode/decode needs, loaded from one model file."""
+
+    info: ModelInfo
+    cfg: ImageModelConfig
+    g_a: torch.nn.Module
+    h_a: torch.nn.Module
+    log_gain: torch.Tensor  # [levels, M]
+    g_s: IntNet
+    h_s: IntNet
+    inv_gain: torch.Tensor  # [levels, M] int64, GAIN_BITS fraction
+    thresholds: torch.Tensor  # float64 integer-valued, ACT_BITS fraction
+    y_tables: TableSet
+    z_tables: TableSet
+
+
+def _skeleton(info: ModelInfo) -> ImageHyperprior:
+    return ImageHyperprior(ImageModelConfig(**info.config))
+
+
+def _decoder_params(t: dict[str, torch.Tensor], net: str, count: int) -> list[dict]:
+    return [{k: t[f"dec.{net}.{i}.{k}"] for k in ("weight", "shift", "bias")} for i in range(count)]
+
+
+@cache
+def load_coding_model(path: Path) -> ImageCodingModel:
+    info = describe(Path(path))
+    t = load_file(str(path))
+    skel = _skeleton(info)
+    for net in ENCODER_NETS:
+        sub = {k[len(f"enc.{net}.") :]: v.float() for k, v in t.items() if k.startswith(f"enc.{net}.")}
+        getattr(skel, net).load_state_dict(sub)
+    nets = {net: build_intnet(getattr(skel, net),
+                              _decoder_params(t, net, len(conv_modules(getattr(skel, net)))))
+            for net in DECODER_NETS}
+    radii = t["tables.y.radii"].numpy().astype(np.int64)
+    z_counts = t["tables.z.counts"].numpy()
+    return ImageCodingModel(
+        info=info, cfg=skel.cfg, g_a=skel.g_a.eval(), h_a=skel.h_a.eval(),
+        log_gain=t["enc.log_gain"].float(), g_s=nets["g_s"], h_s=nets["h_s"],
+        inv_gain=t["dec.inv_gain"].long(), thresholds=t["tables.y.thresholds"].double(),
+        y_tables=TableSet(t["tables.y.counts"].numpy(), 2 * radii + 1, -radii),
+        z_tables=TableSet(z_counts, np.full(len(z_counts), 2 * Z_RADIUS + 1),
+                          np.full(len(z_counts), -Z_RADIUS)),
+    )
+
+
+def load_float_model(path: str | Path) -> ImageHyperprior:
+    """A trainable float model initialised from a shipped file (the resume point)."""
+    info = describe(Path(path))
+    t = load_file(str(path))
+    model = _skeleton(info)
+    for net in ENCODER_NETS:
+        sub = {k[len(f"enc.{net}.") :]: v.float() for k, v in t.items() if k.startswith(f"enc.{net}.")}
+        getattr(model, net).load_state_dict(sub)
+    for net in DECODER_NETS:
+        convs = conv_modules(getattr(model, net))
+        for conv, p in zip(convs, _decoder_params(t, net, len(convs))):
+            dequantize_conv(conv, p)
+    model.log_gain.data = t["enc.log_gain"].float()
+    model.log_inv_gain.data = (t["dec.inv_gain"].double() / 2**GAIN_BITS).log().float()
+    zd = {k[len("train.z_density.") :]: v for k, v in t.items() if k.startswith("train.z_density.")}
+    model.z_density.load_state_dict(zd)
+    return model

@@ -1,0 +1,170 @@
+"""Resumable, time-bounded training of the variable-rate image model."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .image_model import LAMBDAS, ImageHyperprior, ImageModelConfig
+from .media import image_files, load_rgb
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class CropSampler:
+    """Random crops with flips from images held in memory as uint8."""
+
+    def __init__(self, folders: list[str], crop: int, rng: np.random.Generator):
+        paths = [p for f in folders for p in image_files(f)]
+        if not paths:
+            raise FileNotFoundError(f"no images under {folders}")
+        self.images = [im for im in map(load_rgb, paths) if min(im.shape[:2]) >= crop]
+        self.crop = crop
+        self.rng = rng
+        _log(f"training on {len(self.images)} images from {len(folders)} folder(s)")
+
+    def batch(self, size: int) -> torch.Tensor:
+        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
+        for i in range(size):
+            im = self.images[self.rng.integers(len(self.images))]
+            y = self.rng.integers(im.shape[0] - self.crop + 1)
+            x = self.rng.integers(im.shape[1] - self.crop + 1)
+            patch = im[y : y + self.crop, x : x + self.crop]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            out[i] = patch
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _validation_set(folder: str | None, size: int = 256, count: int = 6) -> torch.Tensor | None:
+    if not folder:
+        return None
+    crops = []
+    for p in image_files(folder)[:count]:
+        im = load_rgb(p)
+        y, x = (im.shape[0] - size) // 2, (im.shape[1] - size) // 2
+        crops.append(im[y : y + size, x : x + size])
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
+
+
+@torch.no_grad()
+def validate(model: ImageHyperprior, images: torch.Tensor) -> dict[str, list[float]]:
+    """Estimated bpp and PSNR at every quality level (rounded latents, no noise)."""
+    model.eval()
+    bpp, psnr = [], []
+    for level in range(model.cfg.levels):
+        out = model(images, torch.full((len(images),), level), noise=False)
+        mse = (out["x_hat"].clamp(0, 1) - images).pow(2).mean((1, 2, 3))
+        bpp.append(round(float(out["bpp"].mean()), 4))
+        psnr.append(round(float((-10 * torch.log10(mse)).mean()), 3))
+    model.train()
+    return {"bpp": bpp, "psnr": psnr}
+
+
+def _save(run: Path, model, opt, step: int, meta: dict) -> None:
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"adam.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
+    tmp = run / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
+    tmp.replace(run / "checkpoint.safetensors")
+
+
+def _load(run: Path, model, opt) -> int:
+    path = run / "checkpoint.safetensors"
+    if not path.exists():
+        return 0
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        step = int(f.metadata()["step"])
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name, p in model.named_parameters():
+        state = {k: tensors[f"adam.{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")
+                 if f"adam.{name}.{k}" in tensors}
+        if state:
+            opt.state[p] = state
+    return step
+
+
+def train(
+    data: list[str],
+    run_dir: str,
+    minutes: float,
+    steps: int = 10**9,
+    batch: int = 8,
+    crop: int = 128,
+    lr: float = 1e-4,
+    seed: int = 0,
+    val: str | None = None,
+    val_every: int = 500,
+    init: str | None = None,
+    cfg: ImageModelConfig = ImageModelConfig(),
+) -> Path:
+    """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = ImageHyperprior(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    step = _load(run, model, opt)
+    if step == 0 and init:
+        from .image_weights import load_float_model
+
+        model.load_state_dict(load_float_model(init).state_dict())
+        _log(f"initialised from {init}")
+    rng = np.random.default_rng(seed + step)
+    sampler = CropSampler(data, crop, rng)
+    val_images = _validation_set(val)
+    lambdas = torch.tensor(LAMBDAS, device=device)
+    log = (run / "log.jsonl").open("a")
+    start = time.monotonic()
+    last_save = start
+    _log(f"step {step}: training on {device} for {minutes} min")
+    while step < steps and time.monotonic() - start < minutes * 60:
+        x = sampler.batch(batch).to(device)
+        level = torch.randint(0, cfg.levels, (batch,), device=device)
+        out = model(x, level)
+        mse = (out["x_hat"] - x).pow(2).mean((1, 2, 3))
+        loss = (out["bpp"] + lambdas[level] * 255**2 * mse).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            psnr = float((-10 * torch.log10(mse)).mean())
+            rec = {"step": step, "loss": round(float(loss), 4),
+                   "bpp": round(float(out["bpp"].mean()), 4), "psnr": round(psnr, 2),
+                   "elapsed_s": round(time.monotonic() - start)}
+            _log(json.dumps(rec))
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if val_images is not None and step % val_every == 0:
+            rec = {"step": step, "val": validate(model, val_images.to(device))}
+            _log(json.dumps(rec))
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if time.monotonic() - last_save > 300:
+            _save(run, model, opt, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
+            last_save = time.monotonic()
+    _save(run, model, opt, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
+    _log(f"stopped at step {step}; checkpoint in {run}")
+    if not math.isfinite(float(loss)):
+        raise RuntimeError("training diverged (non-finite loss)")
+    return run / "checkpoint.safetensors"

@@ -1,0 +1,82 @@
+"""Shipped models: safetensors files in this folder, each with a model card (<id>.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from safetensors import safe_open
+
+ZOO_DIR = Path(__file__).parent
+DEFAULT_MODELS = {"image": "image-hyperprior-v1"}
+
+
+class ModelNotFound(LookupError):
+    """No installed model matches the request."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str
+    modality: str
+    path: Path
+    sha256: str
+    size_bytes: int
+    config: dict
+
+    @property
+    def card(self) -> Path:
+        return self.path.with_suffix(".md")
+
+    @property
+    def weights_hash(self) -> bytes:
+        return bytes.fromhex(self.sha256)
+
+    def summary(self) -> dict:
+        return {"id": self.model_id, "modality": self.modality, "sha256": self.sha256,
+                "size_bytes": self.size_bytes, "default": DEFAULT_MODELS.get(self.modality) == self.model_id,
+                "card": str(self.card)}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@cache
+def describe(path: Path) -> ModelInfo:
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return ModelInfo(meta["model_id"], meta["modality"], path, file_sha256(path),
+                     path.stat().st_size, json.loads(meta.get("config", "{}")))
+
+
+def installed(folder: Path = ZOO_DIR) -> list[ModelInfo]:
+    return [describe(p) for p in sorted(folder.glob("*.safetensors"))]
+
+
+def find(model_id: str | None, modality: str) -> ModelInfo:
+    """The installed model with this id (or the modality's default)."""
+    wanted = model_id or DEFAULT_MODELS.get(modality)
+    models = installed()
+    for m in models:
+        if m.model_id == wanted:
+            return m
+    have = ", ".join(f"{m.model_id}@{m.sha256[:12]}" for m in models) or "none"
+    raise ModelNotFound(f"model {wanted!r} is not installed (installed: {have})")
+
+
+def find_by_hash(model_id: str, weights_hash: bytes) -> ModelInfo:
+    """The installed model a file was made with, refused by name if the weights differ."""
+    models = installed()
+    for m in models:
+        if m.model_id == model_id and m.weights_hash == weights_hash:
+            return m
+    have = ", ".join(f"{m.model_id}@{m.sha256[:12]}" for m in models) or "none"
+    raise ModelNotFound(f"file needs model {model_id}@{weights_hash.hex()[:12]}; installed: {have}")

@@ -1,0 +1,1 @@
+"""Entropy models (training likelihoods and integer coding tables) and range coding."""

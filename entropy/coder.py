@@ -1,0 +1,148 @@
+"""Range coding of integer symbols with integer probability tables (constriction).
+
+Every symbol carries a table index. Symbols are coded in groups, one group per table in
+ascending table order, so each group is one vectorized call with one model. Values outside a
+table's range are coded as that table's escape bin, followed (after all groups) by their
+zig-zag value in 16-bit pieces under a uniform model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import constriction
+import numpy as np
+
+_model = constriction.stream.model
+_ESCAPE_BITS = 64  # escape value bit-lengths are coded over 0..63
+
+
+class DecodeError(ValueError):
+    """The payload is not a valid range-coded stream for these tables."""
+
+
+@dataclass
+class TableSet:
+    """Integer tables: row t has bins for values offsets[t] .. offsets[t]+sizes[t]-1, then escape.
+
+    counts: [T, W] integer counts (>= 1 in the used bins); sizes, offsets: [T].
+    """
+
+    counts: np.ndarray
+    sizes: np.ndarray
+    offsets: np.ndarray
+    _models: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.sizes = np.asarray(self.sizes, dtype=np.int64)
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        t = len(self.counts)
+        if self.sizes.shape != (t,) or self.offsets.shape != (t,):
+            raise ValueError("sizes and offsets need one entry per table")
+        if (self.sizes < 1).any() or (self.sizes + 1 > self.counts.shape[1]).any():
+            raise ValueError("table sizes do not fit the count rows")
+        used = np.arange(self.counts.shape[1]) <= self.sizes[:, None]
+        if (self.counts[used] < 1).any():
+            raise ValueError("every used bin needs a count >= 1")
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def model(self, t: int):
+        if t not in self._models:
+            row = self.counts[t, : self.sizes[t] + 1].astype(np.float64)
+            self._models[t] = _model.Categorical(row, perfect=False)
+        return self._models[t]
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+    return np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint64)
+
+
+def _unzigzag(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.int64)
+    return np.where(u % 2 == 0, u // 2, -(u + 1) // 2)
+
+
+def _groups(index: np.ndarray, num_tables: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable order of positions grouped by table, and the group boundaries."""
+    if index.size and (index.min() < 0 or index.max() >= num_tables):
+        raise ValueError("table index out of range")
+    order = np.argsort(index, kind="stable")
+    bounds = np.searchsorted(index[order], np.arange(num_tables + 1))
+    return order, bounds
+
+
+def encode(symbols: np.ndarray, index: np.ndarray, tables: TableSet) -> bytes:
+    """Range-code integer symbols, symbol i with table index[i]. Returns the payload."""
+    symbols = np.asarray(symbols, dtype=np.int64).ravel()
+    index = np.asarray(index, dtype=np.int64).ravel()
+    if symbols.shape != index.shape:
+        raise ValueError("symbols and index must have the same length")
+    order, bounds = _groups(index, len(tables))
+    enc = constriction.stream.queue.RangeEncoder()
+    escaped = []
+    for t in range(len(tables)):
+        pos = order[bounds[t] : bounds[t + 1]]
+        if not pos.size:
+            continue
+        rel = symbols[pos] - tables.offsets[t]
+        out = (rel < 0) | (rel >= tables.sizes[t])
+        rel[out] = tables.sizes[t]
+        enc.encode(rel.astype(np.int32), tables.model(t))
+        escaped.append(symbols[pos][out])
+    _encode_escapes(enc, np.concatenate(escaped) if escaped else np.zeros(0, np.int64))
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode(payload: bytes, index: np.ndarray, tables: TableSet) -> np.ndarray:
+    """Inverse of `encode` given the same index array; raises DecodeError on bad payloads."""
+    index = np.asarray(index, dtype=np.int64).ravel()
+    if len(payload) % 4:
+        raise DecodeError("range-coded payload length is not a multiple of 4")
+    order, bounds = _groups(index, len(tables))
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    symbols = np.empty(index.size, dtype=np.int64)
+    escape_pos = []
+    try:
+        dec = constriction.stream.queue.RangeDecoder(words)
+        for t in range(len(tables)):
+            pos = order[bounds[t] : bounds[t + 1]]
+            if not pos.size:
+                continue
+            rel = dec.decode(tables.model(t), pos.size).astype(np.int64)
+            symbols[pos] = rel + tables.offsets[t]
+            escape_pos.append(pos[rel == tables.sizes[t]])
+        pos = np.concatenate(escape_pos) if escape_pos else np.zeros(0, np.int64)
+        symbols[pos] = _decode_escapes(dec, pos.size)
+    except (ValueError, RuntimeError, OverflowError) as err:  # constriction's errors
+        raise DecodeError(f"invalid range-coded payload ({err})") from None
+    return symbols
+
+
+def _encode_escapes(enc, values: np.ndarray) -> None:
+    if not values.size:
+        return
+    u = _zigzag(values)
+    nbits = np.array([int(x).bit_length() for x in u], dtype=np.int32)
+    enc.encode(nbits, _model.Uniform(_ESCAPE_BITS))
+    pieces = [(int(x) >> s) & 0xFFFF for x, n in zip(u, nbits) for s in range(0, int(n), 16)]
+    if pieces:
+        enc.encode(np.array(pieces, dtype=np.int32), _model.Uniform(1 << 16))
+
+
+def _decode_escapes(dec, count: int) -> np.ndarray:
+    if not count:
+        return np.zeros(0, np.int64)
+    nbits = dec.decode(_model.Uniform(_ESCAPE_BITS), count).astype(np.int64)
+    if nbits.max() > 62:
+        raise DecodeError("escape value too large")
+    npieces = (nbits + 15) // 16
+    pieces = dec.decode(_model.Uniform(1 << 16), int(npieces.sum())).astype(np.int64)
+    values, k = np.zeros(count, np.uint64), 0
+    for i, n in enumerate(npieces):
+        for j in range(int(n)):
+            values[i] |= np.uint64(pieces[k] << (16 * j))
+            k += 1
+    return _unzigzag(values)
