@@ -77,14 +77,20 @@ class IntNet:
         return x
 
 
+def leaves(seq: nn.Module) -> list[nn.Module]:
+    """Leaf modules in call order, repeats included (modules() would drop a reused activation)."""
+    kids = list(seq._modules.values())
+    return [leaf for k in kids for leaf in leaves(k)] if kids else [seq]
+
+
 def conv_modules(seq: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in seq.modules() if isinstance(m, nn.Conv2d)]
+    return [m for m in leaves(seq) if isinstance(m, nn.Conv2d)]
 
 
 def build_intnet(seq: nn.Module, params: list[dict[str, torch.Tensor]], device="cpu") -> IntNet:
     """Mirror `seq` (Conv2d / PixelShuffle / LeakyReLU leaves) with integer parameters."""
     steps, it, upscale = [], iter(params), 1
-    for m in seq.modules():
+    for m in leaves(seq):
         if isinstance(m, nn.Conv2d):
             if m.stride != (1, 1):
                 raise ValueError("integer decoder supports stride-1 convs only")
@@ -98,6 +104,8 @@ def build_intnet(seq: nn.Module, params: list[dict[str, torch.Tensor]], device="
             if m.negative_slope != 2.0**-LEAK_SHIFT:
                 raise ValueError("integer decoder needs LeakyReLU slope 1/8")
             steps.append(leaky)
+        else:
+            raise ValueError(f"no integer mirror for {type(m).__name__}")
     return IntNet(steps, upscale)
 
 

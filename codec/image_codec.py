@@ -189,7 +189,7 @@ def decode_image(data: bytes) -> Image.Image:
             sym = torch.from_numpy(coder.decode(payload, idx.numpy(), model.y_tables))
             sym = sym.view(idx.shape).clamp_(-(1 << 20), 1 << 20)
             fixed = (sym * (1 << ACT_BITS) + mean[..., y0:y1, x0:x1]) * inv >> GAIN_BITS
-            y_hat[..., y0:y1, x0:x1] = fixed.clamp_(-ACT_LIMIT, ACT_LIMIT).int()
+            y_hat[..., y0:y1, x0:x1] = fixed.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
     except coder.DecodeError as err:
         raise ImageError(str(err)) from None
     pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)

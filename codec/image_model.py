@@ -23,7 +23,7 @@ LEAK = 0.125  # LeakyReLU slope in the decoder: a power of two, exact in fixed p
 
 @dataclass(frozen=True)
 class ImageModelConfig:
-    n: int = 128
+    n: int = 112
     m: int = 192
     levels: int = len(LAMBDAS)
 

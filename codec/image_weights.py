@@ -57,6 +57,7 @@ def export(model: ImageHyperprior, path: Path, model_id: str) -> Path:
             "config": json.dumps(model.cfg.as_dict())}
     path = Path(path)
     save_file(t, str(path), metadata=meta)
+    path.chmod(0o644)
     return path
 
 

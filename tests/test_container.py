@@ -379,22 +379,42 @@ def _valid_containers(draw) -> bytes:
 
 @st.composite
 def _mutated(draw) -> bytes:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(st.binary(max_size=200))  # pure random bytes
-    if draw(st.integers(0, 9)) == 0:
-        return MAGIC + draw(st.binary(max_size=200))  # random bytes after a valid magic
+    source = draw(
+        st.sampled_from(["mutate"] * 6 + ["random", "magic+random", "content", "content"])
+    )
+    if source == "random":
+        return draw(st.binary(max_size=200))
+    if source == "magic+random":
+        return MAGIC + draw(st.binary(max_size=200))
+    if source == "content":  # mutate HEAD/seek/chunk contents, keep every CRC correct
+        rnd = draw(st.randoms(use_true_random=True))
+        parts = [bytearray(_head(minor=rnd.choice([0, 0, 1]), params=rnd.randbytes(4)))]
+        # unmutated: HEAD at 8, seek at 65, IDAT at 113 and 129
+        parts += [bytearray(encode_seek_index([(0, 113), (9, 129)])), bytearray(b"data")]
+        for _ in range(rnd.randint(0, 3)):
+            part = rnd.choice(parts)
+            if not part:
+                continue
+            pos = rnd.randrange(len(part))
+            if rnd.random() < 0.5:
+                part[pos] = rnd.randrange(256)
+            else:
+                del part[pos:]
+        body = _chunk(b"seek", parts[1]) + _chunk(b"IDAT", parts[2]) + _chunk(b"IDAT", b"more")
+        return _file(bytes(parts[0]), body)
     data = bytearray(draw(_valid_containers()))
-    for _ in range(draw(st.integers(0, 4))):
+    rnd = draw(st.randoms(use_true_random=True))  # positions spread evenly over the file
+    for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate", "concat"]))
-        pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        pos = rnd.randrange(max(len(data), 1))
         if kind == "flip" and data:
-            data[pos] ^= 1 << draw(st.integers(0, 7))
+            data[pos] ^= 1 << rnd.randrange(8)
         elif kind == "set" and data:
-            data[pos] = draw(st.integers(0, 255))
+            data[pos] = rnd.randrange(256)
         elif kind == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+            data[pos:pos] = rnd.randbytes(rnd.randint(1, 8))
         elif kind == "delete":
-            del data[pos : pos + draw(st.integers(1, 8))]
+            del data[pos : pos + rnd.randint(1, 8)]
         elif kind == "truncate":
             del data[pos:]
         elif kind == "concat":

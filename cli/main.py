@@ -1,0 +1,219 @@
+"""`ncodec` command line: encode, decode, info, models, train.
+
+Exit status: 0 success, 1 bad input (one line on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise CliError(f"is a directory: {path}") from None
+
+
+@contextmanager
+def _atomic_output(path: str):
+    """Yield a temp path beside `path`; renamed into place only if the body succeeds."""
+    if path == "-":
+        fd, tmp = tempfile.mkstemp(suffix=Path("x.png").suffix)
+        os.close(fd)
+        try:
+            yield tmp
+            sys.stdout.buffer.write(Path(tmp).read_bytes())
+            sys.stdout.buffer.flush()
+        finally:
+            os.unlink(tmp)
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"output is a directory: {path}")
+    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
+                               prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open_image(data: bytes, name: str):
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CliError(f"cannot read {name} as an image ({err})") from None
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from ncodec.image_codec import encode_image
+
+    from .rate_control import encode_to_bpp
+
+    image = _open_image(_read_input(args.input), args.input)
+    if args.bpp is not None:
+        data, quality = encode_to_bpp(image, args.bpp, args.model)
+        print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
+    else:
+        data = encode_image(image, args.quality, args.model)
+    with _atomic_output(args.output) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    from ncodec.image_codec import decode_image
+
+    image = decode_image(_read_input(args.input))
+    suffix = Path(args.output).suffix.lower() if args.output != "-" else ".png"
+    from PIL import Image
+
+    formats = Image.registered_extensions()
+    if suffix not in formats:
+        raise CliError(f"unknown output extension {suffix!r} (use .png, .bmp, .tiff, ...)")
+    if formats[suffix] == "JPEG" and image.mode in ("RGBA", "LA"):
+        raise CliError("JPEG cannot hold the alpha channel; use .png")
+    with _atomic_output(args.output) as tmp:
+        image.save(tmp, format=formats[suffix])
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from ncodec.file_info import describe_file
+
+    d = describe_file(_read_input(args.input))
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return
+    for k, v in d.items():
+        if k == "chunks":
+            v = ", ".join(f"{c['type']}:{c['bytes']}" for c in v)
+        print(f"{k:15} {v}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    import ncodec
+
+    models = ncodec.models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return
+    for m in models:
+        flag = " (default)" if m["default"] else ""
+        print(f"{m['id']:24} {m['modality']:6} sha256:{m['sha256'][:16]} "
+              f"{m['size_bytes'] / 1e6:.1f} MB{flag}")
+
+
+def cmd_train_image(args: argparse.Namespace) -> None:
+    from ncodec.image_model import ImageHyperprior
+    from ncodec.image_weights import export
+    from ncodec.train_image import train
+
+    ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr,
+                 args.seed, args.val, args.val_every, args.init)
+    if args.export:
+        from safetensors.torch import load_file
+
+        model = ImageHyperprior()
+        t = load_file(str(ckpt))
+        model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        export(model, Path(args.export), args.model_id)
+        print(f"exported {args.export}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ncodec", description="Neural compression codecs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("encode", help="compress an image to .ncz")
+    e.add_argument("input", help="image file, or - for stdin")
+    e.add_argument("-o", "--output", required=True, help=".ncz file, or - for stdout")
+    rate = e.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=float, default=4.0, help="1 (smallest) .. 8 (best)")
+    rate.add_argument("--bpp", type=float, help="target bits per pixel (searches quality)")
+    e.add_argument("--model", help="model id (see `ncodec models`)")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="decompress .ncz; output format from the extension")
+    d.add_argument("input", help=".ncz file, or - for stdin")
+    d.add_argument("-o", "--output", required=True, help="image file, or - for PNG on stdout")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="describe a .ncz file")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("models", help="list installed models")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train a model")
+    tsub = t.add_subparsers(dest="modality", required=True)
+    ti = tsub.add_parser("image", help="train the variable-rate image model")
+    ti.add_argument("--data", nargs="+", required=True, help="folders of training images")
+    ti.add_argument("--run", required=True, help="run folder (checkpoint, log); resumes")
+    ti.add_argument("--minutes", type=float, default=60.0)
+    ti.add_argument("--steps", type=int, default=10**9)
+    ti.add_argument("--batch", type=int, default=8)
+    ti.add_argument("--crop", type=int, default=128)
+    ti.add_argument("--lr", type=float, default=1e-4)
+    ti.add_argument("--seed", type=int, default=0)
+    ti.add_argument("--val", help="validation image folder")
+    ti.add_argument("--val-every", type=int, default=500)
+    ti.add_argument("--init", help="start from a shipped model file (fine-tuning)")
+    ti.add_argument("--export", help="write the trained model as a shipped model file")
+    ti.add_argument("--model-id", default="image-hyperprior-v1")
+    ti.set_defaults(func=cmd_train_image)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ncodec.container import ContainerError
+    from ncodec.entropy.coder import DecodeError
+    from ncodec.image_codec import ImageError
+    from ncodec.zoo import ModelNotFound
+
+    expected = (CliError, ContainerError, ImageError, DecodeError, ModelNotFound, OSError)
+    try:
+        args.func(args)
+    except expected as err:
+        print(f"ncodec: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ncodec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # last resort: one line, never a traceback
+        print(f"ncodec: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

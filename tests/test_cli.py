@@ -1,0 +1,92 @@
+"""The `ncodec` command: exit codes, one-line errors, no partial output, stdin/stdout."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def run(*args, stdin: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "ncodec.cli.main", *map(str, args)],
+                          input=stdin, capture_output=True)
+
+
+@pytest.fixture
+def png(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    return path
+
+
+def test_encode_decode_round_trip(png, tmp_path):
+    ncz, out = tmp_path / "a.ncz", tmp_path / "a.bmp"
+    assert run("encode", png, "-o", ncz, "--quality", 5).returncode == 0
+    assert run("decode", ncz, "-o", out).returncode == 0
+    assert Image.open(out).size == Image.open(png).size
+    info = json.loads(run("info", ncz, "--json").stdout)
+    assert info["modality"] == "image" and info["quality"] == 5.0
+
+
+def test_stdin_and_stdout_are_supported(png):
+    enc = run("encode", "-", "-o", "-", stdin=png.read_bytes())
+    assert enc.returncode == 0 and enc.stdout[:4] == b"\x89NCZ"
+    dec = run("decode", "-", "-o", "-", stdin=enc.stdout)
+    assert dec.returncode == 0 and dec.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bpp_target_is_met(png, tmp_path):
+    ncz = tmp_path / "t.ncz"
+    assert run("encode", png, "-o", ncz, "--bpp", 0.5).returncode == 0
+    image = Image.open(png)
+    assert ncz.stat().st_size * 8 / (image.width * image.height) <= 0.5
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89NCZ\r\n\x1a\n\x00\x00", b"hello world\n" * 9])
+def test_bad_input_exits_1_with_one_line_and_no_output(content, tmp_path):
+    bad, out = tmp_path / "bad.ncz", tmp_path / "out.png"
+    bad.write_bytes(content)
+    res = run("decode", bad, "-o", out)
+    assert res.returncode == 1
+    assert res.stderr.decode().count("\n") == 1 and b"Traceback" not in res.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_corrupted_file_is_detected(png, tmp_path):
+    ncz, out = tmp_path / "a.ncz", tmp_path / "a.png"
+    run("encode", png, "-o", ncz)
+    data = bytearray(ncz.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    ncz.write_bytes(bytes(data))
+    res = run("decode", ncz, "-o", out)
+    assert res.returncode == 1 and b"CRC" in res.stderr and not out.exists()
+
+
+def test_non_image_input_to_encode_exits_1(tmp_path):
+    txt = tmp_path / "notes.png"
+    txt.write_text("not an image")
+    res = run("encode", txt, "-o", tmp_path / "x.ncz")
+    assert res.returncode == 1 and b"cannot read" in res.stderr
+    assert not (tmp_path / "x.ncz").exists()
+
+
+def test_usage_errors_exit_2(png, tmp_path):
+    assert run("encode", png).returncode == 2
+    assert run("frobnicate").returncode == 2
+    assert run("encode", png, "-o", tmp_path / "a.ncz", "--quality", "x").returncode == 2
+
+
+def test_models_lists_the_default_image_model():
+    res = run("models", "--json")
+    models = json.loads(res.stdout)
+    assert any(m["modality"] == "image" and m["default"] and len(m["sha256"]) == 64
+               for m in models)
+
+
+def test_encode_decode_path_imports_no_heavy_packages():
+    code = ("import sys, ncodec, ncodec.image_codec, ncodec.cli.main;"
+            "heavy = {'compressai', 'matplotlib', 'pandas', 'scipy', 'ray'} & set(sys.modules);"
+            "print(sorted(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "[]", res.stderr

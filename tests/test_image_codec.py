@@ -1,0 +1,155 @@
+"""The shipped image model end to end: sizes, modes, rate, exactness."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from conftest import psnr
+from PIL import Image
+
+import ncodec
+from ncodec.container import ContainerError, read_container
+from ncodec.fixed_point import ACT_BITS, run_tiled
+from ncodec.image_codec import KNOWN_CHUNKS, ImageError, decode_image, encode_image
+from ncodec.image_weights import load_coding_model
+from ncodec.zoo import find
+
+
+def digest(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (65, 64), (130, 3)])
+def test_any_size_round_trips_to_the_same_size(size, rng):
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    out = decode_image(encode_image(Image.fromarray(arr), 4))
+    assert out.size == size and out.mode == "RGB"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
+def test_mode_is_kept_and_alpha_is_lossless(mode, photo):
+    image = photo.convert(mode)
+    if "A" in mode:
+        alpha = Image.linear_gradient("L").resize(image.size)
+        image.putalpha(alpha)
+    out = decode_image(encode_image(image, 6))
+    assert out.mode == mode and out.size == image.size
+    if "A" in mode:
+        assert out.getchannel("A").tobytes() == image.getchannel("A").tobytes()
+
+
+def test_palette_and_bilevel_images_are_converted(photo):
+    pal = photo.convert("P")
+    assert decode_image(encode_image(pal, 4)).mode == "RGB"
+    assert decode_image(encode_image(photo.convert("1"), 4)).mode == "L"
+
+
+def test_sixteen_bit_images_are_refused_clearly():
+    with pytest.raises(ImageError, match="16/32-bit"):
+        encode_image(Image.new("I;16", (8, 8)), 4)
+
+
+def test_quality_outside_range_is_refused(photo):
+    with pytest.raises(ImageError, match="quality"):
+        encode_image(photo, 9.5)
+
+
+def test_higher_quality_costs_more_bits_and_gives_higher_psnr(photo):
+    sizes, scores = [], []
+    for q in (1, 4, 8):
+        data = encode_image(photo, q)
+        sizes.append(len(data))
+        scores.append(psnr(photo, decode_image(data)))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert scores == sorted(scores) and scores[-1] > scores[0] + 2
+
+
+def test_fractional_quality_lies_between_its_neighbours(photo):
+    sizes = [len(encode_image(photo, q)) for q in (3, 3.5, 4)]
+    assert sizes[0] <= sizes[1] <= sizes[2]
+
+
+def test_encoding_is_deterministic_and_decoding_bit_exact(photo):
+    a, b = encode_image(photo, 5), encode_image(photo, 5)
+    assert a == b
+    assert digest(decode_image(a)) == digest(decode_image(a))
+
+
+def test_decoding_is_identical_across_thread_counts(photo):
+    data = encode_image(photo, 5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = digest(decode_image(data))
+        torch.set_num_threads(2)
+        two = digest(decode_image(data))
+    finally:
+        torch.set_num_threads(before)
+    assert one == two
+
+
+def test_tiled_integer_synthesis_equals_whole_image_synthesis(rng):
+    model = load_coding_model(find(None, "image").path)
+    y = torch.from_numpy(rng.integers(-3 << ACT_BITS, 3 << ACT_BITS, (1, model.cfg.m, 20, 28)))
+    whole = model.g_s(y.double())
+    tiled = run_tiled(model.g_s, y.double(), 16, tile=6, margin=2,
+                      out=torch.empty(1, 3, 320, 448, dtype=torch.float64))
+    assert torch.equal(whole, tiled)
+
+
+def test_integer_decoder_matches_the_float_decoder(photo):
+    """Fixed-point decoding costs (almost) nothing against float synthesis."""
+    from ncodec.image_weights import load_float_model
+
+    info = find(None, "image")
+    float_model = load_float_model(info.path).eval()
+    x = torch.from_numpy(np.asarray(photo)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ref = float_model(x, torch.tensor([5]), noise=False)["x_hat"].clamp(0, 1)
+    ref_img = (ref[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    out = decode_image(encode_image(photo, 6))
+    assert psnr(ref_img, out) > 40
+
+
+def test_large_image_spans_several_latent_tiles(rng):
+    arr = np.asarray(Image.linear_gradient("L").resize((1100, 1040)).convert("RGB")).copy()
+    arr[::7] = rng.integers(0, 256, arr[::7].shape, dtype=np.uint8)
+    data = encode_image(Image.fromarray(arr), 2)
+    _, chunks = read_container(data, KNOWN_CHUNKS)
+    assert sum(c.type == b"YLAT" for c in chunks) == 4
+    assert decode_image(data).size == (1100, 1040)
+
+
+def test_file_made_with_other_weights_is_refused_by_name(photo):
+    data = bytearray(encode_image(photo, 2))
+    from ncodec.container import Header, Modality, write_container
+
+    header, chunks = read_container(bytes(data), KNOWN_CHUNKS)
+    forged = Header(Modality.IMAGE, header.model_id, bytes(32), header.params)
+    blob = write_container(forged, [(c.type, c.data) for c in chunks])
+    with pytest.raises(LookupError, match="needs model image-hyperprior-v1@000000000000"):
+        decode_image(blob)
+
+
+def test_oversized_claim_is_refused_before_decoding(photo):
+    from ncodec.container import Header, Modality, write_container
+    from ncodec.image_codec import ImageParams
+
+    header, chunks = read_container(encode_image(photo, 2), KNOWN_CHUNKS)
+    huge = ImageParams(60000, 60000, "RGB", 0).pack()
+    blob = write_container(Header(Modality.IMAGE, header.model_id, header.weights_hash, huge),
+                           [(c.type, c.data) for c in chunks])
+    with pytest.raises((ImageError, ContainerError), match="exceeds limit|chunks"):
+        decode_image(blob)
+
+
+def test_api_accepts_images_arrays_and_paths(photo, tmp_path):
+    path = tmp_path / "p.png"
+    photo.save(path)
+    from_path = ncodec.encode(path, quality=3)
+    assert from_path == ncodec.encode(photo, quality=3) == ncodec.encode(np.asarray(photo), 3)
+    assert ncodec.decode(from_path).size == photo.size
+    assert ncodec.info(from_path)["width"] == photo.width
+    with pytest.raises(TypeError):
+        ncodec.encode(3.5)
