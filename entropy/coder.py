@@ -116,14 +116,20 @@ def decode(payload: bytes, index: np.ndarray, tables: TableSet) -> np.ndarray:
             escape_pos.append(pos[rel == tables.sizes[t]])
         pos = np.concatenate(escape_pos) if escape_pos else np.zeros(0, np.int64)
         symbols[pos] = _decode_escapes(dec, pos.size)
-    except (ValueError, RuntimeError, OverflowError) as err:  # constriction's errors
-        raise DecodeError(f"invalid range-coded payload ({err})") from None
+    except DecodeError:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # constriction reports bad data as AssertionError or a panic
+        raise DecodeError(f"invalid range-coded payload ({type(err).__name__})") from None
     return symbols
 
 
 def _encode_escapes(enc, values: np.ndarray) -> None:
     if not values.size:
         return
+    if np.abs(values).max() > 1 << 62:
+        raise ValueError("symbol magnitude above 2**62 cannot be coded")
     u = _zigzag(values)
     nbits = np.array([int(x).bit_length() for x in u], dtype=np.int32)
     enc.encode(nbits, _model.Uniform(_ESCAPE_BITS))
@@ -136,13 +142,10 @@ def _decode_escapes(dec, count: int) -> np.ndarray:
     if not count:
         return np.zeros(0, np.int64)
     nbits = dec.decode(_model.Uniform(_ESCAPE_BITS), count).astype(np.int64)
-    if nbits.max() > 62:
-        raise DecodeError("escape value too large")
     npieces = (nbits + 15) // 16
-    pieces = dec.decode(_model.Uniform(1 << 16), int(npieces.sum())).astype(np.int64)
-    values, k = np.zeros(count, np.uint64), 0
-    for i, n in enumerate(npieces):
-        for j in range(int(n)):
-            values[i] |= np.uint64(pieces[k] << (16 * j))
-            k += 1
-    return _unzigzag(values)
+    pieces = dec.decode(_model.Uniform(1 << 16), int(npieces.sum())).tolist()
+    values, k = [], 0
+    for n in npieces.tolist():
+        values.append(sum(pieces[k + j] << (16 * j) for j in range(n)) & ((1 << 63) - 1))
+        k += n
+    return _unzigzag(np.array(values, dtype=np.uint64))
