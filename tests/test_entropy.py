@@ -96,3 +96,19 @@ def test_factorized_tables_follow_the_learned_density():
     with torch.no_grad():
         lik = density.likelihood(torch.zeros(1, 4, 1, 1)).flatten()
     np.testing.assert_allclose(counts[:, 8] / (1 << PRECISION), lik.numpy(), rtol=0.01)
+
+
+def test_categorical_prior_codes_rvq_indices_near_their_entropy(rng):
+    from ncodec.entropy.categorical import CategoricalPrior, stage_index
+
+    stages, k, n = 4, 256, 20_000
+    skew = rng.dirichlet(np.full(k, 0.3), stages)
+    codes = np.stack([rng.choice(k, n, p=skew[s]) for s in range(stages)], 1)
+    prior = CategoricalPrior(stages, k)
+    prior.fit_counts(torch.from_numpy(codes))
+    tables = prior.table_set()
+    payload = encode(codes.ravel(), stage_index(codes), tables)
+    assert np.array_equal(decode(payload, stage_index(codes), tables).reshape(codes.shape), codes)
+    ideal = float(prior.bits(torch.from_numpy(codes)).sum())
+    assert len(payload) * 8 <= ideal * 1.01 + 64
+    assert len(payload) * 8 < n * stages * 8 * 0.95  # beats fixed-length 8-bit packing
