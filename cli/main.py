@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     expected = (CliError, ContainerError, ImageError, DecodeError, ModelNotFound, OSError)
     try:
         args.func(args)
+    except BrokenPipeError:  # e.g. `ncodec info f.ncz | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BAD_INPUT
     except expected as err:
         print(f"ncodec: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

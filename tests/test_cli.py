@@ -90,3 +90,20 @@ def test_encode_decode_path_imports_no_heavy_packages():
             "print(sorted(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]", res.stderr
+
+
+def test_every_python_package_folder_is_installed_by_pyproject():
+    """A new subpackage that pyproject does not list would be missing from the wheel."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {name: root / folder for name, folder in cfg["package-dir"].items()}
+    found = set()
+    for name, folder in roots.items():
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            if not any(p.startswith((".", "__")) for p in rel):
+                found.add(".".join((name, *rel)))
+    assert found <= set(cfg["packages"]), found - set(cfg["packages"])
