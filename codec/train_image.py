@@ -47,11 +47,15 @@ class CropSampler:
 
 
 def _validation_set(folder: str | None, size: int = 256, count: int = 6) -> torch.Tensor | None:
+    """Centre crops of the first `count` images, all of one size (a multiple of 64)."""
     if not folder:
         return None
+    images = [load_rgb(p) for p in image_files(folder)[:count]]
+    size = min([size, *(min(im.shape[:2]) for im in images)]) // 64 * 64
+    if not images or size == 0:
+        raise ValueError(f"validation folder {folder} has no image of at least 64x64")
     crops = []
-    for p in image_files(folder)[:count]:
-        im = load_rgb(p)
+    for im in images:
         y, x = (im.shape[0] - size) // 2, (im.shape[1] - size) // 2
         crops.append(im[y : y + size, x : x + size])
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)

@@ -1,9 +1,11 @@
-"""Shipped models: safetensors files in this folder, each with a model card (<id>.md)."""
+"""Models: the shipped ones in this folder (each with a model card <id>.md), plus any in the
+folders named by the NCODEC_MODEL_PATH environment variable (os.pathsep-separated)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -57,8 +59,14 @@ def describe(path: Path) -> ModelInfo:
                      path.stat().st_size, json.loads(meta.get("config", "{}")))
 
 
-def installed(folder: Path = ZOO_DIR) -> list[ModelInfo]:
-    return [describe(p) for p in sorted(folder.glob("*.safetensors"))]
+def model_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("NCODEC_MODEL_PATH", "").split(os.pathsep) if p]
+    return [ZOO_DIR, *extra]
+
+
+def installed() -> list[ModelInfo]:
+    """Shipped models first, then user models from NCODEC_MODEL_PATH."""
+    return [describe(p) for d in model_dirs() for p in sorted(d.glob("*.safetensors"))]
 
 
 def find(model_id: str | None, modality: str) -> ModelInfo:

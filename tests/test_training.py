@@ -1,0 +1,67 @@
+"""`train` runs, resumes from its checkpoint, and exports a model the codec can use."""
+
+import json
+
+import pytest
+from conftest import SAMPLE
+from PIL import Image
+
+from ncodec.image_model import ImageModelConfig
+from ncodec.train_image import train
+
+TINY = ImageModelConfig(n=16, m=24)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with Image.open(SAMPLE) as im:
+        im.save(folder / "a.png")
+        im.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(folder / "b.jpg", quality=95)
+    (folder / "LICENSE.txt").write_text("ignored by the loader")
+    return folder
+
+
+def steps_logged(run) -> list[int]:
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if "loss" in line]
+
+
+def test_training_resumes_and_exports_a_usable_model(data_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    kwargs = dict(minutes=5, batch=2, crop=64, val=str(data_dir), val_every=50, cfg=TINY)
+    train([str(data_dir)], str(run), steps=50, **kwargs)
+    assert steps_logged(run) == [50]
+    train([str(data_dir)], str(run), steps=100, **kwargs)
+    assert steps_logged(run) == [50, 100]
+    vals = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+            if "val" in line]
+    assert len(vals[-1]["val"]["bpp"]) == TINY.levels
+
+    from safetensors.torch import load_file
+
+    from ncodec.image_model import ImageHyperprior
+    from ncodec.image_weights import export
+
+    model = ImageHyperprior(TINY)
+    state = load_file(str(run / "checkpoint.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    models = tmp_path / "models"
+    models.mkdir()
+    export(model, models / "tiny.safetensors", "tiny-test")
+    monkeypatch.setenv("NCODEC_MODEL_PATH", str(models))
+
+    import ncodec
+
+    assert any(m["id"] == "tiny-test" for m in ncodec.models())
+    with Image.open(SAMPLE) as im:
+        data = ncodec.encode(im, quality=4, model="tiny-test")
+        assert ncodec.decode(data).size == im.size
+    assert ncodec.info(data)["model"] == "tiny-test"
+
+
+def test_training_refuses_an_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        train([str(tmp_path / "empty")], str(tmp_path / "run"), minutes=1, steps=1, cfg=TINY)
