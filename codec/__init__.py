@@ -22,14 +22,13 @@ def _as_image(obj: Any):
         with Image.open(obj) as im:
             im.load()
             return im
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        np = None
-    if np is not None and isinstance(obj, np.ndarray):
-        if obj.dtype != np.uint8 or obj.ndim not in (2, 3) or (obj.ndim == 3 and obj.shape[2] not in (1, 3, 4)):
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        channels = obj.shape[2] if obj.ndim == 3 else 0
+        if obj.dtype != np.uint8 or obj.ndim not in (2, 3) or channels not in (0, 1, 3, 4):
             raise ValueError("arrays must be uint8 HxW, HxWx1, HxWx3 or HxWx4")
-        return Image.fromarray(obj[..., 0] if obj.ndim == 3 and obj.shape[2] == 1 else obj)
+        return Image.fromarray(obj[..., 0] if channels == 1 else obj)
     raise TypeError(f"cannot encode {type(obj).__name__}: pass a PIL image, a uint8 array or a path")
 
 

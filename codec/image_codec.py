@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
-
 from ncodec.entropy import coder
+from PIL import Image, ImageOps
 
 from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
@@ -184,7 +183,7 @@ def decode_image(data: bytes) -> Image.Image:
         mean, index = _hyper(model, z_sym)
         inv = _inverse_gain(model, p.quality_fx)
         y_hat = torch.empty(1, m, hp // 16, wp // 16, dtype=torch.int32)
-        for (y0, y1, x0, x1), payload in zip(tiles, by_type[CHUNK_Y]):
+        for (y0, y1, x0, x1), payload in zip(tiles, by_type[CHUNK_Y], strict=True):
             idx = index[..., y0:y1, x0:x1]
             sym = torch.from_numpy(coder.decode(payload, idx.numpy(), model.y_tables))
             sym = sym.view(idx.shape).clamp_(-(1 << 20), 1 << 20)

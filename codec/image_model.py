@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
-
 from ncodec.entropy.factorized import FactorizedDensity
 from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
+from torch import nn
 
 from .layers import GDN, SubpixelUp, conv
 

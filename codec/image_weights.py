@@ -14,13 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-
 from ncodec.entropy.coder import TableSet
 from ncodec.entropy.gaussian import gaussian_tables, scale_table, scale_thresholds
 from ncodec.entropy.tables import PRECISION
+from safetensors.torch import load_file, save_file
 
-from .fixed_point import ACT_BITS, IntNet, build_intnet, conv_modules, dequantize_conv, quantize_conv
+from .fixed_point import (
+    ACT_BITS,
+    IntNet,
+    build_intnet,
+    conv_modules,
+    dequantize_conv,
+    quantize_conv,
+)
 from .image_model import ImageHyperprior, ImageModelConfig
 from .zoo import ModelInfo, describe
 
@@ -119,7 +125,7 @@ def load_float_model(path: str | Path) -> ImageHyperprior:
         getattr(model, net).load_state_dict(sub)
     for net in DECODER_NETS:
         convs = conv_modules(getattr(model, net))
-        for conv, p in zip(convs, _decoder_params(t, net, len(convs))):
+        for conv, p in zip(convs, _decoder_params(t, net, len(convs)), strict=True):
             dequantize_conv(conv, p)
     model.log_gain.data = t["enc.log_gain"].float()
     model.log_inv_gain.data = (t["dec.inv_gain"].double() / 2**GAIN_BITS).log().float()

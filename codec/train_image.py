@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -117,9 +116,10 @@ def train(
     val: str | None = None,
     val_every: int = 500,
     init: str | None = None,
-    cfg: ImageModelConfig = ImageModelConfig(),
+    cfg: ImageModelConfig | None = None,
 ) -> Path:
     """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors."""
+    cfg = cfg or ImageModelConfig()
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

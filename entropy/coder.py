@@ -133,7 +133,7 @@ def _encode_escapes(enc, values: np.ndarray) -> None:
     u = _zigzag(values)
     nbits = np.array([int(x).bit_length() for x in u], dtype=np.int32)
     enc.encode(nbits, _model.Uniform(_ESCAPE_BITS))
-    pieces = [(int(x) >> s) & 0xFFFF for x, n in zip(u, nbits) for s in range(0, int(n), 16)]
+    pieces = [(int(x) >> s) & 0xFFFF for x, n in zip(u, nbits, strict=True) for s in range(0, int(n), 16)]
     if pieces:
         enc.encode(np.array(pieces, dtype=np.int32), _model.Uniform(1 << 16))
 

@@ -29,7 +29,7 @@ class FactorizedDensity(nn.Module):
 
     def _logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
         """x: [C, 1, N] -> logits of the CDF, [C, 1, N]."""
-        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases, strict=True)):
             x = torch.matmul(F.softplus(m), x) + b
             if i < len(self.factors):
                 x = x + torch.tanh(self.factors[i]) * torch.tanh(x)

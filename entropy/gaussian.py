@@ -41,7 +41,7 @@ def gaussian_tables(table: np.ndarray, precision: int, tail_sigmas: float = 6.0)
     radii = np.maximum(np.ceil(table * tail_sigmas).astype(np.int64), 1)
     width = int(2 * radii.max() + 2)
     counts = np.zeros((len(table), width), dtype=np.int64)
-    for i, (s, r) in enumerate(zip(table, radii)):
+    for i, (s, r) in enumerate(zip(table, radii, strict=True)):
         v = torch.arange(-r, r + 1, dtype=torch.float64)
         pmf = torch.special.ndtr((v + 0.5) / s) - torch.special.ndtr((v - 0.5) / s)
         tail = max(0.0, 1.0 - float(pmf.sum()))

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
-
 from ncodec.container import ContainerError, Header, read_container, write_container
 from ncodec.entropy.coder import DecodeError
 from ncodec.image_codec import KNOWN_CHUNKS, ImageError, decode_image, encode_image
 from ncodec.zoo import ModelNotFound
+from PIL import Image
 
 CLEAN_ERRORS = (ContainerError, ImageError, DecodeError, ModelNotFound)
 

@@ -94,8 +94,9 @@ def test_encode_decode_path_imports_no_heavy_packages():
 
 def test_every_python_package_folder_is_installed_by_pyproject():
     """A new subpackage that pyproject does not list would be missing from the wheel."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]

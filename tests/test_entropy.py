@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from ncodec.entropy.coder import DecodeError, TableSet, decode, encode
 from ncodec.entropy.factorized import FactorizedDensity
 from ncodec.entropy.gaussian import gaussian_tables, scale_table, scale_thresholds

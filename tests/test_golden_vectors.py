@@ -8,7 +8,6 @@ import pytest
 SPEC = Path(__file__).resolve().parents[1] / "bitstream_spec"
 sys.path.insert(0, str(SPEC))
 from make_vectors import decoded_digest  # noqa: E402
-
 from ncodec.image_codec import decode_image  # noqa: E402
 
 VECTORS = sorted((SPEC / "vectors").glob("*.ncz"))

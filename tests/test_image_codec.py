@@ -2,18 +2,17 @@
 
 import hashlib
 
+import ncodec
 import numpy as np
 import pytest
 import torch
 from conftest import psnr
-from PIL import Image
-
-import ncodec
 from ncodec.container import ContainerError, read_container
 from ncodec.fixed_point import ACT_BITS, run_tiled
 from ncodec.image_codec import KNOWN_CHUNKS, ImageError, decode_image, encode_image
 from ncodec.image_weights import load_coding_model
 from ncodec.zoo import find
+from PIL import Image
 
 
 def digest(image: Image.Image) -> str:

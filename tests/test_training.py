@@ -4,10 +4,9 @@ import json
 
 import pytest
 from conftest import SAMPLE
-from PIL import Image
-
 from ncodec.image_model import ImageModelConfig
 from ncodec.train_image import train
+from PIL import Image
 
 TINY = ImageModelConfig(n=16, m=24)
 
@@ -39,10 +38,9 @@ def test_training_resumes_and_exports_a_usable_model(data_dir, tmp_path, monkeyp
             if "val" in line]
     assert len(vals[-1]["val"]["bpp"]) == TINY.levels
 
-    from safetensors.torch import load_file
-
     from ncodec.image_model import ImageHyperprior
     from ncodec.image_weights import export
+    from safetensors.torch import load_file
 
     model = ImageHyperprior(TINY)
     state = load_file(str(run / "checkpoint.safetensors"))
