@@ -152,3 +152,13 @@ def test_api_accepts_images_arrays_and_paths(photo, tmp_path):
     assert ncodec.info(from_path)["width"] == photo.width
     with pytest.raises(TypeError):
         ncodec.encode(3.5)
+
+
+def test_exif_orientation_is_applied(photo, tmp_path):
+    """A JPEG tagged 'rotate 90' comes back upright, as viewers show it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    path = tmp_path / "rotated.jpg"
+    photo.save(path, exif=exif, quality=95)
+    out = ncodec.decode(ncodec.encode(path, 5))
+    assert out.size == (photo.height, photo.width)
