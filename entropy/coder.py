@@ -69,8 +69,11 @@ def _groups(index: np.ndarray, num_tables: int) -> tuple[np.ndarray, np.ndarray]
     """Stable order of positions grouped by table, and the group boundaries."""
     if index.size and (index.min() < 0 or index.max() >= num_tables):
         raise ValueError("table index out of range")
-    order = np.argsort(index, kind="stable")
-    bounds = np.searchsorted(index[order], np.arange(num_tables + 1))
+    if num_tables > 1 << 16:
+        raise ValueError("at most 65536 tables")
+    narrow = index.astype(np.uint8 if num_tables <= 256 else np.uint16)  # radix sort in numpy
+    order = np.argsort(narrow, kind="stable")
+    bounds = np.searchsorted(narrow[order], np.arange(num_tables + 1))
     return order, bounds
 
 
