@@ -59,6 +59,19 @@ def _atomic_output(path: str):
         raise
 
 
+def _progress():
+    """A stderr progress reporter for interactive terminals (None otherwise)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(stage: str, done: int, total: int) -> None:
+        if total > 1:
+            end = "\n" if done == total else ""
+            print(f"\rncodec: {stage} {done}/{total} tiles", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
 def _open_image(data: bytes, name: str):
     import io
 
@@ -82,7 +95,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         data, quality = encode_to_bpp(image, args.bpp, args.model)
         print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
     else:
-        data = encode_image(image, args.quality, args.model)
+        data = encode_image(image, args.quality, args.model, progress=_progress())
     with _atomic_output(args.output) as tmp:
         Path(tmp).write_bytes(data)
 
@@ -90,7 +103,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 def cmd_decode(args: argparse.Namespace) -> None:
     from ncodec.image_codec import decode_image
 
-    image = decode_image(_read_input(args.input))
+    image = decode_image(_read_input(args.input), progress=_progress())
     suffix = Path(args.output).suffix.lower() if args.output != "-" else ".png"
     from PIL import Image
 

@@ -116,14 +116,17 @@ def run_tiled(
     tile: int,
     margin: int,
     out: torch.Tensor,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Apply a local network tile by tile over x [1,C,H,W] into `out` (output = input * scale).
 
     Each tile is extended by `margin` input pixels (cut at the borders, where the network's
     own zero padding applies as in a whole-image run), so with margin >= the receptive field
     the result equals the whole-image result; for IntNet, bit for bit.
+    `progress(done, total)` is called after each tile.
     """
     _, _, h, w = x.shape
+    total, done = -(-h // tile) * -(-w // tile), 0
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
@@ -135,4 +138,7 @@ def run_tiled(
             out[:, :, int(y0 * scale) : int(y0 * scale) + th, int(x0 * scale) : int(x0 * scale) + tw] = (
                 res[:, :, oy : oy + th, ox : ox + tw].to(out.dtype)
             )
+            done += 1
+            if progress:
+                progress(done, total)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ MODES = {1: "L", 2: "RGB", 3: "RGBA", 4: "LA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 CHUNK_Z, CHUNK_Y, CHUNK_ALPHA = b"ZLAT", b"YLAT", b"ALPH"
 KNOWN_CHUNKS = (CHUNK_Z, CHUNK_Y, CHUNK_ALPHA)
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 100_000_000
 ALIGN = 64  # the model downsamples by 64 (y by 16, z by 4 more)
@@ -121,7 +123,14 @@ def _z_index(z: torch.Tensor) -> np.ndarray:
     return np.repeat(np.arange(c), z[0, 0].numel())
 
 
-def encode_image(image: Image.Image, quality: float = 4.0, model_id: str | None = None) -> bytes:
+def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
+    return (lambda done, total: progress(name, done, total)) if progress else None
+
+
+def encode_image(
+    image: Image.Image, quality: float = 4.0, model_id: str | None = None,
+    progress: Progress | None = None,
+) -> bytes:
     """Compress a Pillow image; quality from 1 (smallest) to the model's level count (best)."""
     info = find(model_id, "image")
     model = load_coding_model(info.path)
@@ -137,7 +146,7 @@ def encode_image(image: Image.Image, quality: float = 4.0, model_id: str | None 
     m = model.cfg.m
     with torch.inference_mode():
         y = run_tiled(model.g_a, x, 1 / 16, tile=1024, margin=64,
-                      out=torch.empty(1, m, hp // 16, wp // 16))
+                      out=torch.empty(1, m, hp // 16, wp // 16), progress=_stage(progress, "analysis"))
         y = y * _gain(model, params.quality_fx)
         z = run_tiled(model.h_a, y, 1 / 4, tile=256, margin=16,
                       out=torch.empty(1, model.cfg.n, hp // 64, wp // 64))
@@ -159,7 +168,7 @@ def _to_pixels(x: torch.Tensor) -> torch.Tensor:
     return torch.floor((x * 255 + half) * 2.0**-ACT_BITS).clamp_(0, 255)
 
 
-def decode_image(data: bytes) -> Image.Image:
+def decode_image(data: bytes, progress: Progress | None = None) -> Image.Image:
     """Decompress .ncz bytes to a Pillow image of the original size and mode."""
     header, chunks = ct.read_container(data, KNOWN_CHUNKS)
     if header.modality != ct.Modality.IMAGE:
@@ -192,7 +201,8 @@ def decode_image(data: bytes) -> Image.Image:
     except coder.DecodeError as err:
         raise ImageError(str(err)) from None
     pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
-    run_tiled(lambda t: _to_pixels(model.g_s(t.double())), y_hat, 16, tile=24, margin=2, out=pixels)
+    run_tiled(lambda t: _to_pixels(model.g_s(t.double())), y_hat, 16, tile=24, margin=2, out=pixels,
+              progress=_stage(progress, "synthesis"))
     rgb = pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy()
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if p.mode in ("L", "LA"):

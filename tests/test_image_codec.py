@@ -162,3 +162,13 @@ def test_exif_orientation_is_applied(photo, tmp_path):
     photo.save(path, exif=exif, quality=95)
     out = ncodec.decode(ncodec.encode(path, 5))
     assert out.size == (photo.height, photo.width)
+
+
+def test_progress_reports_every_tile_of_long_work(rng):
+    arr = rng.integers(0, 256, (500, 700, 3), dtype=np.uint8)
+    seen = []
+    data = encode_image(Image.fromarray(arr), 2, progress=lambda *a: seen.append(a))
+    decode_image(data, progress=lambda *a: seen.append(a))
+    stages = {stage: (done, total) for stage, done, total in seen}
+    assert stages["analysis"] == (1, 1)
+    assert stages["synthesis"][0] == stages["synthesis"][1] == 4  # 32x44 latent, 24-tiles
