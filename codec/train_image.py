@@ -20,6 +20,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _record(log, rec: dict) -> None:
+    """One JSON line to stderr and to the run's log.jsonl."""
+    _log(json.dumps(rec))
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+
+
 class CropSampler:
     """Random crops with flips from images held in memory as uint8."""
 
@@ -152,23 +159,18 @@ def train(
         opt.step()
         step += 1
         if step % 50 == 0:
-            psnr = float((-10 * torch.log10(mse)).mean())
-            rec = {"step": step, "loss": round(float(loss), 4),
-                   "bpp": round(float(out["bpp"].mean()), 4), "psnr": round(psnr, 2),
+            psnr = float((-10 * torch.log10(mse.detach())).mean())
+            rec = {"step": step, "loss": round(loss.item(), 4),
+                   "bpp": round(out["bpp"].mean().item(), 4), "psnr": round(psnr, 2),
                    "elapsed_s": round(time.monotonic() - start)}
-            _log(json.dumps(rec))
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            _record(log, rec)
+            if not math.isfinite(rec["loss"]):
+                raise RuntimeError(f"training diverged at step {step} (non-finite loss)")
         if val_images is not None and step % val_every == 0:
-            rec = {"step": step, "val": validate(model, val_images.to(device))}
-            _log(json.dumps(rec))
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            _record(log, {"step": step, "val": validate(model, val_images.to(device))})
         if time.monotonic() - last_save > 300:
             _save(run, model, opt, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
             last_save = time.monotonic()
     _save(run, model, opt, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
     _log(f"stopped at step {step}; checkpoint in {run}")
-    if not math.isfinite(float(loss)):
-        raise RuntimeError("training diverged (non-finite loss)")
     return run / "checkpoint.safetensors"
