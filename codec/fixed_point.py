@@ -38,8 +38,7 @@ class IntConv:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         acc = F.conv2d(x, self.weight, padding=self.weight.shape[-1] // 2)
-        out = torch.floor(acc * self.scale) + self.bias.view(-1, 1, 1)
-        return out.clamp_(-ACT_LIMIT, ACT_LIMIT)
+        return acc.mul_(self.scale).floor_().add_(self.bias.view(-1, 1, 1)).clamp_(-ACT_LIMIT, ACT_LIMIT)
 
 
 def quantize_conv(conv: nn.Conv2d) -> dict[str, torch.Tensor]:
@@ -60,7 +59,8 @@ def dequantize_conv(conv: nn.Conv2d, p: dict[str, torch.Tensor]) -> None:
 
 
 def leaky(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= 0, x, torch.floor(x * 2.0**-LEAK_SHIFT))
+    """x >= 0: x; x < 0: floor(x / 8) (which is >= x for negative integers)."""
+    return torch.maximum(x, torch.floor(x * 2.0**-LEAK_SHIFT))
 
 
 class IntNet:
