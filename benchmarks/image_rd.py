@@ -30,10 +30,10 @@ from PIL import Image
 
 SETTINGS = {
     "ncodec": [1, 2, 3, 4, 5, 6, 7, 8],
-    "jpeg": [10, 20, 30, 50, 70, 85, 95],
-    "webp": [5, 15, 30, 50, 70, 85, 95],
-    "avif": [20, 35, 50, 65, 80, 90],
-    "jxl": [12.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.7],
+    "jpeg": [3, 6, 10, 20, 30, 50, 70, 85, 95],
+    "webp": [0, 2, 5, 15, 30, 50, 70, 85, 95],
+    "avif": [2, 8, 20, 35, 50, 65, 80, 90],
+    "jxl": [25.0, 18.0, 12.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.7],
 }
 
 
@@ -80,7 +80,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     import torch
     from pytorch_msssim import ms_ssim as msssim
 
-    ta, tb = (torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].double() for x in (a, b))
+    ta, tb = (torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].double() for x in (a, b))
     return float(msssim(ta, tb, data_range=255))
 
 

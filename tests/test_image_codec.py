@@ -103,7 +103,7 @@ def test_integer_decoder_matches_the_float_decoder(photo):
 
     info = find(None, "image")
     float_model = load_float_model(info.path).eval()
-    x = torch.from_numpy(np.asarray(photo)).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         ref = float_model(x, torch.tensor([5]), noise=False)["x_hat"].clamp(0, 1)
     ref_img = (ref[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
