@@ -142,6 +142,21 @@ def cmd_models(args: argparse.Namespace) -> None:
               f"{m['size_bytes'] / 1e6:.1f} MB{flag}")
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    import ncodec
+
+    report = {"ncodec": ncodec.__version__, "quantize_backends": ncodec.quantize_backends(),
+              "models": [m["id"] for m in ncodec.models()]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"ncodec {report['ncodec']}")
+    print("quantization backends:")
+    for name, state in report["quantize_backends"].items():
+        print(f"  {name:6} {state}")
+    print(f"models: {', '.join(report['models']) or 'none installed'}")
+
+
 def cmd_train_image(args: argparse.Namespace) -> None:
     from ncodec.image_model import ImageHyperprior
     from ncodec.image_weights import export
@@ -185,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list installed models")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
+
+    dr = sub.add_parser("doctor", help="report quantization backends (torch/cpp/cuda) and models")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("train", help="train a model")
     tsub = t.add_subparsers(dest="modality", required=True)

@@ -10,7 +10,20 @@ from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["encode", "decode", "info", "models", "encode_image", "decode_image"]
+__all__ = ["encode", "decode", "info", "models", "encode_image", "decode_image",
+           "rvq_encode", "rvq_decode", "quantize_backends", "ResidualVectorQuantizer"]
+
+_LAZY = {"rvq_encode": "rvq_backends", "rvq_decode": "rvq_backends",
+         "quantize_backends": "rvq_backends", "ResidualVectorQuantizer": "rvq"}
+
+
+def __getattr__(name: str) -> Any:
+    """Quantization names load torch only when first used."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ncodec' has no attribute {name!r}")
 
 
 def _as_image(obj: Any):
