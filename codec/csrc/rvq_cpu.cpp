@@ -24,7 +24,7 @@
 //
 // Build: JIT via torch.utils.cpp_extension.load from ncodec/rvq_backends.py. Define
 // NCODEC_RVQ_STANDALONE to compile only the torch-free core (ncodec_rvq::encode), as the
-// AddressSanitizer harness in benchmarks/asan_rvq.sh does.
+// sanitizer test (tests/test_rvq_sanitizers.py) does.
 
 #include <algorithm>
 #include <atomic>
