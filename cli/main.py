@@ -1,4 +1,4 @@
-"""`ncodec` command line: encode, decode, info, models, train.
+"""`ncodec` command line: encode, decode, info, models, doctor, train, bench.
 
 Exit status: 0 success, 1 bad input (one line on stderr), 2 usage error.
 """
@@ -174,6 +174,30 @@ def cmd_train_image(args: argparse.Namespace) -> None:
         print(f"exported {args.export}", file=sys.stderr)
 
 
+def cmd_bench_image(args: argparse.Namespace) -> None:
+    from ncodec.bench import BenchError
+    from ncodec.bench.codecs import parse_settings
+    from ncodec.bench.image import bench_image
+    from ncodec.bench.report import write_report
+
+    try:
+        settings = dict(parse_settings(spec) for spec in args.settings)
+        result = bench_image(args.dataset, [c.strip() for c in args.codecs.split(",") if c.strip()],
+                             args.anchor, args.out, args.workers, args.limit, args.executor, settings,
+                             args.model, args.ray_address)
+        written = [result, *write_report(result)]
+    except BenchError as err:
+        raise CliError(str(err)) from None
+    print("\n".join(map(str, written)))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncodec", description="Neural compression codecs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,6 +246,30 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--export", help="write the trained model as a shipped model file")
     ti.add_argument("--model-id", default="image-hyperprior-v1")
     ti.set_defaults(func=cmd_train_image)
+
+    b = sub.add_parser("bench", help="benchmark ncodec against other codecs")
+    bsub = b.add_subparsers(dest="modality", required=True)
+    bi = bsub.add_parser(
+        "image", help="rate-distortion sweep over an image folder",
+        description="Sweep codecs over their quality settings on every image of a folder; write "
+                    "DIR/image_<dataset>.json (per-image rows, means, BD-rates), .md and RD plots. "
+                    "Rerunning into the same --out computes only the rows it lacks.")
+    bi.add_argument("--dataset", required=True, help="folder of images (searched recursively)")
+    bi.add_argument("--codecs", default="ncodec,jpeg,webp,avif,jxl",
+                    help="comma-separated: ncodec, jpeg, webp, avif, jxl, compressai:MODEL "
+                         "(default %(default)s)")
+    bi.add_argument("--anchor", default="webp", help="codec the BD-rates are against (default %(default)s)")
+    bi.add_argument("--settings", action="append", default=[], metavar="CODEC=V,V,...",
+                    help="settings to sweep for one codec instead of its defaults, e.g. jpeg=20,50,80 "
+                         "(repeatable)")
+    bi.add_argument("--workers", type=_positive_int, default=1, help="parallel workers (default 1)")
+    bi.add_argument("--limit", type=_positive_int, help="only the first N images")
+    bi.add_argument("--executor", choices=["process", "ray"], default="process",
+                    help="worker processes on this machine, or Ray tasks (default %(default)s)")
+    bi.add_argument("--ray-address", help="Ray cluster to run on (default: RAY_ADDRESS, else a local Ray)")
+    bi.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
+    bi.add_argument("--model", help="ncodec model id (default: the default image model)")
+    bi.set_defaults(func=cmd_bench_image)
     return p
 
 

@@ -1,0 +1,178 @@
+"""Image codecs under test: name -> encode/decode functions, and their default setting sweeps.
+
+Every codec runs in-process. JPEG and WebP go through Pillow (4:2:0, Pillow defaults; WebP method
+6), AVIF through libavif (imagecodecs; 4:4:4, speed 6) and JPEG XL through libjxl (imagecodecs;
+effort 7), each with one thread. `compressai:NAME` is a pretrained CompressAI model (qualities
+1..8), imported only in the worker that runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib.util import find_spec
+
+import numpy as np
+from PIL import Image
+
+from . import BenchError
+
+Setting = int | float
+
+SETTINGS: dict[str, list[Setting]] = {
+    "ncodec": [1, 2, 3, 4, 5, 6, 7, 8],
+    "jpeg": [3, 6, 10, 20, 30, 50, 70, 85, 95],
+    "webp": [0, 2, 5, 15, 30, 50, 70, 85, 95],
+    "avif": [2, 8, 20, 35, 50, 65, 80, 90],
+    "jxl": [25.0, 18.0, 12.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.7],
+}
+COMPRESSAI = "compressai:"
+COMPRESSAI_QUALITIES: list[Setting] = [1, 2, 3, 4, 5, 6, 7, 8]
+COMPRESSAI_MISSING = "compressai is not installed; pip install 'ncodec[compressai]'"
+IMAGECODECS_MISSING = "imagecodecs is not installed (needed for avif and jxl); pip install 'ncodec[bench]'"
+# compressai bitstream: quality, image height and width, latent height and width, string count;
+# then each entropy-coded string as a 4-byte length and its bytes.
+COMPRESSAI_HEAD = struct.Struct(">BHHHHB")
+COMPRESSAI_LENGTH = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Codec:
+    encode: Callable[[np.ndarray, Setting], bytes]  # HxWx3 uint8 RGB, setting -> bytes
+    decode: Callable[[bytes], np.ndarray]  # bytes -> HxWx3 uint8 RGB
+
+
+def check_codec(name: str) -> None:
+    """Raise BenchError unless `name` is a codec this machine can run (imports nothing heavy)."""
+    if name.startswith(COMPRESSAI):
+        if not name[len(COMPRESSAI):]:
+            raise BenchError("name the compressai model, e.g. compressai:bmshj2018-hyperprior")
+        if find_spec("compressai") is None:
+            raise BenchError(COMPRESSAI_MISSING)
+        return
+    if name not in SETTINGS:
+        raise BenchError(f"unknown codec {name!r} (known: {', '.join(SETTINGS)}, compressai:MODEL)")
+    if name in ("avif", "jxl") and find_spec("imagecodecs") is None:
+        raise BenchError(IMAGECODECS_MISSING)
+
+
+def default_settings(name: str) -> list[Setting]:
+    return COMPRESSAI_QUALITIES if name.startswith(COMPRESSAI) else SETTINGS[name]
+
+
+def parse_setting(text: str) -> Setting:
+    """'50' -> 50, '1.5' -> 1.5."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def parse_settings(spec: str) -> tuple[str, list[Setting]]:
+    """'jpeg=20,50,80' -> ('jpeg', [20, 50, 80])."""
+    name, sep, values = spec.partition("=")
+    try:
+        settings = [parse_setting(v) for v in values.split(",")]
+    except ValueError:
+        settings = []
+    if not sep or not name or not settings:
+        raise BenchError(f"--settings wants CODEC=VALUE,VALUE,... (e.g. jpeg=20,50,80), got {spec!r}")
+    return name, settings
+
+
+def _pillow(fmt: str, **options) -> Codec:
+    def encode(rgb: np.ndarray, quality: Setting) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format=fmt, quality=int(quality), **options)
+        return buf.getvalue()
+
+    def decode(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    return Codec(encode, decode)
+
+
+def _imagecodecs():
+    try:
+        import imagecodecs
+    except ImportError:
+        raise BenchError(IMAGECODECS_MISSING) from None
+    return imagecodecs
+
+
+def _ncodec(model: str | None) -> Codec:
+    from ncodec.image_codec import decode_image, encode_image
+
+    return Codec(lambda rgb, q: encode_image(Image.fromarray(rgb), float(q), model),
+                 lambda data: np.asarray(decode_image(data).convert("RGB")))
+
+
+def _compressai(model_name: str) -> Codec:
+    """A CompressAI zoo model. Bytes counted: the entropy-coded strings plus the 10-byte head
+    and a 4-byte length per string (COMPRESSAI_HEAD), enough to decode the file alone."""
+    try:
+        import compressai.zoo as zoo
+    except ImportError:
+        raise BenchError(COMPRESSAI_MISSING) from None
+    import torch
+    import torch.nn.functional as F
+
+    builders = getattr(zoo, "image_models", zoo.models)
+    if model_name not in builders:
+        raise BenchError(f"unknown compressai model {model_name!r} (known: {', '.join(builders)})")
+
+    @cache
+    def net(quality: int) -> torch.nn.Module:
+        return builders[model_name](quality=quality, pretrained=True).eval()
+
+    def encode(rgb: np.ndarray, quality: Setting) -> bytes:
+        h, w = rgb.shape[:2]
+        x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
+        x = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")  # the models downsample by 64
+        with torch.no_grad():
+            out = net(int(quality)).compress(x)
+        strings = [s[0] for s in out["strings"]]
+        head = COMPRESSAI_HEAD.pack(int(quality), h, w, *out["shape"], len(strings))
+        return head + b"".join(COMPRESSAI_LENGTH.pack(len(s)) + s for s in strings)
+
+    def decode(data: bytes) -> np.ndarray:
+        quality, h, w, lh, lw, count = COMPRESSAI_HEAD.unpack_from(data)
+        pos, strings = COMPRESSAI_HEAD.size, []
+        for _ in range(count):
+            (length,) = COMPRESSAI_LENGTH.unpack_from(data, pos)
+            pos += COMPRESSAI_LENGTH.size
+            strings.append([data[pos:pos + length]])
+            pos += length
+        with torch.no_grad():
+            x = net(quality).decompress(strings, torch.Size((lh, lw)))["x_hat"]
+        return (x[0, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    return Codec(encode, decode)
+
+
+@cache
+def get_codec(name: str, model: str | None = None) -> Codec:
+    """The codec called `name`; `model` is the ncodec model id (None: the default model)."""
+    if name == "ncodec":
+        return _ncodec(model)
+    if name == "jpeg":
+        return _pillow("JPEG")
+    if name == "webp":
+        return _pillow("WEBP", method=6)
+    if name == "avif":
+        ic = _imagecodecs()
+        yuv444 = ic.AVIF.PIXEL_FORMAT.YUV444
+        return Codec(lambda rgb, q: ic.avif_encode(rgb, level=int(q), speed=6, pixelformat=yuv444,
+                                                   numthreads=1),
+                     lambda data: ic.avif_decode(data, numthreads=1))
+    if name == "jxl":
+        ic = _imagecodecs()
+        return Codec(lambda rgb, d: ic.jpegxl_encode(rgb, distance=float(d), effort=7, numthreads=1),
+                     lambda data: ic.jpegxl_decode(data, numthreads=1))
+    if name.startswith(COMPRESSAI):
+        return _compressai(name[len(COMPRESSAI):])
+    raise BenchError(f"unknown codec {name!r}")

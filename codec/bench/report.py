@@ -1,0 +1,110 @@
+"""Markdown summary and rate-distortion plots (PNG and SVG) of an image benchmark result."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TextIO
+
+from .metrics import ms_ssim_db
+
+AXIS_LABELS = {"psnr": "PSNR-RGB (dB)", "ms_ssim": "MS-SSIM (dB) = -10 log10(1 - MS-SSIM)"}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _bd(bd: dict | None) -> tuple[str, str]:
+    """(value, overlap) cells of one BD-rate."""
+    if bd is None:
+        return "n/a", "n/a"
+    lo, hi = bd["overlap_db"]
+    return f"{bd['value_pct']:+.1f}%", f"{lo:.2f}-{hi:.2f}"
+
+
+def _describe_machine(m: dict) -> str:
+    parts = [f"{m.get('cpu_model') or 'unknown CPU'} ({m.get('cpu_count')} CPUs)", f"torch {m.get('torch')}"]
+    commit = m.get("ncodec_commit")
+    source = f" at {commit[:12]}{' (modified)' if m.get('ncodec_dirty') else ''}" if commit else ""
+    parts.append(f"ncodec {m.get('ncodec')}{source}")
+    parts += [f"model {x['id']} (sha256 {x['sha256'][:16]})" for x in m.get("models", [])]
+    return ", ".join(parts)
+
+
+def markdown(doc: dict, plots: list[str] | None = None) -> str:
+    """The summary of a result document: BD-rate table, per-codec tables, links to `plots`."""
+    anchor, n = doc["anchor"], len(doc["images"])
+    lines = [f"# Image rate-distortion: {doc['dataset']['name']}", "",
+             f"{_count(n, 'image')}, anchor {anchor}; {_describe_machine(doc['machine'])}.",
+             "Values are means over the images; MS-SSIM over those at least 161 px on each side.", "",
+             f"## BD-rate against {anchor}", "",
+             f"Negative: fewer bits than {anchor} at the same quality, over the quality range both "
+             "curves cover (overlap; MS-SSIM in dB = -10 log10(1 - MS-SSIM)). n/a: no overlap, or fewer "
+             "than 4 points.", "",
+             "| codec | BD-rate PSNR-RGB | overlap (dB) | BD-rate MS-SSIM | overlap (dB) |",
+             "|---|---:|---|---:|---|"]
+    for name, bd in doc["bd_rate"].items():
+        lines.append(f"| {name} | {' | '.join(_bd(bd['psnr']))} | {' | '.join(_bd(bd['ms_ssim']))} |")
+    for name, points in doc["summary"].items():
+        lines += ["", f"## {name}", "", "| setting | bpp | PSNR-RGB | MS-SSIM | enc s | dec s |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {_num(p['ms_ssim'], '.4f')} "
+                  f"| {p['enc_s']:.4f} | {p['dec_s']:.4f} |" for p in points]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, prefix: Path) -> list[Path]:
+    """bpp against PSNR and against MS-SSIM (dB), a line per codec, as PREFIX_<metric>.png/.svg."""
+    from matplotlib.figure import Figure
+
+    written = []
+    for metric, label in AXIS_LABELS.items():
+        curves = {}
+        for name, points in doc["summary"].items():
+            xy = sorted((p["bpp"], p[metric] if metric == "psnr" else ms_ssim_db(p[metric]))
+                        for p in points if p[metric] is not None)
+            curves[name] = [(x, y) for x, y in xy if math.isfinite(y)]
+        if not any(curves.values()):
+            continue
+        fig = Figure(figsize=(7, 5), layout="constrained")
+        ax = fig.add_subplot()
+        for name, xy in curves.items():
+            if xy:
+                ax.plot(*zip(*xy, strict=True), marker="o", markersize=3, label=name)
+        ax.set(xlabel="bits per pixel", ylabel=label,
+               title=f"{doc['dataset']['name']}, {_count(len(doc['images']), 'image')}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        for ext in ("png", "svg"):
+            path = prefix.with_name(f"{prefix.name}_{metric}.{ext}")
+            fig.savefig(path, dpi=150, metadata={"Date": None} if ext == "svg" else None)
+            written.append(path)
+    return written
+
+
+def write_report(result: Path, log: TextIO | None = None) -> list[Path]:
+    """Plots (when matplotlib is installed) and the Markdown summary beside a result file; returns
+    the paths written. The note about missing matplotlib goes to `log` (default stderr)."""
+    doc = json.loads(result.read_text())
+    if find_spec("matplotlib") is None:
+        print("bench image: matplotlib is not installed, no plots; pip install 'ncodec[plot]'",
+              file=log or sys.stderr)
+        plots = []
+    else:
+        plots = plot(doc, result.with_suffix(""))
+    stale = {result.with_name(f"{result.stem}_{m}.{ext}") for m in AXIS_LABELS for ext in ("png", "svg")}
+    for path in stale - set(plots):  # plots of an earlier run that this one did not redraw
+        path.unlink(missing_ok=True)
+    md = result.with_suffix(".md")
+    md.write_text(markdown(doc, [p.name for p in plots if p.suffix == ".png"]))
+    return [md, *plots]
