@@ -92,10 +92,10 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
     image = _open_image(_read_input(args.input), args.input)
     if args.bpp is not None:
-        data, quality = encode_to_bpp(image, args.bpp, args.model)
+        data, quality = encode_to_bpp(image, args.bpp, args.model, args.refine)
         print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
     else:
-        data = encode_image(image, args.quality, args.model, progress=_progress())
+        data = encode_image(image, args.quality, args.model, progress=_progress(), refine=args.refine)
     with _atomic_output(args.output) as tmp:
         Path(tmp).write_bytes(data)
 
@@ -163,7 +163,7 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     from ncodec.train_image import train
 
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr,
-                 args.seed, args.val, args.val_every, args.init)
+                 args.seed, args.val, args.val_every, args.init, precision=args.precision)
     if args.export:
         from safetensors.torch import load_file
 
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--quality", type=float, default=4.0, help="1 (smallest) .. 8 (best)")
     rate.add_argument("--bpp", type=float, help="target bits per pixel (searches quality)")
     e.add_argument("--model", help="model id (see `ncodec models`)")
+    e.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
+                        "from the same decoder, at ~1 s per step per megapixel")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="decompress .ncz; output format from the extension")
@@ -243,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--val", help="validation image folder")
     ti.add_argument("--val-every", type=int, default=500)
     ti.add_argument("--init", help="start from a shipped model file (fine-tuning)")
+    ti.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
+                         "where the hardware computes bf16 natively")
     ti.add_argument("--export", help="write the trained model as a shipped model file")
     ti.add_argument("--model-id", default="image-hyperprior-v1")
     ti.set_defaults(func=cmd_train_image)

@@ -7,7 +7,8 @@ from ncodec.image_weights import load_coding_model
 from ncodec.zoo import find
 
 
-def encode_to_bpp(image, target_bpp: float, model_id: str | None = None) -> tuple[bytes, float]:
+def encode_to_bpp(image, target_bpp: float, model_id: str | None = None,
+                  refine: int = 0) -> tuple[bytes, float]:
     """The largest-quality encoding whose size is <= target (or the smallest possible)."""
     if target_bpp <= 0:
         raise ValueError("--bpp must be positive")
@@ -18,9 +19,9 @@ def encode_to_bpp(image, target_bpp: float, model_id: str | None = None) -> tupl
     while lo <= hi:
         mid = (lo + hi) // 2
         q = 1 + mid / QUALITY_STEPS
-        data = encode_image(image, q, model_id)
+        data = encode_image(image, q, model_id, refine=refine)
         if len(data) * 8 / pixels <= target_bpp:
             best, lo = (data, q), mid + 1
         else:
             hi = mid - 1
-    return best or (encode_image(image, 1.0, model_id), 1.0)
+    return best or (encode_image(image, 1.0, model_id, refine=refine), 1.0)

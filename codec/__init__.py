@@ -45,11 +45,14 @@ def _as_image(obj: Any):
     raise TypeError(f"cannot encode {type(obj).__name__}: pass a PIL image, a uint8 array or a path")
 
 
-def encode_image(image: Any, quality: float = 4.0, model: str | None = None) -> bytes:
-    """Compress an image (PIL image, uint8 array or file path) to .ncz bytes."""
+def encode_image(image: Any, quality: float = 4.0, model: str | None = None, refine: int = 0) -> bytes:
+    """Compress an image (PIL image, uint8 array or file path) to .ncz bytes.
+
+    refine: encoder-side latent refinement steps (0 = off; slower, better rate-distortion).
+    """
     from .image_codec import encode_image as _encode
 
-    return _encode(_as_image(image), quality, model)
+    return _encode(_as_image(image), quality, model, refine=refine)
 
 
 def decode_image(data: bytes | str | Path):
@@ -59,9 +62,9 @@ def decode_image(data: bytes | str | Path):
     return _decode(Path(data).read_bytes() if isinstance(data, (str, Path)) else bytes(data))
 
 
-def encode(obj: Any, quality: float = 4.0, model: str | None = None) -> bytes:
+def encode(obj: Any, quality: float = 4.0, model: str | None = None, refine: int = 0) -> bytes:
     """Compress media to .ncz bytes (images today; audio and video share the container)."""
-    return encode_image(obj, quality, model)
+    return encode_image(obj, quality, model, refine)
 
 
 def decode(data: bytes | str | Path):

@@ -35,6 +35,8 @@ MAX_PIXELS = 100_000_000
 ALIGN = 64  # the model downsamples by 64 (y by 16, z by 4 more)
 Y_TILE = 64  # latent tile per YLAT chunk (1024x1024 pixels)
 QUALITY_STEPS = 256
+REFINE_TILE = 32  # latent tile refined at once (512x512 pixels), with a margin of context
+REFINE_MARGIN = 4
 
 
 class ImageError(ValueError):
@@ -129,13 +131,18 @@ def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] |
 
 def encode_image(
     image: Image.Image, quality: float = 4.0, model_id: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, refine: int = 0,
 ) -> bytes:
-    """Compress a Pillow image; quality from 1 (smallest) to the model's level count (best)."""
+    """Compress a Pillow image; quality from 1 (smallest) to the model's level count (best).
+
+    refine: steps of encoder-side latent refinement (0 = off); same decoder, better RD, slower.
+    """
     info = find(model_id, "image")
     model = load_coding_model(info.path)
     if not 1 <= quality <= model.cfg.levels:
         raise ImageError(f"quality must be within 1..{model.cfg.levels}, got {quality}")
+    if not 0 <= refine <= 1000:
+        raise ImageError(f"refine steps must be within 0..1000, got {refine}")
     mode, rgb, alpha = split_alpha(image)
     params = ImageParams(rgb.width, rgb.height, mode, round((quality - 1) * QUALITY_STEPS))
     if rgb.width > MAX_SIDE or rgb.height > MAX_SIDE or rgb.width * rgb.height > MAX_PIXELS:
@@ -152,7 +159,10 @@ def encode_image(
                       out=torch.empty(1, model.cfg.n, hp // 64, wp // 64))
         z_sym = torch.round(z).long()
         mean, index = _hyper(model, z_sym)
-        sym = torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
+    mean_f = mean.double() * 2.0**-ACT_BITS
+    if refine > 0:
+        y = _refine(info.path, model, x, y, mean_f, index, params.quality_fx, refine, progress)
+    sym = torch.round(y.double() - mean_f).long()
     chunks = [(CHUNK_Z, coder.encode(z_sym.numpy(), _z_index(z_sym), model.z_tables))]
     for y0, y1, x0, x1 in params.y_tiles():
         chunks.append((CHUNK_Y, coder.encode(sym[..., y0:y1, x0:x1].numpy(),
@@ -161,6 +171,31 @@ def encode_image(
         chunks.append((CHUNK_ALPHA, zlib.compress(alpha, 9)))
     header = ct.Header(ct.Modality.IMAGE, info.model_id, info.weights_hash, params.pack())
     return ct.write_container(header, chunks)
+
+
+def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
+            index: torch.Tensor, quality_fx: int, steps: int, progress: Progress | None) -> torch.Tensor:
+    """Encoder-side refinement of y in latent tiles (bounded memory), CDFs unchanged."""
+    from ncodec.entropy.gaussian import scale_table
+
+    from .image_refine import refine_latent
+
+    scales = torch.from_numpy(scale_table()).float()[index.long()]
+    inv = _inverse_gain(model, quality_fx).float() * 2.0**-GAIN_BITS
+    quality = 1 + quality_fx / QUALITY_STEPS
+    out = y.clone()
+    tiles = [(y0, min(y0 + REFINE_TILE, y.shape[2]), x0, min(x0 + REFINE_TILE, y.shape[3]))
+             for y0 in range(0, y.shape[2], REFINE_TILE) for x0 in range(0, y.shape[3], REFINE_TILE)]
+    for i, (y0, y1, x0, x1) in enumerate(tiles):
+        a0, a1 = max(y0 - REFINE_MARGIN, 0), min(y1 + REFINE_MARGIN, y.shape[2])
+        b0, b1 = max(x0 - REFINE_MARGIN, 0), min(x1 + REFINE_MARGIN, y.shape[3])
+        window = (..., slice(a0, a1), slice(b0, b1))
+        refined = refine_latent(path, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1], out[window],
+                                mean[window].float(), scales[window], inv, quality, steps)
+        out[..., y0:y1, x0:x1] = refined[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]
+        if progress:
+            progress("refine", i + 1, len(tiles))
+    return out
 
 
 def _to_pixels(x: torch.Tensor) -> torch.Tensor:

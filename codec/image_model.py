@@ -74,19 +74,22 @@ class ImageHyperprior(nn.Module):
         """
         gain = self.log_gain[level].exp()[..., None, None]
         inv_gain = self.log_inv_gain[level].exp()[..., None, None]
-        y = self.g_a(x) * gain
-        z = self.h_a(y)
-        z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
-        z_bits = -torch.log2(self.z_density.likelihood(z_q))
-        mean, scale = self.hyper_params(_ste_round(z))
-        centred = y - mean
-        if noise:
-            y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5)
-        else:
-            y_q = torch.round(centred)
-        y_bits = -torch.log2(gaussian_likelihood(y_q, scale))
+        # Under autocast the transforms may run in bfloat16; latents, rounding and
+        # likelihoods always stay float32 (bf16 cannot even represent y to 0.5 steps).
+        y = self.g_a(x).float() * gain
+        z = self.h_a(y).float()
+        mean, scale = (t.float() for t in self.hyper_params(_ste_round(z)))
+        with torch.autocast(x.device.type, enabled=False):
+            z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+            z_bits = -torch.log2(self.z_density.likelihood(z_q))
+            centred = y - mean
+            if noise:
+                y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5)
+            else:
+                y_q = torch.round(centred)
+            y_bits = -torch.log2(gaussian_likelihood(y_q, scale))
         y_hat = (_ste_round(centred) + mean) * inv_gain
-        x_hat = self.g_s(y_hat)
+        x_hat = self.g_s(y_hat).float()
         pixels = x.shape[2] * x.shape[3]
         bpp = (y_bits.sum((1, 2, 3)) + z_bits.sum((1, 2, 3))) / pixels
         return {"x_hat": x_hat, "bpp": bpp}

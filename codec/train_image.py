@@ -111,6 +111,18 @@ def _load(run: Path, model, opt) -> int:
     return step
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto" -> "bf16" where bfloat16 convolutions are native on `device`, else "fp32"."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
+        else "fp32"
+
+
 def train(
     data: list[str],
     run_dir: str,
@@ -124,14 +136,20 @@ def train(
     val_every: int = 500,
     init: str | None = None,
     cfg: ImageModelConfig | None = None,
+    precision: str = "auto",
 ) -> Path:
-    """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors."""
+    """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors.
+
+    precision: "fp32", "bf16" (autocast of the transforms; latents and rates stay fp32) or
+    "auto" (bf16 where the device computes it natively, e.g. AMX/AVX512-BF16 CPUs, else fp32).
+    """
     cfg = cfg or ImageModelConfig()
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = ImageHyperprior(cfg).to(device)
+    model = ImageHyperprior(cfg).to(device, memory_format=torch.channels_last)
+    amp = resolve_precision(precision, device) == "bf16"
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     step = _load(run, model, opt)
     if step == 0 and init:
@@ -146,11 +164,12 @@ def train(
     log = (run / "log.jsonl").open("a")
     start = time.monotonic()
     last_save = start
-    _log(f"step {step}: training on {device} for {minutes} min")
+    _log(f"step {step}: training on {device} ({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
-        x = sampler.batch(batch).to(device)
+        x = sampler.batch(batch).to(device, memory_format=torch.channels_last)
         level = torch.randint(0, cfg.levels, (batch,), device=device)
-        out = model(x, level)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            out = model(x, level)
         mse = (out["x_hat"] - x).pow(2).mean((1, 2, 3))
         loss = (out["bpp"] + lambdas[level] * 255**2 * mse).mean()
         opt.zero_grad(set_to_none=True)

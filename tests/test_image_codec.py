@@ -172,3 +172,30 @@ def test_progress_reports_every_tile_of_long_work(rng):
     stages = {stage: (done, total) for stage, done, total in seen}
     assert stages["analysis"] == (1, 1)
     assert stages["synthesis"][0] == stages["synthesis"][1] == 4  # 32x44 latent, 24-tiles
+
+
+def test_latent_refinement_lowers_the_rate_distortion_cost(photo):
+    from ncodec.image_refine import quality_lambda
+
+    crop = photo.crop((0, 0, 192, 128))
+    x = np.asarray(crop, dtype=np.float64)
+    cost = {}
+    for steps in (0, 8):
+        data = encode_image(crop, 4.0, refine=steps)
+        out = decode_image(data)
+        assert out.size == crop.size and out.mode == crop.mode
+        assert decode_image(data).tobytes() == out.tobytes()
+        mse = np.mean((x - np.asarray(out, dtype=np.float64)) ** 2) / 255**2
+        cost[steps] = len(data) * 8 / (192 * 128) + quality_lambda(4.0) * 255**2 * mse
+    assert cost[8] < cost[0]
+    with pytest.raises(ImageError, match="refine"):
+        encode_image(crop, 4.0, refine=-1)
+
+
+def test_quality_lambda_interpolates_the_training_lambdas():
+    from ncodec.image_model import LAMBDAS
+    from ncodec.image_refine import quality_lambda
+
+    assert quality_lambda(1.0) == pytest.approx(LAMBDAS[0])
+    assert quality_lambda(8.0) == pytest.approx(LAMBDAS[7])
+    assert quality_lambda(2.5) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
