@@ -165,12 +165,16 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr,
                  args.seed, args.val, args.val_every, args.init, precision=args.precision)
     if args.export:
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         model = ImageHyperprior()
         t = load_file(str(ckpt))
         model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        export(model, Path(args.export), args.model_id)
+        with safe_open(str(ckpt), "pt") as f:
+            meta = f.metadata()
+        training = {"steps": int(meta["step"]), **json.loads(meta["meta"])}
+        export(model, Path(args.export), args.model_id, training)
         print(f"exported {args.export}", file=sys.stderr)
 
 

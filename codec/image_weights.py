@@ -36,8 +36,11 @@ DECODER_NETS = ("g_s", "h_s")
 ENCODER_NETS = ("g_a", "h_a")
 
 
-def export(model: ImageHyperprior, path: Path, model_id: str) -> Path:
-    """Write a trained model as a shipped, integer-decoder model file."""
+def export(model: ImageHyperprior, path: Path, model_id: str, training: dict | None = None) -> Path:
+    """Write a trained model as a shipped, integer-decoder model file.
+
+    training: provenance (steps, data, ...) stored as JSON in the file's metadata.
+    """
     model = model.cpu().eval()
     t: dict[str, torch.Tensor] = {}
     for net in ENCODER_NETS:
@@ -61,6 +64,8 @@ def export(model: ImageHyperprior, path: Path, model_id: str) -> Path:
         t[f"train.z_density.{k}"] = v.float().contiguous()
     meta = {"model_id": model_id, "modality": "image", "format": "ncodec-image-hyperprior-1",
             "config": json.dumps(model.cfg.as_dict())}
+    if training:
+        meta["training"] = json.dumps(training)
     path = Path(path)
     save_file(t, str(path), metadata=meta)
     path.chmod(0o644)
