@@ -2,10 +2,10 @@
 
 The analysis transform only approximates the latent that minimises rate + lambda * distortion
 for a given image. Refinement starts from its output and runs a few Adam steps on y itself,
-through the float copy of the synthesis transform: distortion of the straight-through-rounded
-reconstruction plus the Gaussian rate of the continuous residual. The hyper latent z and
-hence every CDF stay fixed, so the decoder and the bitstream are unchanged: only which
-symbols the encoder writes differs.
+through the float copy of the synthesis transform (bfloat16 where the hardware computes it
+natively): distortion of the straight-through-rounded reconstruction plus the Gaussian rate of
+the continuous residual. The hyper latent z and hence every CDF stay fixed, so the decoder and
+the bitstream are unchanged: only which symbols the encoder writes differs.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 
 from .image_model import LAMBDAS, ImageHyperprior
 from .image_weights import load_float_model
+from .train_image import resolve_precision
 
 
 @cache
 def _float_model(path: Path) -> ImageHyperprior:
-    model = load_float_model(path).eval()
+    model = load_float_model(path).eval().to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -50,11 +51,14 @@ def refine_latent(
     pixels = x.shape[2] * x.shape[3]
     y = y.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
+    bf16 = resolve_precision("auto", x.device.type) == "bf16"
     with torch.enable_grad():
         for _ in range(steps):
             centred = y - mean
             rounded = centred + (torch.round(centred) - centred).detach()
-            x_hat = g_s((rounded + mean) * inv_gain)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                y_hat = ((rounded + mean) * inv_gain).contiguous(memory_format=torch.channels_last)
+                x_hat = g_s(y_hat).float()
             bits = -torch.log2(gaussian_likelihood(centred, scale)).sum() / pixels
             loss = bits + lam * (x_hat - x).pow(2).mean()
             opt.zero_grad(set_to_none=True)
