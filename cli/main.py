@@ -195,6 +195,44 @@ def cmd_bench_image(args: argparse.Namespace) -> None:
     print("\n".join(map(str, written)))
 
 
+def cmd_datasets_fetch(args: argparse.Namespace) -> None:
+    from ncodec.datasets import DatasetError, fetch
+
+    tty, last = sys.stderr.isatty(), -1
+
+    def report(files_done: int, files: int, done: int, total: int) -> None:
+        nonlocal last
+        line = f"ncodec: {args.name} {files_done}/{files} files, {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        if tty:
+            print(f"\r{line}", end="\n" if files_done == files else "", file=sys.stderr, flush=True)
+        elif files_done != last:
+            print(line, file=sys.stderr, flush=True)
+        last = files_done
+
+    try:
+        folder = fetch(args.name, args.dest, report)
+    except DatasetError as err:
+        if tty and last >= 0:
+            print(file=sys.stderr)
+        raise CliError(str(err)) from None
+    print(folder.resolve())
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> None:
+    from ncodec.datasets import DATASETS, default_dest, source_url, status
+
+    dest = Path(args.dest).expanduser() if args.dest else default_dest()
+    rows = [{"name": d.name, "description": d.description, "files": len(d.files), "bytes": d.size,
+             "url": source_url(d), "dest": str((dest / d.name).resolve()), "status": status(d.name, dest)}
+            for d in DATASETS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['name']:12} {r['files']:4} files {r['bytes'] / 1e6:8.1f} MB  {r['status']:8} "
+              f"{r['url']}  -> {r['dest']}")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -280,6 +318,22 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
     bi.add_argument("--model", help="ncodec model id (default: the default image model)")
     bi.set_defaults(func=cmd_bench_image)
+
+    ds = sub.add_parser("datasets", help="download standard evaluation datasets (checksum-verified)")
+    dsub = ds.add_subparsers(dest="action", required=True)
+    dest_help = "parent folder (default: $NCODEC_DATA, else ~/.cache/ncodec/datasets)"
+    df = dsub.add_parser(
+        "fetch", help="download a dataset into DEST/NAME and print that folder",
+        description="Download every file of a dataset, verify its size and sha256, and print the "
+                    "folder. Verified files are skipped, so rerunning resumes. "
+                    "$NCODEC_DATASETS_MIRROR replaces the source URL (files come from MIRROR/FILE).")
+    df.add_argument("name", help="dataset name (see `ncodec datasets list`)")
+    df.add_argument("--dest", help=dest_help)
+    df.set_defaults(func=cmd_datasets_fetch)
+    dl = dsub.add_parser("list", help="registered datasets and whether they are fetched")
+    dl.add_argument("--dest", help=dest_help)
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=cmd_datasets_list)
     return p
 
 
