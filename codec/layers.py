@@ -31,3 +31,10 @@ class SubpixelUp(nn.Sequential):
 
     def __init__(self, cin: int, cout: int):
         super().__init__(conv(cin, cout * 4, 3), nn.PixelShuffle(2))
+
+
+class Residual(nn.Sequential):
+    """x + body(x): the skip connection of a residual unit (integer mirror: fixed_point_1d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)

@@ -1,0 +1,121 @@
+"""Audio model files: export from a trained model, load for coding or for training.
+
+File layout (safetensors): enc.* float16 encoder weights; dec.* integer decoder convs (int16
+weights, int8 shifts, int32 biases, in call order) and dec.codebooks, the RVQ codewords as int32
+with ACT_BITS fractional bits [stages, K, D]; tables.codes.counts, the per-stage categorical
+tables of the code indices [stages, K + 1]; train.* float state only training needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from ncodec.entropy.coder import TableSet
+from safetensors.torch import load_file, save_file
+
+from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
+from .fixed_point import ACT_BITS
+from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
+from .zoo import ModelInfo, describe
+
+FORMAT = "ncodec-audio-seanet-1"
+RVQ_TRAIN_BUFFERS = ("embed_sum", "cluster_size")
+
+
+def export(model: AudioCodecModel, path: str | Path, model_id: str, training: dict | None = None) -> Path:
+    """Write a trained model as an integer-decoder model file; training: provenance metadata."""
+    model = model.cpu().eval()
+    t: dict[str, torch.Tensor] = {}
+    for k, v in model.encoder.state_dict().items():
+        t[f"enc.{k}"] = v.half().contiguous()
+    for i, conv in enumerate(conv1d_modules(model.decoder)):
+        for k, v in quantize_conv1d(conv).items():
+            t[f"dec.{i}.{k}"] = v.contiguous()
+    embed = model.rvq.embed[0].detach().double()  # [stages, K, D], one group
+    t["dec.codebooks"] = torch.round(embed * 2**ACT_BITS).to(torch.int32).contiguous()
+    t["tables.codes.counts"] = torch.from_numpy(model.prior.table_set().counts.astype(np.int32))
+    t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
+    for k in RVQ_TRAIN_BUFFERS:
+        t[f"train.rvq.{k}"] = getattr(model.rvq, k).detach().float().contiguous()
+    meta = {"model_id": model_id, "modality": "audio", "format": FORMAT,
+            "config": json.dumps(model.cfg.as_dict())}
+    if training:
+        meta["training"] = json.dumps(training)
+    path = Path(path)
+    save_file(t, str(path), metadata=meta)
+    path.chmod(0o644)
+    return path
+
+
+@dataclass
+class AudioCodingModel:
+    """Everything encode/decode needs, loaded from one model file."""
+
+    info: ModelInfo
+    cfg: AudioModelConfig
+    encoder: torch.nn.Module  # float, eval mode
+    rvq: torch.nn.Module  # float codebooks equal to the integer ones / 2**ACT_BITS
+    decoder: IntNet1d
+    codebooks: torch.Tensor  # int64 [stages, K, D], ACT_BITS fraction
+    tables: TableSet
+    margin: int  # latent frames of context each side for windowed encode/decode
+
+    def latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """Exact integer latent [B, D, T] (ACT_BITS fraction, float64) of codes [B, T, n]."""
+        total = torch.zeros(*codes.shape[:2], self.cfg.dim, dtype=torch.int64)
+        for s in range(codes.shape[2]):
+            total += self.codebooks[s][codes[:, :, s]]
+        return total.transpose(1, 2).double()
+
+
+def _check_format(info: ModelInfo, path: Path) -> None:
+    if info.modality != "audio":
+        raise ValueError(f"{path} holds a {info.modality} model, not an audio model")
+
+
+def _decoder_params(t: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    return [{k: t[f"dec.{i}.{k}"] for k in ("weight", "shift", "bias")} for i in range(count)]
+
+
+@cache
+def load_coding_model(path: Path) -> AudioCodingModel:
+    info = describe(Path(path))
+    _check_format(info, path)
+    t = load_file(str(path))
+    skel = AudioCodecModel(AudioModelConfig.from_dict(info.config))
+    skel.encoder.load_state_dict({k[4:]: v.float() for k, v in t.items() if k.startswith("enc.")})
+    codebooks = t["dec.codebooks"].long()
+    skel.rvq.embed[0] = codebooks.double().div(2**ACT_BITS).float()
+    params = _decoder_params(t, len(conv1d_modules(skel.decoder)))
+    counts = t["tables.codes.counts"].numpy()
+    cfg = skel.cfg
+    return AudioCodingModel(
+        info=info, cfg=cfg, encoder=skel.encoder.eval(), rvq=skel.rvq.eval(),
+        decoder=build_intnet1d(skel.decoder, params), codebooks=codebooks,
+        tables=TableSet(counts, np.full(len(counts), cfg.codebook_size), np.zeros(len(counts), np.int64)),
+        margin=max(reach_frames(skel.decoder, 1), reach_frames(skel.encoder, 1 / cfg.hop)),
+    )
+
+
+def load_float_model(path: str | Path) -> AudioCodecModel:
+    """A trainable float model initialised from a model file (the fine-tuning resume point)."""
+    path = Path(path)
+    info = describe(path)
+    _check_format(info, path)
+    t = load_file(str(path))
+    model = AudioCodecModel(AudioModelConfig.from_dict(info.config))
+    model.encoder.load_state_dict({k[4:]: v.float() for k, v in t.items() if k.startswith("enc.")})
+    convs = conv1d_modules(model.decoder)
+    for conv, p in zip(convs, _decoder_params(t, len(convs)), strict=True):
+        dequantize_conv1d(conv, p)
+    model.rvq.embed[0] = t["dec.codebooks"].double().div(2**ACT_BITS).float()
+    for k in RVQ_TRAIN_BUFFERS:
+        getattr(model.rvq, k)[:] = t[f"train.rvq.{k}"]
+    model.rvq.initted.fill_(True)
+    model.prior.logits.data = t["train.prior.logits"].float()
+    return model
