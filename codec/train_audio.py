@@ -1,0 +1,198 @@
+"""Resumable, time-bounded training of the RVQ audio model.
+
+Random crops of training files (any rate, resampled to the model rate, mono), random gain and
+mixing of two clips; losses: multi-scale mel + multi-resolution STFT + RVQ commitment, and the
+bits of the codes under the per-stage categorical prior (which trains only the prior).
+Checkpoints hold the model and Adam state (safetensors), like the image trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from safetensors import safe_open
+
+from .audio_losses import mel_loss, si_sdr, stft_loss
+from .audio_model import AudioCodecModel, AudioModelConfig, bitrates
+from .resample import resample
+from .train_image import _load, _log, _record, _save
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
+COMMIT_WEIGHT = 1.0
+BITS_WEIGHT = 1e-3  # the codes are detached: this term trains only the prior's logits
+
+
+def audio_files(folder: str | Path) -> list[Path]:
+    """Audio files under folder (recursive), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"not a folder: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def load_mono(path: Path, rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """A file as float32 mono at `rate` (channels averaged), at most max_seconds of it."""
+    with sf.SoundFile(str(path)) as f:
+        frames = -1 if max_seconds is None else int(max_seconds * f.samplerate)
+        x = f.read(frames, dtype="float32", always_2d=True).mean(1)
+        return resample(x[None], f.samplerate, rate)[0]
+
+
+class ClipSampler:
+    """Random fixed-length crops with random gain, half of them a mix of two clips."""
+
+    def __init__(self, folders: list[str], rate: int, length: int, rng: np.random.Generator):
+        paths = [p for f in folders for p in audio_files(f)]
+        if not paths:
+            raise FileNotFoundError(f"no audio files under {folders}")
+        self.clips = [c for c in (load_mono(p, rate) for p in paths) if np.abs(c).max() > 1e-4]
+        if not self.clips:
+            raise FileNotFoundError(f"only silent audio under {folders}")
+        self.length, self.rng = length, rng
+        seconds = sum(len(c) for c in self.clips) / rate
+        _log(f"training on {len(self.clips)} clips ({seconds / 60:.1f} min) from {len(folders)} folder(s)")
+
+    def _crop(self) -> np.ndarray:
+        clip = self.clips[self.rng.integers(len(self.clips))]
+        if len(clip) < self.length:
+            clip = np.pad(clip, (0, self.length - len(clip)))
+        start = self.rng.integers(len(clip) - self.length + 1)
+        crop = clip[start : start + self.length]
+        return crop / max(np.abs(crop).max(), 1e-4) * 10 ** self.rng.uniform(-1.5, 0)  # -30..0 dBFS peak
+
+    def batch(self, size: int) -> torch.Tensor:
+        out = np.empty((size, 1, self.length), np.float32)
+        for i in range(size):
+            x = self._crop()
+            if self.rng.random() < 0.5:
+                x = x + self._crop()
+            out[i, 0] = x / max(1.0, np.abs(x).max())
+        return torch.from_numpy(out)
+
+
+def _validation_set(folder: str | None, rate: int, hop: int, seconds: float = 2.0,
+                    count: int = 4) -> torch.Tensor | None:
+    """The first `seconds` of the first `count` files, mono, cut to whole frames."""
+    if not folder:
+        return None
+    clips = [load_mono(p, rate, seconds) for p in audio_files(folder)[:count]]
+    if not clips:
+        raise FileNotFoundError(f"no audio files under {folder}")
+    length = max(min(len(c) for c in clips) // hop * hop, hop)
+    crops = [np.pad(c, (0, max(length - len(c), 0)))[:length] for c in clips]
+    return torch.from_numpy(np.stack(crops))[:, None]
+
+
+@torch.no_grad()
+def validate(model: AudioCodecModel, x: torch.Tensor) -> dict[str, list[float]]:
+    """Mel distance and SI-SDR (dB) at every bitrate the model offers."""
+    model.eval()
+    out: dict[str, list[float]] = {"kbps": [], "mel": [], "si_sdr": []}
+    for kbps, stages in bitrates(model.cfg).items():
+        x_hat = model(x, stages)["x_hat"]
+        out["kbps"].append(kbps)
+        out["mel"].append(round(float(mel_loss(x_hat, x, model.cfg.sample_rate)), 4))
+        out["si_sdr"].append(round(float(si_sdr(x_hat, x).mean()), 2))
+    model.train()
+    return out
+
+
+def checkpoint_config(run: Path) -> AudioModelConfig | None:
+    """The model config a run's checkpoint was trained with (None without a checkpoint)."""
+    path = run / "checkpoint.safetensors"
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as f:
+        return AudioModelConfig.from_dict(json.loads(f.metadata()["meta"])["cfg"])
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[AudioCodecModel, dict]:
+    """The float model of a checkpoint and its provenance (steps, data, seed)."""
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    info = json.loads(meta["meta"])
+    model = AudioCodecModel(AudioModelConfig.from_dict(info["cfg"]))
+    t = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    return model, {"steps": int(meta["step"]), "data": info["data"], "seed": info["seed"]}
+
+
+def train(
+    data: list[str],
+    run_dir: str,
+    minutes: float,
+    steps: int = 10**9,
+    batch: int = 16,
+    seconds: float = 1.0,
+    lr: float = 3e-4,
+    seed: int = 0,
+    val: str | None = None,
+    val_every: int = 1000,
+    init: str | None = None,
+    cfg: AudioModelConfig | None = None,
+    log_every: int = 50,
+) -> Path:
+    """Train until `minutes` or `steps`; resumes from run_dir/checkpoint.safetensors.
+
+    The model config comes from the checkpoint when resuming, else from `init`, else `cfg`.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    start_model = None
+    if checkpoint_config(run) is None and init:
+        from .audio_weights import load_float_model
+
+        start_model = load_float_model(init)
+        _log(f"initialised from {init}")
+    cfg = checkpoint_config(run) or (start_model.cfg if start_model else cfg) or AudioModelConfig()
+    model = AudioCodecModel(cfg)
+    if start_model is not None:
+        model.load_state_dict(start_model.state_dict())
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
+    step = _load(run, model, opt)
+    rng = np.random.default_rng(seed + step)
+    length = max(round(seconds * cfg.sample_rate) // cfg.hop, 1) * cfg.hop
+    sampler = ClipSampler(data, cfg.sample_rate, length, rng)
+    val_audio = _validation_set(val, cfg.sample_rate, cfg.hop)
+    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed}
+    log = (run / "log.jsonl").open("a")
+    start = time.monotonic()
+    last_save = start
+    _log(f"step {step}: training on {device} for {minutes} min")
+    while step < steps and time.monotonic() - start < minutes * 60:
+        x = sampler.batch(batch).to(device)
+        out = model(x)
+        mel, stft = mel_loss(out["x_hat"], x, cfg.sample_rate), stft_loss(out["x_hat"], x)
+        loss = mel + stft + COMMIT_WEIGHT * out["commit"] + BITS_WEIGHT * out["bits_per_frame"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        if step % log_every == 0:
+            rec = {"step": step, "loss": round(loss.item(), 4), "mel": round(mel.item(), 4),
+                   "stft": round(stft.item(), 4), "commit": round(out["commit"].item(), 5),
+                   "stages": int(out["n_stages"]), "bits_per_frame": round(out["bits_per_frame"].item(), 1),
+                   "elapsed_s": round(time.monotonic() - start)}
+            _record(log, rec)
+            if not math.isfinite(rec["loss"]):
+                raise RuntimeError(f"training diverged at step {step} (non-finite loss)")
+        if val_audio is not None and step % val_every == 0:
+            _record(log, {"step": step, "val": validate(model, val_audio.to(device))})
+        if time.monotonic() - last_save > 300:
+            _save(run, model, opt, step, meta)
+            last_save = time.monotonic()
+    _save(run, model, opt, step, meta)
+    _log(f"stopped at step {step}; checkpoint in {run}")
+    return run / "checkpoint.safetensors"
