@@ -6,6 +6,7 @@ Exit status: 0 success, 1 bad input (one line on stderr), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -19,6 +20,10 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 1."""
+
+
+class UsageError(CliError):
+    """Options that do not fit the input: printed as one line, exit status 2."""
 
 
 def _read_input(path: str) -> bytes:
@@ -85,25 +90,105 @@ def _open_image(data: bytes, name: str):
         raise CliError(f"cannot read {name} as an image ({err})") from None
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\xff\xf3")
+AUDIO_OUTPUTS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}
+
+
+def _check_flags(args: argparse.Namespace, audio: bool) -> None:
+    """--bitrate, --start, --duration are for audio; --quality, --bpp, --refine for images."""
+    names = ("bitrate", "start", "duration") if not audio else ("quality", "bpp", "refine")
+    given = [n for n in names if getattr(args, n, None)]
+    if given:
+        raise UsageError(f"--{given[0]} applies to {'image' if audio else 'audio'} input only")
+
+
+def _bit_depth(subtype: str) -> int:
+    depths = {"PCM_S8": 8, "PCM_U8": 8, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 32}
+    return depths.get(subtype, 16)
+
+
+def _encode_audio(args: argparse.Namespace, data: bytes | None) -> None:
+    """Stream an audio file (path, or stdin bytes) through the audio encoder into args.output."""
+    import soundfile as sf
+    from ncodec.audio_codec import AudioEncoder
+
+    if data is None and not Path(args.input).is_file():
+        raise CliError(f"no such file: {args.input}")
+    try:
+        source = sf.SoundFile(io.BytesIO(data) if data is not None else args.input)
+    except (RuntimeError, TypeError, ValueError) as err:  # LibsndfileError is a RuntimeError
+        raise CliError(f"cannot read {args.input} as audio ({err})") from None
+    with source, _atomic_output(args.output) as tmp, open(tmp, "wb") as out:
+        enc = AudioEncoder(out, source.samplerate, source.channels, source.frames,
+                           6.0 if args.bitrate is None else args.bitrate, args.model,
+                           _bit_depth(source.subtype))
+        for block in source.blocks(1 << 16, dtype="float32", always_2d=True):
+            enc.write(block.T)
+        enc.close()
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
+    data = _read_input("-") if args.input == "-" else None
+    audio = data[:4].startswith(AUDIO_MAGIC) if data is not None else (
+        Path(args.input).suffix.lower() in AUDIO_SUFFIXES)
+    _check_flags(args, audio)
+    if audio:
+        _encode_audio(args, data)
+        return
     from ncodec.image_codec import encode_image
 
     from .rate_control import encode_to_bpp
 
-    image = _open_image(_read_input(args.input), args.input)
+    image = _open_image(_read_input(args.input) if data is None else data, args.input)
     if args.bpp is not None:
         data, quality = encode_to_bpp(image, args.bpp, args.model, args.refine)
         print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
     else:
-        data = encode_image(image, args.quality, args.model, progress=_progress(), refine=args.refine)
+        quality = 4.0 if args.quality is None else args.quality
+        data = encode_image(image, quality, args.model, progress=_progress(), refine=args.refine)
     with _atomic_output(args.output) as tmp:
         Path(tmp).write_bytes(data)
 
 
+def _decode_audio(args: argparse.Namespace, data: bytes) -> None:
+    """Decode (a time range of) an audio file, streaming into a soundfile-written output."""
+    import soundfile as sf
+    from ncodec.audio_codec import AudioDecoder
+
+    suffix = Path(args.output).suffix.lower() if args.output != "-" else ".wav"
+    if suffix not in AUDIO_OUTPUTS:
+        raise CliError(f"unknown audio output extension {suffix!r} (use .wav, .flac, .ogg)")
+    dec = AudioDecoder(data)
+    dec.span(args.start, args.duration)  # refuse a bad range before any output exists
+    fmt = AUDIO_OUTPUTS[suffix]
+    subtype = "VORBIS" if fmt == "OGG" else "PCM_24" if dec.params.bit_depth > 16 else "PCM_16"
+    with _atomic_output(args.output) as tmp, sf.SoundFile(
+            tmp, "w", dec.params.sample_rate, dec.params.channels, subtype, format=fmt) as out:
+        for block in dec.blocks(args.start, args.duration):
+            out.write(block.T)
+
+
+def _modality(data: bytes) -> int | None:
+    """HEAD's modality byte of an ncodec file (None if this is not one: the decoder reports why)."""
+    from ncodec.container import MAGIC
+
+    ok = data.startswith(MAGIC) and data[12:16] == b"HEAD" and len(data) > 18
+    return data[18] if ok else None
+
+
 def cmd_decode(args: argparse.Namespace) -> None:
+    from ncodec.container import Modality
+
+    data = _read_input(args.input)
+    audio = _modality(data) == Modality.AUDIO
+    _check_flags(args, audio)
+    if audio:
+        _decode_audio(args, data)
+        return
     from ncodec.image_codec import decode_image
 
-    image = decode_image(_read_input(args.input), progress=_progress())
+    image = decode_image(data, progress=_progress())
     suffix = Path(args.output).suffix.lower() if args.output != "-" else ".png"
     from PIL import Image
 
@@ -178,6 +263,19 @@ def cmd_train_image(args: argparse.Namespace) -> None:
         print(f"exported {args.export}", file=sys.stderr)
 
 
+def cmd_train_audio(args: argparse.Namespace) -> None:
+    from ncodec.train_audio import load_checkpoint_model, train
+
+    ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.seconds, args.lr,
+                 args.seed, args.val, args.val_every, args.init)
+    if args.export:
+        from ncodec.audio_weights import export
+
+        model, training = load_checkpoint_model(ckpt)
+        export(model, Path(args.export), args.model_id, training)
+        print(f"exported {args.export}", file=sys.stderr)
+
+
 def cmd_bench_image(args: argparse.Namespace) -> None:
     from ncodec.bench import BenchError
     from ncodec.bench.codecs import parse_settings
@@ -244,12 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncodec", description="Neural compression codecs.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("encode", help="compress an image to .ncz")
-    e.add_argument("input", help="image file, or - for stdin")
+    e = sub.add_parser("encode", help="compress an image or audio file to .ncz")
+    e.add_argument("input", help="image or audio file (.wav .flac .ogg .mp3 .opus .aiff), or - for stdin")
     e.add_argument("-o", "--output", required=True, help=".ncz file, or - for stdout")
     rate = e.add_mutually_exclusive_group()
-    rate.add_argument("--quality", type=float, default=4.0, help="1 (smallest) .. 8 (best)")
-    rate.add_argument("--bpp", type=float, help="target bits per pixel (searches quality)")
+    rate.add_argument("--quality", type=float, help="images: 1 (smallest) .. 8 (best), default 4")
+    rate.add_argument("--bpp", type=float, help="images: target bits per pixel (searches quality)")
+    rate.add_argument("--bitrate", type=float, help="audio: kbps, one of 1.5 3 6 12 24 (default 6)")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
@@ -258,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="decompress .ncz; output format from the extension")
     d.add_argument("input", help=".ncz file, or - for stdin")
-    d.add_argument("-o", "--output", required=True, help="image file, or - for PNG on stdout")
+    d.add_argument("-o", "--output", required=True,
+                   help="image or audio file (.wav .flac .ogg), or - for PNG / WAV on stdout")
+    d.add_argument("--start", type=float, help="audio: first second to decode (default 0)")
+    d.add_argument("--duration", type=float, help="audio: seconds to decode (default: to the end)")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="describe a .ncz file")
@@ -294,6 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--export", help="write the trained model as a shipped model file")
     ti.add_argument("--model-id", default="image-hyperprior-v1")
     ti.set_defaults(func=cmd_train_image)
+
+    ta = tsub.add_parser("audio", help="train the RVQ audio model (24 kHz, 1.5-24 kbps)")
+    ta.add_argument("--data", nargs="+", required=True, help="folders of audio files (wav/flac/ogg/...)")
+    ta.add_argument("--run", required=True, help="run folder (checkpoint, log); resumes")
+    ta.add_argument("--minutes", type=float, default=60.0)
+    ta.add_argument("--steps", type=int, default=10**9)
+    ta.add_argument("--batch", type=int, default=16)
+    ta.add_argument("--seconds", type=float, default=1.0, help="length of the training crops")
+    ta.add_argument("--lr", type=float, default=3e-4)
+    ta.add_argument("--seed", type=int, default=0)
+    ta.add_argument("--val", help="validation audio folder")
+    ta.add_argument("--val-every", type=int, default=1000)
+    ta.add_argument("--init", help="start from an audio model file (fine-tuning)")
+    ta.add_argument("--export", help="write the trained model as a model file")
+    ta.add_argument("--model-id", default="audio-seanet-v1")
+    ta.set_defaults(func=cmd_train_audio)
 
     b = sub.add_parser("bench", help="benchmark ncodec against other codecs")
     bsub = b.add_subparsers(dest="modality", required=True)
@@ -339,14 +457,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ncodec.audio_codec import AudioError
     from ncodec.container import ContainerError
     from ncodec.entropy.coder import DecodeError
     from ncodec.image_codec import ImageError
     from ncodec.zoo import ModelNotFound
 
-    expected = (CliError, ContainerError, ImageError, DecodeError, ModelNotFound, OSError)
+    expected = (CliError, ContainerError, ImageError, AudioError, DecodeError, ModelNotFound, OSError)
     try:
         args.func(args)
+    except UsageError as err:
+        print(f"ncodec: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # e.g. `ncodec info f.ncz | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BAD_INPUT

@@ -7,7 +7,6 @@ the audio decoder relies on this. float32 conversion is for the encoder and for 
 
 from __future__ import annotations
 
-import av
 import numpy as np
 
 _FORMATS = {np.dtype(np.float32): "fltp", np.dtype(np.int16): "s16p"}
@@ -25,6 +24,9 @@ class Resampler:
         self.dtype = np.dtype(dtype)
         self.channels, self.in_rate = channels, in_rate
         self._format, self._layout = _FORMATS[self.dtype], _LAYOUTS[channels]
+        import av  # only when audio is resampled: keeps the CLI's start fast
+
+        self._av = av
         self._swr = None if in_rate == out_rate else av.AudioResampler(self._format, self._layout, out_rate)
 
     def _collect(self, frames) -> np.ndarray:
@@ -35,7 +37,7 @@ class Resampler:
         block = np.ascontiguousarray(block, dtype=self.dtype)
         if self._swr is None or block.shape[1] == 0:
             return block
-        frame = av.AudioFrame.from_ndarray(block, format=self._format, layout=self._layout)
+        frame = self._av.AudioFrame.from_ndarray(block, format=self._format, layout=self._layout)
         frame.sample_rate = self.in_rate
         return self._collect(self._swr.resample(frame))
 
