@@ -19,7 +19,7 @@ from ncodec.entropy.coder import TableSet
 from safetensors.torch import load_file, save_file
 
 from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
-from .fixed_point import ACT_BITS
+from .fixed_point import ACT_BITS, ACT_LIMIT
 from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
 from .zoo import ModelInfo, describe
 
@@ -66,11 +66,11 @@ class AudioCodingModel:
     margin: int  # latent frames of context each side for windowed encode/decode
 
     def latent(self, codes: torch.Tensor) -> torch.Tensor:
-        """Exact integer latent [B, D, T] (ACT_BITS fraction, float64) of codes [B, T, n]."""
+        """Exact integer latent [B, D, T] of codes [B, T, n]: codeword sums, clamped, float64."""
         total = torch.zeros(*codes.shape[:2], self.cfg.dim, dtype=torch.int64)
         for s in range(codes.shape[2]):
             total += self.codebooks[s][codes[:, :, s]]
-        return total.transpose(1, 2).double()
+        return total.transpose(1, 2).double().clamp_(-ACT_LIMIT, ACT_LIMIT)
 
 
 def _check_format(info: ModelInfo, path: Path) -> None:
