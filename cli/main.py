@@ -267,7 +267,7 @@ def cmd_train_audio(args: argparse.Namespace) -> None:
     from ncodec.train_audio import load_checkpoint_model, train
 
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.seconds, args.lr,
-                 args.seed, args.val, args.val_every, args.init)
+                 args.seed, args.val, args.val_every, args.init, adversarial_after=args.adversarial_after)
     if args.export:
         from ncodec.audio_weights import export
 
@@ -409,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--val", help="validation audio folder")
     ta.add_argument("--val-every", type=int, default=1000)
     ta.add_argument("--init", help="start from an audio model file (fine-tuning)")
+    ta.add_argument("--adversarial-after", type=int, metavar="STEP",
+                    help="from this step on, train a multi-scale STFT discriminator and add its "
+                         "adversarial and feature-matching losses (default: never)")
     ta.add_argument("--export", help="write the trained model as a model file")
     ta.add_argument("--model-id", default="audio-seanet-v1")
     ta.set_defaults(func=cmd_train_audio)

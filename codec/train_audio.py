@@ -2,8 +2,9 @@
 
 Random crops of training files (any rate, resampled to the model rate, mono), random gain and
 mixing of two clips; losses: multi-scale mel + multi-resolution STFT + RVQ commitment, and the
-bits of the codes under the per-stage categorical prior (which trains only the prior).
-Checkpoints hold the model and Adam state (safetensors), like the image trainer.
+bits of the codes under the per-stage categorical prior (which trains only the prior). From step
+`adversarial_after` on, a multi-scale STFT discriminator adds hinge and feature-matching losses.
+Checkpoints hold the model, the discriminator and both Adam states (safetensors).
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ import numpy as np
 import soundfile as sf
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
 
+from .audio_discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .audio_losses import mel_loss, si_sdr, stft_loss
 from .audio_model import AudioCodecModel, AudioModelConfig, bitrates
 from .resample import resample
-from .train_image import _load, _log, _record, _save
+from .train_image import _log, _record
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 COMMIT_WEIGHT = 1.0
 BITS_WEIGHT = 1e-3  # the codes are detached: this term trains only the prior's logits
+ADV_WEIGHT, FEAT_WEIGHT = 1.0, 2.0
+Parts = dict[str, tuple[nn.Module, torch.optim.Optimizer]]
 
 
 def audio_files(folder: str | Path) -> list[Path]:
@@ -103,6 +109,42 @@ def validate(model: AudioCodecModel, x: torch.Tensor) -> dict[str, list[float]]:
     return out
 
 
+def _save(run: Path, parts: Parts, step: int, meta: dict) -> None:
+    """Modules as PREFIX.* and their Adam states as PREFIX_adam.*, written atomically."""
+    tensors = {}
+    for prefix, (module, opt) in parts.items():
+        tensors.update({f"{prefix}.{k}": v.contiguous() for k, v in module.state_dict().items()})
+        names = {id(p): n for n, p in module.named_parameters()}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for k, v in opt.state.get(p, {}).items():
+                    tensors[f"{prefix}_adam.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
+    tmp = run / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
+    tmp.replace(run / "checkpoint.safetensors")
+
+
+def _load(run: Path, parts: Parts) -> int:
+    """Restore the parts a checkpoint holds (a discriminator may start later); returns the step."""
+    path = run / "checkpoint.safetensors"
+    if not path.exists():
+        return 0
+    with safe_open(str(path), "pt") as f:
+        step = int(f.metadata()["step"])
+    tensors = load_file(str(path))
+    for prefix, (module, opt) in parts.items():
+        state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
+        if not state:
+            continue
+        module.load_state_dict(state)
+        for name, p in module.named_parameters():
+            adam = {k: tensors[f"{prefix}_adam.{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")
+                    if f"{prefix}_adam.{name}.{k}" in tensors}
+            if adam:
+                opt.state[p] = adam
+    return step
+
+
 def checkpoint_config(run: Path) -> AudioModelConfig | None:
     """The model config a run's checkpoint was trained with (None without a checkpoint)."""
     path = run / "checkpoint.safetensors"
@@ -114,8 +156,6 @@ def checkpoint_config(run: Path) -> AudioModelConfig | None:
 
 def load_checkpoint_model(path: str | Path) -> tuple[AudioCodecModel, dict]:
     """The float model of a checkpoint and its provenance (steps, data, seed)."""
-    from safetensors.torch import load_file
-
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     info = json.loads(meta["meta"])
@@ -139,10 +179,12 @@ def train(
     init: str | None = None,
     cfg: AudioModelConfig | None = None,
     log_every: int = 50,
+    adversarial_after: int | None = None,
 ) -> Path:
     """Train until `minutes` or `steps`; resumes from run_dir/checkpoint.safetensors.
 
     The model config comes from the checkpoint when resuming, else from `init`, else `cfg`.
+    adversarial_after: step from which the discriminator trains and its losses apply (None: never).
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -160,7 +202,12 @@ def train(
         model.load_state_dict(start_model.state_dict())
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
-    step = _load(run, model, opt)
+    parts: Parts = {"model": (model, opt)}
+    if adversarial_after is not None:
+        disc = MultiScaleSTFTDiscriminator().to(device).train()
+        opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9))
+        parts["disc"] = (disc, opt_d)
+    step = _load(run, parts)
     rng = np.random.default_rng(seed + step)
     length = max(round(seconds * cfg.sample_rate) // cfg.hop, 1) * cfg.hop
     sampler = ClipSampler(data, cfg.sample_rate, length, rng)
@@ -175,14 +222,24 @@ def train(
         out = model(x)
         mel, stft = mel_loss(out["x_hat"], x, cfg.sample_rate), stft_loss(out["x_hat"], x)
         loss = mel + stft + COMMIT_WEIGHT * out["commit"] + BITS_WEIGHT * out["bits_per_frame"]
+        terms = {"mel": mel, "stft": stft, "commit": out["commit"]}
+        adversarial = adversarial_after is not None and step >= adversarial_after
+        if adversarial:
+            terms["adv"], terms["feat"] = generator_losses(disc, x, out["x_hat"])
+            loss = loss + ADV_WEIGHT * terms["adv"] + FEAT_WEIGHT * terms["feat"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if adversarial:
+            terms["disc"] = discriminator_loss(disc, x, out["x_hat"])
+            opt_d.zero_grad(set_to_none=True)
+            terms["disc"].backward()
+            opt_d.step()
         step += 1
         if step % log_every == 0:
-            rec = {"step": step, "loss": round(loss.item(), 4), "mel": round(mel.item(), 4),
-                   "stft": round(stft.item(), 4), "commit": round(out["commit"].item(), 5),
+            rec = {"step": step, "loss": round(loss.item(), 4),
+                   **{k: round(v.item(), 5) for k, v in terms.items()},
                    "stages": int(out["n_stages"]), "bits_per_frame": round(out["bits_per_frame"].item(), 1),
                    "elapsed_s": round(time.monotonic() - start)}
             _record(log, rec)
@@ -191,8 +248,8 @@ def train(
         if val_audio is not None and step % val_every == 0:
             _record(log, {"step": step, "val": validate(model, val_audio.to(device))})
         if time.monotonic() - last_save > 300:
-            _save(run, model, opt, step, meta)
+            _save(run, parts, step, meta)
             last_save = time.monotonic()
-    _save(run, model, opt, step, meta)
+    _save(run, parts, step, meta)
     _log(f"stopped at step {step}; checkpoint in {run}")
     return run / "checkpoint.safetensors"

@@ -46,9 +46,10 @@ def audio_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_dir(audio_data, tmp_path_factory) -> Path:
-    """A tiny model trained for 2 steps, then resumed to 3."""
+    """A tiny model trained for 2 steps, then resumed to 3 (the last one adversarial)."""
     run = tmp_path_factory.mktemp("audio_run")
-    kwargs = dict(minutes=5, batch=2, cfg=TINY, log_every=1, val=str(audio_data), val_every=3)
+    kwargs = dict(minutes=5, batch=2, seconds=0.2, cfg=TINY, log_every=1, val=str(audio_data), val_every=3,
+                  adversarial_after=2)
     train([str(audio_data)], str(run), steps=2, **kwargs)
     train([str(audio_data)], str(run), steps=3, **kwargs)
     return run
@@ -72,6 +73,7 @@ def cli(*args):
 def test_training_logs_resumes_and_validates_every_bitrate(run_dir):
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert [("adv" in r, "feat" in r) for r in records if "loss" in r][1:] == [(False, False), (True, True)]
     val = next(r["val"] for r in records if "val" in r)
     assert val["kbps"] == [1.5, 3.0, 6.0, 12.0, 24.0] and len(val["si_sdr"]) == len(val["mel"]) == 5
 
