@@ -3,7 +3,8 @@
 File layout (safetensors): enc.* float16 encoder weights; dec.* integer decoder convs (int16
 weights, int8 shifts, int32 biases, in call order) and dec.codebooks, the RVQ codewords as int32
 with ACT_BITS fractional bits [stages, K, D]; tables.codes.counts, the per-stage categorical
-tables of the code indices [stages, K + 1]; train.* float state only training needs.
+tables of the code indices [stages, K + 1]; train.* float state only training needs (the prior's
+logits, the RVQ cluster sizes; the EMA sums are rebuilt from them and the codewords).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize
 from .zoo import ModelInfo, describe
 
 FORMAT = "ncodec-audio-seanet-1"
-RVQ_TRAIN_BUFFERS = ("embed_sum", "cluster_size")
 
 
 def export(model: AudioCodecModel, path: str | Path, model_id: str, training: dict | None = None) -> Path:
@@ -40,8 +40,7 @@ def export(model: AudioCodecModel, path: str | Path, model_id: str, training: di
     t["dec.codebooks"] = torch.round(embed * 2**ACT_BITS).to(torch.int32).contiguous()
     t["tables.codes.counts"] = torch.from_numpy(model.prior.table_set().counts.astype(np.int32))
     t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
-    for k in RVQ_TRAIN_BUFFERS:
-        t[f"train.rvq.{k}"] = getattr(model.rvq, k).detach().float().contiguous()
+    t["train.rvq.cluster_size"] = model.rvq.cluster_size.detach().float().contiguous()
     meta = {"model_id": model_id, "modality": "audio", "format": FORMAT,
             "config": json.dumps(model.cfg.as_dict())}
     if training:
@@ -114,8 +113,8 @@ def load_float_model(path: str | Path) -> AudioCodecModel:
     for conv, p in zip(convs, _decoder_params(t, len(convs)), strict=True):
         dequantize_conv1d(conv, p)
     model.rvq.embed[0] = t["dec.codebooks"].double().div(2**ACT_BITS).float()
-    for k in RVQ_TRAIN_BUFFERS:
-        getattr(model.rvq, k)[:] = t[f"train.rvq.{k}"]
+    model.rvq.cluster_size[:] = t["train.rvq.cluster_size"]
+    model.rvq.embed_sum[:] = model.rvq.embed * model.rvq.cluster_size[..., None]  # the EMA's invariant
     model.rvq.initted.fill_(True)
     model.prior.logits.data = t["train.prior.logits"].float()
     return model
