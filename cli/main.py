@@ -91,8 +91,15 @@ def _open_image(data: bytes, name: str):
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
-AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\xff\xf3")
+AUDIO_MAGIC = (b"fLaC", b"OggS", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")  # + RIFF/WAVE, FORM/AIFF
 AUDIO_OUTPUTS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}
+
+
+def _looks_like_audio(data: bytes) -> bool:
+    """Sniff stdin: WAV, AIFF, FLAC, Ogg or MP3 (a RIFF/WEBP image is not audio)."""
+    container = (data[:4], data[8:12])
+    return data.startswith(AUDIO_MAGIC) or container in ((b"RIFF", b"WAVE"), (b"FORM", b"AIFF"),
+                                                          (b"FORM", b"AIFC"))
 
 
 def _check_flags(args: argparse.Namespace, audio: bool) -> None:
@@ -130,7 +137,7 @@ def _encode_audio(args: argparse.Namespace, data: bytes | None) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> None:
     data = _read_input("-") if args.input == "-" else None
-    audio = data[:4].startswith(AUDIO_MAGIC) if data is not None else (
+    audio = _looks_like_audio(data) if data is not None else (
         Path(args.input).suffix.lower() in AUDIO_SUFFIXES)
     _check_flags(args, audio)
     if audio:
@@ -348,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate = e.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, help="images: 1 (smallest) .. 8 (best), default 4")
     rate.add_argument("--bpp", type=float, help="images: target bits per pixel (searches quality)")
-    rate.add_argument("--bitrate", type=float, help="audio: kbps, one of 1.5 3 6 12 24 (default 6)")
+    rate.add_argument("--bitrate", type=float,
+                      help="audio: kbps per channel, one of 1.5 3 6 12 24 (default 6); stereo codes mid "
+                           "and side at this rate each")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
