@@ -290,8 +290,14 @@ class AudioDecoder:
         e0 = min(-(-b * coded_rate // rate) + RESAMPLE_MARGIN, end)
         pos = s0 // period * (rate // g)  # output index of the first resampled sample
         resampler = Resampler(self.params.channels, coded_rate, rate, np.int16)
-        pieces = (resampler.push(x) for x in self._coded(s0, e0))
-        for out in _chain(pieces, lambda: resampler.flush() if e0 == end else None):
+
+        def resampled() -> Iterator[np.ndarray]:
+            for x in self._coded(s0, e0):
+                yield resampler.push(x)
+            if e0 == end:  # the stream's end: drain the filter as a whole-file decode does
+                yield resampler.flush()
+
+        for out in resampled():
             lo, hi = max(a - pos, 0), min(b - pos, out.shape[1])
             if hi > lo:
                 yield out[:, lo:hi]
@@ -329,13 +335,6 @@ class AudioDecoder:
                 raise AudioError(f"code chunk {c} holds codeword indices outside the codebook")
             self._latents[c] = self.model.latent(torch.from_numpy(codes).view(shape))
         return self._latents[c]
-
-
-def _chain(pieces: Iterator[np.ndarray], last) -> Iterator[np.ndarray]:
-    yield from pieces
-    tail = last()
-    if tail is not None:
-        yield tail
 
 
 def _to_int16(x: torch.Tensor) -> np.ndarray:
