@@ -50,8 +50,13 @@ def run_dir(audio_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("audio_run")
     kwargs = dict(minutes=5, batch=2, seconds=0.2, cfg=TINY, log_every=1, val=str(audio_data), val_every=3,
                   adversarial_after=2)
-    train([str(audio_data)], str(run), steps=2, **kwargs)
-    train([str(audio_data)], str(run), steps=3, **kwargs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains fastest on one thread, above all on a busy machine
+    try:
+        train([str(audio_data)], str(run), steps=2, **kwargs)
+        train([str(audio_data)], str(run), steps=3, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
     return run
 
 
@@ -238,10 +243,10 @@ def test_cli_refuses_damaged_files_and_misplaced_flags(tmp_path):
 
 def test_mutated_payloads_with_valid_crcs_fail_cleanly_or_decode():
     """Forged files (valid CRCs, damaged code payloads) never crash the decoder."""
-    data = encode_audio(tone(16000, 1.1), 16000, 3.0)
+    data = encode_audio(tone(16000, 0.6), 16000, 3.0)
     header, chunks = ct.read_container(data, (b"RVQC", ct.SEEK))
     rng = np.random.default_rng(7)
-    for _ in range(20):
+    for _ in range(10):
         body = [(c.type, bytearray(c.data)) for c in chunks if c.type == b"RVQC"]
         payload = body[rng.integers(len(body))][1]
         for pos in rng.integers(0, len(payload), 3):
@@ -249,6 +254,6 @@ def test_mutated_payloads_with_valid_crcs_fail_cleanly_or_decode():
         forged = ct.write_container(header, [(t, bytes(b)) for t, b in body])
         try:
             y, _ = decode_audio(forged)
-            assert y.shape == (1, 17600)
+            assert y.shape == (1, 9600)
         except AudioError:
             pass
