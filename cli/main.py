@@ -14,6 +14,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ncodec import AUDIO_SUFFIXES
+
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 
@@ -90,7 +92,6 @@ def _open_image(data: bytes, name: str):
         raise CliError(f"cannot read {name} as an image ({err})") from None
 
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 AUDIO_MAGIC = (b"fLaC", b"OggS", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2")  # + RIFF/WAVE, FORM/AIFF
 AUDIO_OUTPUTS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}
 

@@ -257,3 +257,25 @@ def test_mutated_payloads_with_valid_crcs_fail_cleanly_or_decode():
             assert y.shape == (1, 9600)
         except AudioError:
             pass
+
+
+def test_python_api_encodes_paths_arrays_and_decodes_by_modality(tmp_path):
+    import ncodec
+
+    x = tone(16000, 0.5, 2)
+    path = tmp_path / "clip.flac"
+    sf.write(path, x.T, 16000, subtype="PCM_16")
+    from_path = ncodec.encode(path, bitrate=3)
+    from_array = ncodec.encode(x, bitrate=3, sample_rate=16000)
+    assert ncodec.info(from_path)["modality"] == "audio"
+    decoded = ncodec.decode(from_path)
+    assert isinstance(decoded, ncodec.Audio) and decoded.sample_rate == 16000
+    assert decoded.samples.shape == x.shape
+    assert ncodec.decode(from_array).samples.shape == x.shape
+    assert len(ncodec.encode(x, sample_rate=16000)) > len(ncodec.encode(x, bitrate=1.5, sample_rate=16000))
+    part = ncodec.decode_audio(from_path, start=0.25, duration=0.1)
+    assert part.samples.shape == (2, 1600)
+    with pytest.raises(ValueError, match="sample_rate"):
+        ncodec.encode_audio(x)
+    with pytest.raises(ValueError, match="use bitrate"):
+        ncodec.encode(x, quality=3, sample_rate=16000)
