@@ -26,9 +26,9 @@ STAGE_STEPS = (2, 4, 8, 16, 32)  # stage counts offered as bitrates (1.5 .. 24 k
 @dataclass(frozen=True)
 class AudioModelConfig:
     sample_rate: int = 24000
-    channels: int = 32  # width after the first conv; doubles at every downsampling
+    channels: int = 24  # width after the first conv; doubles at every downsampling
     ratios: tuple[int, ...] = (2, 4, 5, 8)  # encoder strides; the decoder uses them reversed
-    dim: int = 128  # latent (and codeword) size
+    dim: int = 64  # latent (and codeword) size
     residual_units: int = 3  # per resolution, dilations 1, 3, 9, ...
     n_stages: int = 32
     codebook_size: int = 1024

@@ -1,10 +1,12 @@
 """Audio model files: export from a trained model, load for coding or for training.
 
 File layout (safetensors): enc.* float16 encoder weights; dec.* integer decoder convs (int16
-weights, int8 shifts, int32 biases, in call order) and dec.codebooks, the RVQ codewords as int32
-with ACT_BITS fractional bits [stages, K, D]; tables.codes.counts, the per-stage categorical
-tables of the code indices [stages, K + 1]; train.* float state only training needs (the prior's
-logits, the RVQ cluster sizes; the EMA sums are rebuilt from them and the codewords).
+weights, int8 shifts, int32 biases, in call order), dec.codebooks, the RVQ codewords [stages, K, D]
+as int16, and dec.codebook_shift, int8 [stages]: codeword = dec.codebooks << shift, an integer
+with ACT_BITS fractional bits (the shift keeps each stage's largest codeword within int16);
+tables.codes.counts, the per-stage categorical tables of the code indices [stages, K + 1]; train.*
+float state only training needs (the prior's logits, the RVQ cluster sizes; the EMA sums are
+rebuilt from them and the codewords).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ncodec.entropy.coder import TableSet
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
@@ -24,7 +27,7 @@ from .fixed_point import ACT_BITS, ACT_LIMIT
 from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
 from .zoo import ModelInfo, describe
 
-FORMAT = "ncodec-audio-seanet-1"
+FORMAT = "ncodec-audio-seanet-2"  # 1: int32 codebooks (no file of it shipped)
 
 
 def export(model: AudioCodecModel, path: str | Path, model_id: str, training: dict | None = None) -> Path:
@@ -36,8 +39,7 @@ def export(model: AudioCodecModel, path: str | Path, model_id: str, training: di
     for i, conv in enumerate(conv1d_modules(model.decoder)):
         for k, v in quantize_conv1d(conv).items():
             t[f"dec.{i}.{k}"] = v.contiguous()
-    embed = model.rvq.embed[0].detach().double()  # [stages, K, D], one group
-    t["dec.codebooks"] = torch.round(embed * 2**ACT_BITS).to(torch.int32).contiguous()
+    t["dec.codebooks"], t["dec.codebook_shift"] = split_codebooks(model.rvq.embed[0].detach())
     t["tables.codes.counts"] = torch.from_numpy(model.prior.table_set().counts.astype(np.int32))
     t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
     t["train.rvq.cluster_size"] = model.rvq.cluster_size.detach().float().contiguous()
@@ -49,6 +51,20 @@ def export(model: AudioCodecModel, path: str | Path, model_id: str, training: di
     save_file(t, str(path), metadata=meta)
     path.chmod(0o644)
     return path
+
+
+def split_codebooks(embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float codewords [stages, K, D] -> (int16 mantissas, int8 per-stage left shifts)."""
+    fixed = embed.double() * 2**ACT_BITS
+    peak = fixed.abs().flatten(1).amax(1).clamp(min=1)
+    shift = torch.ceil(torch.log2(peak / 32767)).clamp(min=0)
+    stored = torch.round(fixed / 2 ** shift[:, None, None]).clamp(-32768, 32767)  # one rounding
+    return stored.to(torch.int16).contiguous(), shift.to(torch.int8).contiguous()
+
+
+def join_codebooks(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The exact integer codewords (int64, ACT_BITS fraction) of a model file's tensors."""
+    return t["dec.codebooks"].long() << t["dec.codebook_shift"].long()[:, None, None]
 
 
 @dataclass
@@ -75,6 +91,10 @@ class AudioCodingModel:
 def _check_format(info: ModelInfo, path: Path) -> None:
     if info.modality != "audio":
         raise ValueError(f"{path} holds a {info.modality} model, not an audio model")
+    with safe_open(str(path), "pt") as f:
+        found = (f.metadata() or {}).get("format")
+    if found != FORMAT:
+        raise ValueError(f"{path} is an audio model file of format {found!r}; this ncodec reads {FORMAT!r}")
 
 
 def _decoder_params(t: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
@@ -88,7 +108,7 @@ def load_coding_model(path: Path) -> AudioCodingModel:
     t = load_file(str(path))
     skel = AudioCodecModel(AudioModelConfig.from_dict(info.config))
     skel.encoder.load_state_dict({k[4:]: v.float() for k, v in t.items() if k.startswith("enc.")})
-    codebooks = t["dec.codebooks"].long()
+    codebooks = join_codebooks(t)
     skel.rvq.embed[0] = codebooks.double().div(2**ACT_BITS).float()
     params = _decoder_params(t, len(conv1d_modules(skel.decoder)))
     counts = t["tables.codes.counts"].numpy()
@@ -112,7 +132,7 @@ def load_float_model(path: str | Path) -> AudioCodecModel:
     convs = conv1d_modules(model.decoder)
     for conv, p in zip(convs, _decoder_params(t, len(convs)), strict=True):
         dequantize_conv1d(conv, p)
-    model.rvq.embed[0] = t["dec.codebooks"].double().div(2**ACT_BITS).float()
+    model.rvq.embed[0] = join_codebooks(t).double().div(2**ACT_BITS).float()
     model.rvq.cluster_size[:] = t["train.rvq.cluster_size"]
     model.rvq.embed_sum[:] = model.rvq.embed * model.rvq.cluster_size[..., None]  # the EMA's invariant
     model.rvq.initted.fill_(True)

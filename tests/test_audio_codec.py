@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from ncodec import container as ct
 from ncodec.audio_codec import AudioDecoder, AudioError, AudioParams, decode_audio, encode_audio
-from ncodec.audio_model import TINY, AudioModelConfig, bitrates
+from ncodec.audio_model import TINY, AudioCodecModel, AudioModelConfig, bitrates
 from ncodec.audio_weights import export, load_coding_model, load_float_model
 from ncodec.fixed_point import ACT_BITS
 from ncodec.train_audio import load_checkpoint_model, train
@@ -279,3 +279,21 @@ def test_python_api_encodes_paths_arrays_and_decodes_by_modality(tmp_path):
         ncodec.encode_audio(x)
     with pytest.raises(ValueError, match="use bitrate"):
         ncodec.encode(x, quality=3, sample_rate=16000)
+
+
+def test_codebooks_are_stored_as_int16_with_per_stage_shifts():
+    from ncodec.audio_weights import join_codebooks, split_codebooks
+
+    embed = (torch.rand(3, 16, 4) * 2 - 1) * torch.tensor([0.5, 7.9, 90.0])[:, None, None]
+    embed[:, 0, 0] = torch.tensor([0.5, -7.9, 90.0])  # int16 at 12 bits, 11x beyond
+    stored, shift = split_codebooks(embed)
+    assert stored.dtype == torch.int16 and shift.tolist() == [0, 0, 4]
+    joined = join_codebooks({"dec.codebooks": stored, "dec.codebook_shift": shift})
+    error = (joined.double() / 2**ACT_BITS - embed.double()).abs().amax((1, 2))
+    assert (error <= 2.0 ** (shift.double() - ACT_BITS - 1) + 1e-9).all()
+
+
+def test_default_model_file_fits_the_size_budget(tmp_path):
+    model = AudioCodecModel(AudioModelConfig())
+    size = export(model, tmp_path / "default.safetensors", "size-check").stat().st_size
+    assert size < 15e6, f"default audio model file is {size / 1e6:.1f} MB"
