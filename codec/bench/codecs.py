@@ -71,15 +71,16 @@ def parse_setting(text: str) -> Setting:
         return float(text)
 
 
-def parse_settings(spec: str) -> tuple[str, list[Setting]]:
-    """'jpeg=20,50,80' -> ('jpeg', [20, 50, 80])."""
+def parse_settings(spec: str, flag: str = "--settings") -> tuple[str, list[Setting]]:
+    """'jpeg=20,50,80' -> ('jpeg', [20, 50, 80]); `flag` names the option in the error message."""
     name, sep, values = spec.partition("=")
     try:
         settings = [parse_setting(v) for v in values.split(",")]
     except ValueError:
         settings = []
     if not sep or not name or not settings:
-        raise BenchError(f"--settings wants CODEC=VALUE,VALUE,... (e.g. jpeg=20,50,80), got {spec!r}")
+        example = "opus=6,12,24" if flag == "--bitrates" else "jpeg=20,50,80"
+        raise BenchError(f"{flag} wants CODEC=VALUE,VALUE,... (e.g. {example}), got {spec!r}")
     return name, settings
 
 

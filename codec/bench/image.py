@@ -8,10 +8,7 @@ the (image, codec, setting) rows it lacks. Schema: see ncodec.bench.
 from __future__ import annotations
 
 import io
-import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -25,8 +22,8 @@ from .codecs import Codec, Setting, check_codec, default_settings, get_codec
 from .executors import run_jobs
 from .machine import machine_info
 from .metrics import bd_rate, ms_ssim, psnr
+from .results import SCHEMA, Progress, load_previous, write_json
 
-SCHEMA = 1
 WARM_UP_SIDE = 64
 RowKey = tuple[str, str, float]  # image, codec, setting
 _warmed: set[tuple[str, Setting]] = set()  # (codec, setting) already run once in this process
@@ -123,54 +120,6 @@ def bd_rates(summary: dict[str, list[dict]], anchor: str) -> dict:
             for name, points in summary.items() if name != anchor}
 
 
-def write_json(path: Path, doc: dict) -> None:
-    """Replace `path` atomically (temp file in the same folder, then os.replace)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_previous(path: Path) -> dict | None:
-    """An earlier result file at `path` to resume from, or None when there is none."""
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise BenchError(f"cannot resume from {path} ({err}); delete it or pick another --out") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or doc.get("kind") != "image":
-        raise BenchError(f"{path} is not an image benchmark result of schema {SCHEMA}; "
-                         "delete it or pick another --out")
-    return doc
-
-
-class Progress:
-    """'done/total images, elapsed, ETA' on a stream: one updating line on a terminal, else a line
-    per image."""
-
-    def __init__(self, total: int, stream: TextIO):
-        self.total, self.stream, self.start = total, stream, time.monotonic()
-
-    @staticmethod
-    def _clock(seconds: float) -> str:
-        m, s = divmod(round(seconds), 60)
-        return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-    def update(self, done: int) -> None:
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (self.total - done)
-        line = (f"bench image: {done}/{self.total} images, elapsed {self._clock(elapsed)}, "
-                f"ETA {self._clock(eta)}")
-        tty = self.stream.isatty()
-        print(f"\r{line}" if tty else line, end="\n" if done == self.total or not tty else "",
-              file=self.stream, flush=True)
-
-
 def _check_arguments(codecs: list[str], anchor: str, settings: dict[str, list[Setting]]) -> None:
     if not codecs:
         raise BenchError("no codecs given")
@@ -221,7 +170,7 @@ def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
 
     out = Path(out_dir) / f"image_{root.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    previous = load_previous(out) or {}
+    previous = load_previous(out, "image") or {}
     rows: list[dict] = previous.get("rows", [])
     old_models = previous.get("machine", {}).get("models", [])
     if models and old_models != models and any(r["codec"] == "ncodec" for r in rows):
@@ -255,7 +204,7 @@ def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
         write_json(out, doc)
 
     if jobs:
-        progress = Progress(len(jobs), log)
+        progress = Progress(len(jobs), log, "bench image", "images")
         for done_jobs, new_rows in enumerate(run_jobs(run_image, jobs, workers, executor, ray_address), 1):
             rows.extend(new_rows)
             save()

@@ -47,13 +47,28 @@ def source_commit() -> tuple[str | None, bool | None]:
     return (head.strip() if head else None), (None if status is None else bool(status.strip()))
 
 
-def machine_info(models: list[dict]) -> dict:
-    """The `machine` record of a result file; `models` are the ncodec models used ({id, sha256})."""
+IMAGE_PACKAGES = ("torch", "numpy", "pillow", "imagecodecs", "pytorch-msssim", "compressai")
+AUDIO_PACKAGES = ("torch", "numpy", "av", "soundfile", "pesq", "pystoi")
+
+
+def ffmpeg_version() -> str | None:
+    """The FFmpeg that PyAV is built with (libopus, libmp3lame, libswresample come with it)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return str(getattr(av, "ffmpeg_version_info", None) or "") or None
+
+
+def machine_info(models: list[dict], packages: tuple[str, ...] = IMAGE_PACKAGES,
+                 extra: dict | None = None) -> dict:
+    """The `machine` record of a result file: platform, CPU, the versions of `packages` (null when
+    absent; "-" becomes "_" in the key), `extra` fields, ncodec's version and source commit, and
+    `models`, the ncodec models used ({id, sha256})."""
     import ncodec
 
     commit, dirty = source_commit()
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            **{name.replace("-", "_"): _version(name)
-               for name in ("torch", "numpy", "pillow", "imagecodecs", "pytorch-msssim", "compressai")},
+            **{name.replace("-", "_"): _version(name) for name in packages}, **(extra or {}),
             "ncodec": ncodec.__version__, "ncodec_commit": commit, "ncodec_dirty": dirty, "models": models}
