@@ -301,6 +301,23 @@ def cmd_bench_image(args: argparse.Namespace) -> None:
     print("\n".join(map(str, written)))
 
 
+def cmd_bench_audio(args: argparse.Namespace) -> None:
+    from ncodec.bench import BenchError
+    from ncodec.bench.audio import bench_audio
+    from ncodec.bench.codecs import parse_settings
+    from ncodec.bench.report import write_report
+
+    try:
+        bitrates = dict(parse_settings(spec, "--bitrates") for spec in args.bitrates)
+        results = bench_audio(args.dataset, [c.strip() for c in args.codecs.split(",") if c.strip()],
+                              args.anchor, args.out, args.workers, args.limit, args.max_seconds,
+                              args.speech, bitrates, args.model, args.executor, args.ray_address)
+        written = [path for result in results for path in (result, *write_report(result))]
+    except BenchError as err:
+        raise CliError(str(err)) from None
+    print("\n".join(map(str, written)))
+
+
 def cmd_datasets_fetch(args: argparse.Namespace) -> None:
     from ncodec.datasets import DatasetError, fetch
 
@@ -343,6 +360,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
@@ -449,6 +473,42 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
     bi.add_argument("--model", help="ncodec model id (default: the default image model)")
     bi.set_defaults(func=cmd_bench_image)
+
+    ba = bsub.add_parser(
+        "audio", help="rate-distortion sweep over audio folders",
+        description="Sweep audio codecs over their bitrates on every file of each dataset folder; write "
+                    "DIR/audio_<dataset>.json (per-file rows, means per bitrate, BD-rates on kbps), .md and "
+                    "RD plots per dataset. kbps counts the whole encoded file (container included); "
+                    "metrics: mel distance (the training loss mel_loss at 24 kHz), SI-SDR, and for speech "
+                    "PESQ and STOI (pip install 'ncodec[audio-metrics]'); RTF = seconds of audio per "
+                    "second of compute. A codec that cannot run here (ncodec without an audio model, "
+                    "PyAV without libopus/libmp3lame) is skipped with a one-line note. Rerunning into "
+                    "the same --out computes only the rows it lacks.")
+    ba.add_argument("--dataset", action="append", required=True, metavar="DIR",
+                    help="folder of audio files (.wav .flac .ogg .mp3, searched recursively; other files "
+                         "are ignored); repeat for several datasets, one result file each")
+    ba.add_argument("--codecs", default="ncodec,opus,mp3",
+                    help="comma-separated: ncodec, opus, mp3 (default %(default)s)")
+    ba.add_argument("--anchor", default="opus", help="codec the BD-rates are against (default %(default)s)")
+    ba.add_argument("--bitrates", action="append", default=[], metavar="CODEC=KBPS,...",
+                    help="bitrates to sweep for one codec instead of its defaults (repeatable). "
+                         "Defaults: ncodec=1.5,3,6,12,24 (kbps per channel, the model's rates), "
+                         "opus=6,8,12,16,24,32,48 and mp3=16,24,32,48,64,96,128 (kbps for all channels)")
+    ba.add_argument("--speech", action=argparse.BooleanOptionalAction, default=None,
+                    help="--speech: every dataset is speech (PESQ and STOI are measured); --no-speech: none "
+                         "is. Default: a dataset is speech when its folder name contains 'speech' "
+                         "(any case)")
+    ba.add_argument("--max-seconds", type=_positive_float, metavar="S",
+                    help="only the first S seconds of each file (default: whole files)")
+    ba.add_argument("--workers", type=_positive_int, default=1, help="parallel workers (default 1)")
+    ba.add_argument("--limit", type=_positive_int, help="only the first N files of each dataset")
+    ba.add_argument("--executor", choices=["process", "ray"], default="process",
+                    help="worker processes on this machine, or Ray tasks (default %(default)s)")
+    ba.add_argument("--ray-address", help="Ray cluster to run on (default: RAY_ADDRESS, else a local Ray)")
+    ba.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
+    ba.add_argument("--model", help="ncodec audio model id (default: the default audio model, else the "
+                                    "installed audio model `ncodec encode` would use)")
+    ba.set_defaults(func=cmd_bench_audio)
 
     ds = sub.add_parser("datasets", help="download standard evaluation datasets (checksum-verified)")
     dsub = ds.add_subparsers(dest="action", required=True)
