@@ -49,7 +49,7 @@ def mel_distance(x: np.ndarray, y: np.ndarray, rate: int) -> float:
     a, b = _resample(x, rate, MEL_RATE), _resample(y, rate, MEL_RATE)
     pad = max(MEL_MIN_SAMPLES - a.shape[1], 0)
     total = 0.0
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: mel_loss caches its filters, which training reuses
         for ca, cb in zip(a, b, strict=True):
             ta, tb = (torch.from_numpy(np.pad(c, (0, pad)).astype(np.float32))[None, None] for c in (ca, cb))
             total += float(mel_loss(tb, ta, MEL_RATE))
