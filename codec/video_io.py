@@ -89,21 +89,22 @@ def default_matrix(width: int, height: int) -> str:
     return "ITU709" if width >= 1280 or height > 576 else "ITU601"
 
 
-def _interpolation() -> int:
+def sws_interpolation() -> int:
+    """swscale flags of every conversion here: bicubic chroma, accurate rounding, bit-exact."""
     from av.video.reformatter import Interpolation as I  # noqa: E741
 
-    # Bicubic chroma resampling, accurate rounding, bit-exact on every CPU.
     return int(I.BICUBIC | I.ACCURATE_RND | I.BITEXACT | I.FULL_CHR_H_INT | I.FULL_CHR_H_INP)
 
 
 class _ToRGB:
-    """Decoded frames -> uint8 RGB arrays, with the file's matrix and range (one cached swscale)."""
+    """Decoded frames -> uint8 RGB arrays, with the file's matrix and range (one cached swscale on
+    one thread: FFmpeg 8's threaded swscale has given wrong 10-bit frames now and then)."""
 
-    def __init__(self, rotation: int, threads: int):
+    def __init__(self, rotation: int):
         from av.video.reformatter import VideoReformatter
 
-        self.turns, self.threads = rotation // 90 % 4, threads
-        self.reformatter, self.interpolation = VideoReformatter(), _interpolation()
+        self.turns = rotation // 90 % 4
+        self.reformatter, self.interpolation = VideoReformatter(), sws_interpolation()
 
     def __call__(self, frame) -> np.ndarray:
         options = {}
@@ -113,7 +114,7 @@ class _ToRGB:
                        or default_matrix(frame.width, frame.height),
                        "src_color_range": "JPEG" if full else "MPEG", "dst_color_range": "JPEG"}
         rgb = self.reformatter.reformat(frame, format="rgb24", interpolation=self.interpolation,
-                                        threads=self.threads, **options).to_ndarray()
+                                        threads=1, **options).to_ndarray()
         return np.ascontiguousarray(np.rot90(rgb, self.turns)) if self.turns else rgb
 
 
@@ -156,7 +157,7 @@ class VideoReader:
             for rgb in video.frames(start=2.0, count=50):
                 ...
 
-    `threads`: decoder and colour-conversion threads (0: FFmpeg chooses).
+    `threads`: decoder threads (0: FFmpeg chooses).
     """
 
     def __init__(self, path: str | os.PathLike, threads: int = 0):
@@ -279,7 +280,7 @@ class VideoReader:
 
         if count == 0:
             return
-        to_rgb = _ToRGB(self._rotation, self.threads)
+        to_rgb = _ToRGB(self._rotation)
         half = 0.5 / float(self.info.frame_rate)
         skip = round(start * self.info.frame_rate)  # frames to drop where timestamps are missing
         done = decoded = 0
@@ -396,7 +397,7 @@ class VideoWriter:
             stream.codec_context.colorspace = _AVCOL_SPC[self._matrix]
             stream.codec_context.color_range = _AVCOL_RANGE_MPEG
         self._stream, self._size = stream, (width, height)
-        self._reformatter, self._interpolation = VideoReformatter(), _interpolation()
+        self._reformatter, self._interpolation = VideoReformatter(), sws_interpolation()
 
     def write(self, rgb: np.ndarray) -> None:
         """Append one frame: uint8 array (H, W, 3), the same size as the first."""
@@ -415,9 +416,10 @@ class VideoWriter:
         if self._matrix:
             frame = self._reformatter.reformat(frame, format=self._stream.pix_fmt,
                                                dst_colorspace=self._matrix, src_color_range="JPEG",
-                                               dst_color_range="MPEG", interpolation=self._interpolation)
+                                               dst_color_range="MPEG", interpolation=self._interpolation,
+                                               threads=1)
         else:
-            frame = self._reformatter.reformat(frame, format=self._stream.pix_fmt)
+            frame = self._reformatter.reformat(frame, format=self._stream.pix_fmt, threads=1)
         frame.pts = self.frames
         frame.time_base = 1 / self.frame_rate
         self._mux(frame)

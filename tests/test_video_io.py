@@ -43,7 +43,8 @@ def encode_with_pyav(path, frames, rate=25, codec="ffv1", pix_fmt="bgr0", times=
         if audio:
             sound = out.add_stream("aac", rate=48000)
         for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            # one swscale thread: FFmpeg 8's threaded rgb24 -> 10-bit conversion is now and then wrong
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, threads=1)
             frame.pts = times[i] if times else i
             if time_base:
                 frame.time_base = time_base
