@@ -39,7 +39,7 @@ def ms_ssim_db(value: float) -> float:
 
 
 LOWER_IS_BETTER = {"mel"}  # distances: fitted as -distance, so that quality rises with rate
-DB_SCALE = {"psnr", "ms_ssim", "si_sdr"}  # metrics whose fitted scale is dB (MS-SSIM converted)
+DB_SCALE = {"psnr", "psnr_rgb", "psnr_yuv", "ms_ssim", "si_sdr"}  # fitted in dB (MS-SSIM converted)
 
 
 def _quality(metric: str, value: float) -> float:

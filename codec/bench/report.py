@@ -159,14 +159,67 @@ def markdown_audio(doc: dict, plots: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+VIDEO_AXIS_LABELS = {"psnr_rgb": "PSNR-RGB (dB)", "psnr_yuv": "PSNR-YUV (dB), (6 Y + U + V) / 8, BT.709"}
+
+
+def plot_video(doc: dict, prefix: Path) -> list[Path]:
+    """bpp (log scale) against PSNR-RGB and PSNR-YUV, a line per codec, as PREFIX_<metric>.png/.svg."""
+    written = []
+    for metric, label in VIDEO_AXIS_LABELS.items():
+        curves = {name: sorted((p["bpp"], p[metric]) for p in points)
+                  for name, points in doc["summary"].items()}
+        if any(curves.values()):
+            frames = f", first {doc['frames']} frames" if doc.get("frames") else ""
+            written += _draw(curves, "bits per pixel", label,
+                             f"{doc['dataset']['name']}, {_count(len(doc['clips']), 'clip')}{frames}",
+                             prefix.with_name(f"{prefix.name}_{metric}"), log_x=True)
+    return written
+
+
+def markdown_video(doc: dict, plots: list[str] | None = None) -> str:
+    """The summary of a video result: BD-rate table, per-codec tables, links to `plots`."""
+    anchor, n = doc["anchor"], len(doc["clips"])
+    frames = f"the first {doc['frames']} frames of each" if doc.get("frames") else "whole clips"
+    lines = [f"# Video rate-distortion: {doc['dataset']['name']}", "",
+             f"{_count(n, 'clip')} ({frames}), anchor {anchor}, {_count(doc['threads'], 'thread')} per "
+             f"encoder and decoder; {_describe_machine(doc['machine'])}.", "",
+             "bpp = 8 * bytes / (width * height * frames). PSNR-RGB: per frame over the RGB samples; "
+             "PSNR-YUV: (6 PSNR-Y + PSNR-U + PSNR-V) / 8 per frame, on BT.709 full-range Y'CbCr computed "
+             "from the RGB frames (no subsampling). Values are means over the frames, then over the "
+             "clips; fps = frames per second of encoder / decoder time over all clips.", ""]
+    lines += [f"- {name}: {what}" for name, what in doc["described"].items()]
+    lines += [f"- {name} skipped: {reason}" for name, reason in doc["skipped"].items()]
+    lines += ["", f"## BD-rate against {anchor}", "",
+              f"Negative: fewer bits than {anchor} at the same quality, over the quality range both curves "
+              "cover (overlap, dB). n/a: no overlap, or fewer than 4 points.", ""]
+    if doc["bd_rate"]:
+        lines += ["| codec | BD-rate PSNR-RGB | overlap (dB) | BD-rate PSNR-YUV | overlap (dB) |",
+                  "|---|---:|---|---:|---|"]
+        lines += [f"| {name} | {' | '.join(_bd(bd['psnr_rgb']))} | {' | '.join(_bd(bd['psnr_yuv']))} |"
+                  for name, bd in doc["bd_rate"].items()]
+    else:
+        lines.append(f"No BD-rates: {anchor} did not run.")
+    for name, points in doc["summary"].items():
+        lines += ["", f"## {name}", "",
+                  "| CRF | bpp | PSNR-RGB | PSNR-YUV | PSNR-Y | PSNR-U | PSNR-V | enc fps | dec fps |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr_rgb']:.2f} | {p['psnr_yuv']:.2f} "
+                  f"| {p['psnr_y']:.2f} | {p['psnr_u']:.2f} | {p['psnr_v']:.2f} | {p['enc_fps']:.1f} "
+                  f"| {p['dec_fps']:.1f} |" for p in points]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(result: Path, log: TextIO | None = None) -> list[Path]:
-    """Plots (when matplotlib is installed) and the Markdown summary beside an image or audio
-    result file; returns the paths written. The note about missing matplotlib goes to `log`
+    """Plots (when matplotlib is installed) and the Markdown summary beside an image, audio or
+    video result file; returns the paths written. The note about missing matplotlib goes to `log`
     (default stderr)."""
     doc = json.loads(result.read_text())
     kind = doc.get("kind", "image")
-    draw, describe, metrics = ((plot_audio, markdown_audio, AUDIO_AXIS_LABELS) if kind == "audio"
-                               else (plot, markdown, AXIS_LABELS))
+    draw, describe, metrics = {"audio": (plot_audio, markdown_audio, AUDIO_AXIS_LABELS),
+                               "video": (plot_video, markdown_video, VIDEO_AXIS_LABELS)
+                               }.get(kind, (plot, markdown, AXIS_LABELS))
     if find_spec("matplotlib") is None:
         print(f"bench {kind}: matplotlib is not installed, no plots; pip install 'ncodec[plot]'",
               file=log or sys.stderr)

@@ -36,7 +36,8 @@ def load_previous(path: Path, kind: str) -> dict | None:
     except (OSError, ValueError) as err:
         raise BenchError(f"cannot resume from {path} ({err}); delete it or pick another --out") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or doc.get("kind") != kind:
-        raise BenchError(f"{path} is not an {kind} benchmark result of schema {SCHEMA}; "
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise BenchError(f"{path} is not {article} {kind} benchmark result of schema {SCHEMA}; "
                          "delete it or pick another --out")
     return doc
 
