@@ -1,0 +1,285 @@
+"""`ncodec bench video`: anchors through PyAV on tiny clips, result schema, rows, resume, report,
+PSNR-YUV, skipped codecs, errors."""
+
+import contextlib
+import io
+import json
+import math
+import subprocess
+import sys
+from fractions import Fraction
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ncodec.bench import BenchError, video, video_codecs
+from ncodec.bench.metrics import psnr_yuv, rgb_to_yuv
+from ncodec.cli.main import main
+from ncodec.video_io import write_video
+
+X264 = [18, 28, 38, 48]
+X265 = [20, 30, 40, 50]
+SVTAV1 = [20, 35, 50, 63]
+CLIPS = {"ramp.mkv": (33, 17, 6, Fraction(25)), "sub/waves.y4m": (48, 32, 5, Fraction(30000, 1001))}
+
+
+def frames(width: int, height: int, n: int) -> list[np.ndarray]:
+    y, x = np.mgrid[:height, :width].astype(np.float64)
+    return [np.stack([128 + 110 * np.sin(x / 5 + i / 2), 128 + 110 * np.cos(y / 4 - i / 3),
+                      128 + 90 * np.sin((x * y) / 60 + i)], -1).round().astype(np.uint8) for i in range(n)]
+
+
+def bench(*args) -> tuple[int, str]:
+    """Run `ncodec bench video ARGS`; (exit status, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["bench", "video", *map(str, args)])
+    return code, err.getvalue()
+
+
+def sweep_args(dataset, out: Path, *extra, x264: list[int] = X264) -> list:
+    crfs = {"x264": x264, "x265": X265, "svtav1": SVTAV1}
+    settings = [arg for codec, values in crfs.items()
+                for arg in ("--settings", f"{codec}={','.join(map(str, values))}")]
+    return ["--dataset", dataset, "--codecs", "x264,x265,svtav1,ncodec", *settings, "--out", out, *extra]
+
+
+def in_process(submitted: list):
+    """A run_jobs stand-in that runs the jobs here and records them."""
+    def run(fn, jobs, *args):
+        submitted.extend(jobs)
+        return [fn(job) for job in jobs]
+    return run
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clips")
+    (folder / "sub").mkdir()
+    for name, (w, h, n, rate) in CLIPS.items():
+        write_video(folder / name, frames(w, h, n), rate)
+    (folder / "README.txt").write_text("not a video")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def swept(dataset, tmp_path_factory) -> tuple[Path, str]:
+    """One sweep of the three anchors over both clips with two worker processes: (result, stderr)."""
+    out = tmp_path_factory.mktemp("results")
+    code, err = bench(*sweep_args(dataset, out, "--workers", 2))
+    assert code == 0, err
+    return out / f"video_{dataset.name}.json", err
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_result_has_the_documented_schema(swept, dataset):
+    doc = load(swept[0])
+    assert {"schema", "kind", "dataset", "clips", "frames", "threads", "anchor", "codecs", "skipped",
+            "described", "definitions", "machine", "summary", "bd_rate", "rows"} <= doc.keys()
+    assert (doc["schema"], doc["kind"], doc["anchor"]) == (1, "video", "x264")
+    assert (doc["frames"], doc["threads"]) == (None, 1)
+    assert doc["dataset"] == {"name": dataset.name, "path": str(dataset.resolve()),
+                              "inputs": [str(dataset.resolve())]}
+    assert doc["clips"] == ["ramp.mkv", "sub/waves.y4m"]
+    assert doc["codecs"] == {"x264": X264, "x265": X265, "svtav1": SVTAV1}
+    assert set(doc["described"]) == {"x264", "x265", "svtav1"}
+    m = doc["machine"]
+    for key in ("platform", "python", "cpu_model", "cpu_count", "numpy", "av", "ffmpeg", "ncodec",
+                "ncodec_commit", "models"):
+        assert key in m
+    assert m["encoders"] == {"libx264": True, "libx265": True, "libsvtav1": True} and m["models"] == []
+
+
+def test_ncodec_is_listed_as_unavailable_with_its_reason(swept):
+    doc, err = load(swept[0]), swept[1]
+    reason = "no ncodec video model is installed (the learned video codec is not built yet)"
+    assert doc["skipped"] == {"ncodec": reason}
+    assert f"bench video: skipping ncodec: {reason}\n" in err
+    assert f"- ncodec skipped: {reason}" in swept[0].with_suffix(".md").read_text()
+
+
+def test_every_clip_codec_and_crf_has_one_row(swept):
+    doc = load(swept[0])
+    keys = [(r["clip"], r["codec"], r["setting"]) for r in doc["rows"]]
+    expected = {(c, k, s) for c in doc["clips"] for k, settings in doc["codecs"].items() for s in settings}
+    assert len(keys) == len(set(keys)) and set(keys) == expected
+    for r in doc["rows"]:
+        w, h, n, rate = CLIPS[r["clip"]]
+        assert (r["width"], r["height"], r["frames"], r["frame_rate"]) == (w, h, n, str(rate))
+        assert r["bpp"] == pytest.approx(8 * r["bytes"] / (w * h * n))
+        assert r["psnr_yuv"] == pytest.approx((6 * r["psnr_y"] + r["psnr_u"] + r["psnr_v"]) / 8)
+        assert 12 < r["psnr_rgb"] < 60 and r["enc_fps"] > 0 and r["dec_fps"] > 0
+        assert r["enc_fps"] == pytest.approx(n / r["enc_s"])
+
+
+@pytest.mark.parametrize("codec", ["x264", "x265", "svtav1"])
+def test_rate_and_quality_fall_as_crf_rises(swept, codec):
+    doc = load(swept[0])
+    for clip in doc["clips"]:
+        rows = sorted((r for r in doc["rows"] if r["clip"] == clip and r["codec"] == codec),
+                      key=lambda r: r["setting"])
+        assert np.all(np.diff([r["bytes"] for r in rows]) < 0), (clip, [r["bytes"] for r in rows])
+        assert np.all(np.diff([r["psnr_rgb"] for r in rows]) < 0)
+    points = doc["summary"][codec]
+    assert [p["setting"] for p in points] == doc["codecs"][codec]
+    assert all(p["clips"] == 2 and p["frames"] == 11 for p in points)
+
+
+def test_bd_rates_against_x264_are_in_the_file_and_the_summary(swept):
+    doc = load(swept[0])
+    assert set(doc["bd_rate"]) == {"x265", "svtav1"}
+    for bd in doc["bd_rate"].values():
+        for metric in ("psnr_rgb", "psnr_yuv"):
+            if bd[metric] is not None:
+                lo, hi = bd[metric]["overlap_db"]
+                assert lo < hi and math.isfinite(bd[metric]["value_pct"])
+    assert any(bd["psnr_rgb"] is not None for bd in doc["bd_rate"].values())
+    md = swept[0].with_suffix(".md").read_text()
+    assert "## BD-rate against x264" in md and "| CRF | bpp | PSNR-RGB | PSNR-YUV |" in md
+    assert "bench video: 24/24 encodes" in swept[1]
+
+
+@pytest.mark.skipif(find_spec("matplotlib") is None, reason="matplotlib is not installed")
+def test_plots_are_written(swept):
+    result = swept[0]
+    for metric in ("psnr_rgb", "psnr_yuv"):
+        png = result.with_name(f"{result.stem}_{metric}.png")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png.name})" in result.with_suffix(".md").read_text()
+
+
+def test_rerun_computes_nothing_already_in_the_file(swept, dataset, tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / swept[0].name).write_text(swept[0].read_text())
+    before = load(out / swept[0].name)["rows"]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a complete result was recomputed")
+
+    monkeypatch.setattr(video, "run_jobs", no_work)
+    code, err = bench(*sweep_args(dataset, out))
+    assert code == 0, err
+    assert "24 of 24 rows already there, skipping them" in err
+    assert load(out / swept[0].name)["rows"] == before
+
+
+def test_rerun_with_a_new_crf_computes_only_that_crf(swept, dataset, tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / swept[0].name).write_text(swept[0].read_text())
+    before = load(out / swept[0].name)["rows"]
+    submitted = []
+    monkeypatch.setattr(video, "run_jobs", in_process(submitted))
+    code, err = bench(*sweep_args(dataset, out, x264=[*X264, 51]))
+    assert code == 0, err
+    assert sorted((j.clip, j.codec, j.setting) for j in submitted) == [
+        ("ramp.mkv", "x264", 51), ("sub/waves.y4m", "x264", 51)]
+    rows = load(out / swept[0].name)["rows"]
+    assert len(rows) == len(before) + 2 and all(r in rows for r in before)
+
+
+def test_frames_limits_each_clip_and_a_resume_must_keep_it(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(video, "run_jobs", in_process([]))
+    args = ["--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--settings", "x264=30", "--out", tmp_path]
+    code, err = bench(*args, "--frames", 3)
+    assert code == 0, err
+    doc = load(tmp_path / "video_ramp.json")
+    assert doc["frames"] == 3 and doc["clips"] == ["ramp.mkv"]
+    assert [r["frames"] for r in doc["rows"]] == [3]
+    code, err = bench(*args)
+    assert code == 1 and "was made with frames 3, this run has None; pick another --out" in err
+
+
+def test_files_and_folders_together_name_clips_from_their_common_folder(dataset, tmp_path, monkeypatch):
+    submitted = []
+    monkeypatch.setattr(video, "run_jobs", in_process(submitted))
+    code, err = bench("--dataset", dataset / "sub", dataset / "ramp.mkv", "--codecs", "x264",
+                      "--settings", "x264=30", "--frames", 2, "--name", "mixed", "--out", tmp_path)
+    assert code == 0, err
+    assert load(tmp_path / "video_mixed.json")["clips"] == ["sub/waves.y4m", "ramp.mkv"]
+
+
+def test_a_missing_encoder_is_skipped_with_a_message(dataset, tmp_path, monkeypatch):
+    monkeypatch.setitem(video_codecs.ENCODERS, "svtav1", "libnot-an-encoder")
+    monkeypatch.setattr(video, "run_jobs", in_process([]))
+    code, err = bench("--dataset", dataset / "ramp.mkv", "--codecs", "x264,svtav1", "--settings", "x264=30",
+                      "--frames", 2, "--out", tmp_path)
+    assert code == 0, err
+    assert "bench video: skipping svtav1: the FFmpeg inside PyAV" in err
+    assert "has no libnot-an-encoder encoder" in err
+    doc = load(tmp_path / "video_ramp.json")
+    assert set(doc["codecs"]) == {"x264"} and "svtav1" in doc["skipped"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--codecs", "x264,vp9"], "unknown video codec 'vp9'"),
+    (["--codecs", "x265"], "anchor 'x264' is not among the codecs"),
+    (["--codecs", "x264", "--settings", "x264=60"], "x264 CRF must be 0..51, got 60"),
+    (["--codecs", "x264", "--settings", "svtav1=30"], "--settings for 'svtav1'"),
+    (["--codecs", "ncodec", "--anchor", "ncodec"], "none of the codecs can run here (ncodec)"),
+])
+def test_bad_arguments_exit_1_with_one_line(dataset, tmp_path, args, message):
+    code, err = bench("--dataset", dataset, "--out", tmp_path / "out", *args)
+    assert code == 1 and message in err and err.endswith("\n")
+    assert err.count("\n") == 1 + err.count("bench video: skipping")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_empty_or_broken_datasets_exit_1(dataset, tmp_path):
+    code, err = bench("--dataset", tmp_path / "nope", "--codecs", "x264", "--out", tmp_path / "out")
+    assert code == 1 and "dataset not found" in err
+    (tmp_path / "empty").mkdir()
+    code, err = bench("--dataset", tmp_path / "empty", "--codecs", "x264", "--out", tmp_path / "out")
+    assert code == 1 and "no video files in" in err
+    data = (dataset / "sub" / "waves.y4m").read_bytes()
+    (tmp_path / "cut.y4m").write_bytes(data[: len(data) // 2 + 7])
+    code, err = bench("--dataset", tmp_path / "cut.y4m", "--codecs", "x264", "--out", tmp_path / "out")
+    assert code == 1 and err == "ncodec: error: cannot read cut.y4m (cut.y4m: truncated: the file ends " \
+                                "inside a frame)\n"
+
+
+def test_a_result_file_of_another_kind_is_not_overwritten(dataset, tmp_path):
+    result = tmp_path / "video_ramp.json"
+    result.write_text('{"schema": 1, "kind": "image"}')
+    code, err = bench("--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--out", tmp_path)
+    assert code == 1 and "is not a video benchmark result" in err
+    assert result.read_text() == '{"schema": 1, "kind": "image"}'
+
+
+def test_psnr_yuv_follows_its_definition():
+    grey = np.full((4, 6, 3), 100, np.uint8)
+    y, u, v = rgb_to_yuv(grey)
+    assert np.allclose(y, 100) and np.allclose(u, 128) and np.allclose(v, 128)
+    red = rgb_to_yuv(np.array([[[255, 0, 0]]], np.uint8))[:, 0, 0]
+    assert red == pytest.approx([0.2126 * 255, 128 - 0.2126 * 255 / 1.8556, 128 + 0.7874 * 255 / 1.5748])
+    brighter = grey + np.uint8(5)  # a pure luma change: chroma identical (MSE floored)
+    scores = psnr_yuv(grey, brighter)
+    assert scores["psnr_y"] == pytest.approx(10 * math.log10(255**2 / 25))
+    assert scores["psnr_u"] == scores["psnr_v"] == pytest.approx(10 * math.log10(255**2 / 1e-10))
+    assert scores["psnr_yuv"] == pytest.approx((6 * scores["psnr_y"] + 2 * scores["psnr_u"]) / 8)
+
+
+def test_odd_tiny_clips_are_padded_for_the_encoders_and_cropped_back():
+    for codec in ("x264", "x265", "svtav1"):
+        session = video_codecs.AnchorSession(codec, 33, 17, Fraction(25), 20)
+        assert (session.coded_width, session.coded_height) == ((34, 18) if codec == "x264" else (64, 64))
+        out = [f for rgb in [*frames(33, 17, 3), None] for f in session.feed(rgb, lambda: 0.0)]
+        assert [f.shape for f in out] == [(17, 33, 3)] * 3 and session.result.frames == 3
+
+
+def test_bench_video_modules_import_nothing_heavy():
+    code = ("import sys, ncodec.cli.main, ncodec.bench.video, ncodec.bench.video_codecs, ncodec.video_io;"
+            "heavy = {'compressai', 'matplotlib', 'ray', 'torch', 'pandas', 'scipy', 'av'};"
+            "print(sorted(heavy & set(sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "[]", res.stderr
+
+
+def test_unknown_codec_error_is_a_bench_error():
+    with pytest.raises(BenchError, match="unknown video codec 'h266'"):
+        video_codecs.check_video_codec("h266")
