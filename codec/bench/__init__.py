@@ -1,6 +1,7 @@
-"""Benchmarks of ncodec against other codecs: `ncodec bench image` and `ncodec bench audio`.
-Modules: codecs / audio_codecs (the codecs and their sweeps), metrics (PSNR, MS-SSIM, BD-rate),
-audio_metrics (mel distance, SI-SDR, PESQ, STOI), image / audio (the sweeps, resumable), results
+"""Benchmarks of ncodec against other codecs: `ncodec bench image`, `ncodec bench audio` and
+`ncodec bench video`. Modules: codecs / audio_codecs / video_codecs (the codecs and their sweeps),
+metrics (PSNR, PSNR-YUV, MS-SSIM, BD-rate), audio_metrics (mel distance, SI-SDR, PESQ, STOI),
+image / audio / video (the sweeps, resumable; the video schema is in video.py), results
 (result files, progress), executors (worker processes or Ray), machine (where it ran), report
 (Markdown and plots).
 
