@@ -41,6 +41,9 @@ __all__ = [
     "ContainerWriter",
     "write_container",
     "read_container",
+    "ChunkRef",
+    "scan_container",
+    "read_chunk",
     "encode_seek_index",
     "decode_seek_index",
     "check_claim",
@@ -62,6 +65,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _U32 = struct.Struct(">I")
 _SEEK_ENTRY = struct.Struct(">QQ")
 _TAIL_SIZE = 16  # length(4) + type(4) + file crc(4) + chunk crc(4)
+_BLOCK = 1 << 20  # bytes read at a time when a stream is checked without loading chunk data
 _MODEL_ID_RE = re.compile(rb"[a-z0-9][a-z0-9._-]*")
 # fixed part of HEAD before model_id: major, minor, modality, flags, model_id_len
 _HEAD_FIXED = 5
@@ -231,9 +235,14 @@ class ContainerWriter:
     def __init__(self, stream: BinaryIO, header: Header) -> None:
         head = _encode_head(header)
         self._stream = stream
+        try:
+            self._start: int | None = stream.tell()
+        except (OSError, AttributeError, ValueError):  # a pipe: rewrite_header is not possible
+            self._start = None
         self._pos = 0
         self._crc = 0
         self._closed = False
+        self._head_len = len(head)
         self._write(MAGIC)
         self._write_chunk(HEAD, head)
 
@@ -267,6 +276,33 @@ class ContainerWriter:
         """Bytes written so far (= offset of the next chunk)."""
         return self._pos
 
+    def rewrite_header(self, header: Header) -> None:
+        """Replace HEAD by one of the same length (e.g. a frame count known only at the end).
+
+        The stream must be seekable and readable (a file opened "w+b", a BytesIO); the running
+        whole-file CRC is recomputed from the bytes written so far.
+        """
+        if self._closed:
+            raise ContainerError("container already closed")
+        head = _encode_head(header)
+        if len(head) != self._head_len:
+            raise ContainerError(f"new HEAD has {len(head)} bytes, the written one {self._head_len}")
+        if self._start is None:
+            raise ContainerError("cannot rewrite HEAD on a stream that is not seekable")
+        s, end = self._stream, self._start + self._pos
+        prefix, suffix = _frame(HEAD, head)
+        s.seek(self._start + len(MAGIC))
+        s.write(prefix + head + suffix)
+        s.seek(self._start)
+        crc, left = 0, self._pos
+        while left:
+            block = s.read(min(left, _BLOCK))
+            if not block:
+                raise ContainerError("cannot read back the written container to rewrite HEAD")
+            crc, left = zlib.crc32(block, crc), left - len(block)
+        self._crc = crc
+        s.seek(end)
+
     def close(self) -> int:
         """Write TAIL (CRC of everything before it); returns the total file size in bytes."""
         if self._closed:
@@ -286,29 +322,75 @@ def write_container(header: Header, chunks: Iterable[tuple[bytes, bytes]]) -> by
     return buf.getvalue()
 
 
-def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[Chunk]]:
-    """Verify and split a file into its header and chunks (HEAD/TAIL excluded).
+@dataclass(frozen=True)
+class ChunkRef:
+    """Where one chunk lies in a stream (``scan_container``); ``data`` only for chunks loaded."""
 
-    ``known`` lists the chunk types the caller understands (HEAD and TAIL always are).
-    Unknown ancillary chunks are dropped; an unknown critical chunk is refused. If ``seek``
-    is known, the seek index is validated against the chunk offsets. Any malformed input
-    raises ContainerError and nothing else.
-    """
-    mv = memoryview(data).cast("B")
-    n = len(mv)
+    type: bytes
+    offset: int
+    length: int
+    data: bytes | None = None
+
+
+class _Memory:
+    """A whole file in memory as the walker's input (slices are zero-copy)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.mv = memoryview(data).cast("B")
+        self.size = len(self.mv)
+
+    def read(self, pos: int, n: int) -> memoryview:
+        return self.mv[pos : pos + n]
+
+    def crc(self, pos: int, n: int, crcs: tuple[int, int]) -> tuple[int, int]:
+        block = self.mv[pos : pos + n]
+        return zlib.crc32(block, crcs[0]), zlib.crc32(block, crcs[1])
+
+
+class _Stream:
+    """A seekable binary stream as the walker's input, read piece by piece."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.base = stream.tell()
+        self.size = stream.seek(0, io.SEEK_END) - self.base
+
+    def read(self, pos: int, n: int) -> bytes:
+        self.stream.seek(self.base + pos)
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise ContainerError("truncated file: the input shrank while it was being read")
+        return data
+
+    def crc(self, pos: int, n: int, crcs: tuple[int, int]) -> tuple[int, int]:
+        a, b = crcs
+        for p in range(pos, pos + n, _BLOCK):
+            block = self.read(p, min(_BLOCK, pos + n - p))
+            a, b = zlib.crc32(block, a), zlib.crc32(block, b)
+        return a, b
+
+
+def _walk(src: _Memory | _Stream, known: Collection[bytes], load: Collection[bytes] | None
+          ) -> tuple[Header, list[ChunkRef], set[int]]:
+    """Check a whole file (framing, every CRC, HEAD, TAIL); the known chunks with their data if
+    their type is in ``load`` (None: every type), and the offsets of all chunks between HEAD and
+    TAIL (dropped ones too)."""
+    n = src.size
     if n == 0:
         raise ContainerError("empty file")
-    if n < len(MAGIC) and bytes(mv) == MAGIC[:n]:
+    first = bytes(src.read(0, min(n, len(MAGIC))))
+    if n < len(MAGIC) and first == MAGIC[:n]:
         raise ContainerError(f"truncated file: {n} bytes, shorter than the magic number")
-    if bytes(mv[: len(MAGIC)]) != MAGIC:
-        if bytes(mv[: len(_PNG_MAGIC)]) == _PNG_MAGIC:
+    if first != MAGIC:
+        if first == _PNG_MAGIC:
             raise ContainerError("not an ncodec file (bad magic; looks like PNG)")
         raise ContainerError("not an ncodec file (bad magic)")
 
     known = frozenset(known) | {HEAD, TAIL}
     header: Header | None = None
-    chunks: list[Chunk] = []
-    starts: set[int] = set()  # offsets of all chunks between HEAD and TAIL, dropped ones too
+    chunks: list[ChunkRef] = []
+    starts: set[int] = set()
+    file_crc = zlib.crc32(MAGIC)  # of every byte before `pos`
     pos = len(MAGIC)
     while True:
         if pos == n:
@@ -317,8 +399,9 @@ def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[
             raise ContainerError(
                 f"truncated file: chunk header at byte {pos} needs 8 bytes, {n - pos} remain"
             )
-        (length,) = _U32.unpack_from(mv, pos)
-        ctype = bytes(mv[pos + 4 : pos + 8])
+        prefix = bytes(src.read(pos, 8))
+        (length,) = _U32.unpack_from(prefix, 0)
+        ctype = prefix[4:8]
         name = _name(ctype)
         if not _is_valid_type(ctype):
             raise ContainerError(f"corrupted file: invalid chunk type '{name}' at byte {pos}")
@@ -338,9 +421,17 @@ def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[
                 f"{remain} remain"
             )
         end = pos + 8 + length
-        body = mv[pos + 8 : end]
-        (stored,) = _U32.unpack_from(mv, end)
-        if zlib.crc32(mv[pos:end]) != stored:
+        wanted = ctype in (HEAD, TAIL) or (ctype in known and (load is None or ctype in load))
+        chunk_crc, next_crc = zlib.crc32(prefix), zlib.crc32(prefix, file_crc)
+        body = None
+        if wanted:
+            body = src.read(pos + 8, length)
+            chunk_crc, next_crc = zlib.crc32(body, chunk_crc), zlib.crc32(body, next_crc)
+        else:
+            chunk_crc, next_crc = src.crc(pos + 8, length, (chunk_crc, next_crc))
+        stored_bytes = bytes(src.read(end, 4))
+        (stored,) = _U32.unpack_from(stored_bytes, 0)
+        if chunk_crc != stored:
             raise ContainerError(f"corrupted file: CRC mismatch in chunk '{name}' at byte {pos}")
         next_pos = end + 4
 
@@ -349,8 +440,8 @@ def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[
         elif ctype == TAIL:
             if length != 4:
                 raise ContainerError(f"corrupted file: TAIL chunk has {length} bytes, expected 4")
-            (file_crc,) = _U32.unpack_from(body, 0)
-            if zlib.crc32(mv[:pos]) != file_crc:
+            (stored_file_crc,) = _U32.unpack_from(body, 0)
+            if file_crc != stored_file_crc:
                 raise ContainerError("corrupted file: whole-file CRC mismatch")
             if next_pos != n:
                 raise ContainerError(
@@ -359,7 +450,7 @@ def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[
             break
         elif ctype in known:
             starts.add(pos)
-            chunks.append(Chunk(ctype, bytes(body), pos))
+            chunks.append(ChunkRef(ctype, pos, length, None if body is None else bytes(body)))
         elif is_critical(ctype):
             raise ContainerError(
                 f"unknown critical chunk '{name}' at byte {pos} "
@@ -367,15 +458,57 @@ def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[
             )
         else:
             starts.add(pos)
+        file_crc = zlib.crc32(stored_bytes, next_crc)
         pos = next_pos
 
     assert header is not None
     if SEEK in known:
         _check_seek_chunks(chunks, starts)
-    return header, chunks
+    return header, chunks, starts
 
 
-def _check_seek_chunks(chunks: list[Chunk], starts: set[int]) -> None:
+def read_container(data: bytes, known: Collection[bytes]) -> tuple[Header, list[Chunk]]:
+    """Verify and split a file into its header and chunks (HEAD/TAIL excluded).
+
+    ``known`` lists the chunk types the caller understands (HEAD and TAIL always are).
+    Unknown ancillary chunks are dropped; an unknown critical chunk is refused. If ``seek``
+    is known, the seek index is validated against the chunk offsets. Any malformed input
+    raises ContainerError and nothing else.
+    """
+    header, refs, _ = _walk(_Memory(data), known, None)
+    return header, [Chunk(r.type, r.data, r.offset) for r in refs]
+
+
+def scan_container(stream: BinaryIO, known: Collection[bytes],
+                   load: Collection[bytes] = (SEEK,)) -> tuple[Header, list[ChunkRef]]:
+    """``read_container`` for a seekable stream in bounded memory: the same checks (every chunk
+    CRC, the whole-file CRC, the seek index), reading the stream once, piece by piece.
+
+    Returns where the known chunks lie; only those whose type is in ``load`` come with their
+    data (read the others with ``read_chunk``). Offsets count from the stream's position at
+    the call. Raises ContainerError and nothing else on malformed input.
+    """
+    header, refs, _ = _walk(_Stream(stream), known, load)
+    return header, refs
+
+
+def read_chunk(stream: BinaryIO, ref: ChunkRef, base: int = 0) -> bytes:
+    """The data of a chunk that ``scan_container`` found, checked again against its CRC (the
+    file may have changed since). ``base``: the stream position the scan started at."""
+    stream.seek(base + ref.offset)
+    raw = stream.read(ref.length + 12)
+    if len(raw) != ref.length + 12:
+        raise ContainerError(f"truncated file: chunk '{_name(ref.type)}' at byte {ref.offset} "
+                             "ends early (the file changed while it was being read)")
+    (length,) = _U32.unpack_from(raw, 0)
+    (stored,) = _U32.unpack_from(raw, ref.length + 8)
+    if length != ref.length or raw[4:8] != ref.type or zlib.crc32(raw[: ref.length + 8]) != stored:
+        raise ContainerError(f"corrupted file: chunk '{_name(ref.type)}' at byte {ref.offset} "
+                             "changed while the file was being read")
+    return raw[8 : ref.length + 8]
+
+
+def _check_seek_chunks(chunks: list[ChunkRef], starts: set[int]) -> None:
     seeks = [c for c in chunks if c.type == SEEK]
     if len(seeks) > 1:
         raise ContainerError(f"corrupted file: {len(seeks)} seek chunks, at most 1 allowed")

@@ -29,7 +29,9 @@ from ncodec.container import (
     decode_seek_index,
     encode_seek_index,
     is_critical,
+    read_chunk,
     read_container,
+    scan_container,
     write_container,
 )
 
@@ -420,6 +422,61 @@ def _mutated(draw) -> bytes:
         elif kind == "concat":
             data += draw(st.binary(min_size=1, max_size=40))
     return bytes(data)
+
+
+def _outcome(read):
+    try:
+        return read()
+    except ContainerError as e:
+        return str(e)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated())
+def test_streaming_scan_accepts_and_refuses_exactly_what_read_container_does(blob):
+    whole = _outcome(lambda: read_container(blob, KNOWN))
+    stream = io.BytesIO(b"prefix" + blob)
+    stream.seek(6)  # offsets count from where the scan starts
+    scanned = _outcome(lambda: scan_container(stream, KNOWN))
+    if isinstance(whole, str):
+        assert scanned == whole
+    else:
+        header, refs = scanned
+        assert header == whole[0]
+        assert [(r.type, r.offset, r.length) for r in refs] == [(c.type, c.offset, len(c.data))
+                                                               for c in whole[1]]
+        loaded = [c.data if c.type == b"seek" else None for c in whole[1]]
+        assert [r.data for r in refs] == loaded
+        assert [read_chunk(stream, r, base=6) for r in refs] == [c.data for c in whole[1]]
+
+
+def test_scan_reads_big_chunks_piece_by_piece_and_read_chunk_notices_changes(tmp_path):
+    payload = bytes(range(256)) * 9000  # > 2 MB: several read blocks
+    path = tmp_path / "big.ncz"
+    path.write_bytes(write_container(HEADER, [(b"IDAT", payload), (b"IDAT", b"tail")]))
+    with open(path, "rb") as f:
+        header, refs = scan_container(f, KNOWN)
+        assert header == HEADER and [r.length for r in refs] == [len(payload), 4]
+        assert refs[0].data is None and read_chunk(f, refs[0]) == payload
+    data = bytearray(path.read_bytes())
+    data[refs[1].offset + 9] ^= 1
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as f, pytest.raises(ContainerError, match="changed while"):
+        read_chunk(f, refs[1])
+
+
+def test_rewrite_header_replaces_head_and_keeps_the_file_valid():
+    buf = io.BytesIO()
+    w = ContainerWriter(buf, Header(Modality.VIDEO, "vid", HASH, params=bytes(8)))
+    w.add(b"IDAT", b"frame")
+    new = Header(Modality.VIDEO, "vid", HASH, params=b"\x00\x00\x00\x07" + bytes(4))
+    w.rewrite_header(new)
+    w.add(b"IDAT", b"more")
+    w.close()
+    header, chunks = read_container(buf.getvalue(), KNOWN)
+    assert header == new and [c.data for c in chunks] == [b"frame", b"more"]
+    with pytest.raises(ContainerError, match="same length|bytes, the written one"):
+        ContainerWriter(io.BytesIO(), HEADER).rewrite_header(Header(Modality.IMAGE, "other-id", HASH))
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
