@@ -8,7 +8,7 @@ integer CDF tables and scale thresholds; train.* float parameters only training 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +41,19 @@ def export(model: ImageHyperprior, path: Path, model_id: str, training: dict | N
 
     training: provenance (steps, data, ...) stored as JSON in the file's metadata.
     """
+    meta = {"model_id": model_id, "modality": "image", "format": "ncodec-image-hyperprior-1",
+            "config": json.dumps(model.cfg.as_dict())}
+    if training:
+        meta["training"] = json.dumps(training)
+    path = Path(path)
+    save_file(export_tensors(model), str(path), metadata=meta)
+    path.chmod(0o644)
+    return path
+
+
+def export_tensors(model: ImageHyperprior) -> dict[str, torch.Tensor]:
+    """The tensors of an image model file (enc.*, dec.*, tables.*, train.*); the video model
+    file holds the same ones."""
     model = model.cpu().eval()
     t: dict[str, torch.Tensor] = {}
     for net in ENCODER_NETS:
@@ -62,14 +75,7 @@ def export(model: ImageHyperprior, path: Path, model_id: str, training: dict | N
         model.z_density.integer_tables(Z_RADIUS, PRECISION).astype(np.int32))
     for k, v in model.z_density.state_dict().items():
         t[f"train.z_density.{k}"] = v.float().contiguous()
-    meta = {"model_id": model_id, "modality": "image", "format": "ncodec-image-hyperprior-1",
-            "config": json.dumps(model.cfg.as_dict())}
-    if training:
-        meta["training"] = json.dumps(training)
-    path = Path(path)
-    save_file(t, str(path), metadata=meta)
-    path.chmod(0o644)
-    return path
+    return t
 
 
 @dataclass
@@ -90,7 +96,9 @@ class ImageCodingModel:
 
 
 def _skeleton(info: ModelInfo) -> ImageHyperprior:
-    return ImageHyperprior(ImageModelConfig(**info.config))
+    """The float model of a file's config (a video model file's config has more keys)."""
+    names = {f.name for f in fields(ImageModelConfig)}
+    return ImageHyperprior(ImageModelConfig(**{k: v for k, v in info.config.items() if k in names}))
 
 
 def _decoder_params(t: dict[str, torch.Tensor], net: str, count: int) -> list[dict]:
