@@ -1,8 +1,9 @@
 """Benchmarks of ncodec against other codecs: `ncodec bench image`, `ncodec bench audio` and
 `ncodec bench video`. Modules: codecs / audio_codecs / video_codecs (the codecs and their sweeps),
 metrics (PSNR, PSNR-YUV, MS-SSIM, BD-rate), audio_metrics (mel distance, SI-SDR, PESQ, STOI),
-image / audio / video (the sweeps, resumable; the video schema is in video.py), results
-(result files, progress), executors (worker processes or Ray), machine (where it ran), report
+image / audio / video (the sweeps, resumable; the video schema is in video.py), sweep (what
+the sweeps share: codecs to run, resume, timed round trips, summaries), results (result files,
+progress), executors (worker processes or Ray), machine (where it ran), report
 (Markdown and plots).
 
 SCHEMA of the result file DIR/image_<dataset>.json (version 1), rewritten atomically after

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -33,8 +33,24 @@ from .audio_metrics import mel_distance, pesq_score, si_sdr, speech_metrics_miss
 from .codecs import Setting
 from .executors import run_jobs
 from .machine import AUDIO_PACKAGES, ffmpeg_version, machine_info
-from .metrics import bd_rate
-from .results import SCHEMA, Progress, load_previous, write_json
+from .results import SCHEMA, Progress, load_previous
+from .sweep import (
+    RowKey,
+    Todo,
+    bd_rates,
+    check_models,
+    check_unchanged,
+    counted,
+    dataset_files,
+    drop_unavailable,
+    fill,
+    mean,
+    note_resume,
+    per_setting,
+    plan_sweep,
+    round_trip,
+    todo,
+)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 WARM_UP_SECONDS = 0.5
@@ -53,8 +69,6 @@ DEFINITIONS = {
            "seconds over total compute seconds",
     "length_diff": "decoded samples minus original samples, before trimming/zero-padding to the original",
 }
-RowKey = tuple[str, str, float]  # file, codec, setting
-_warmed: set[tuple[str, Setting]] = set()  # (codec, setting) already run once in this process
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,7 @@ class AudioJob:
 
     name: str  # path relative to the dataset folder
     path: str
-    todo: tuple[tuple[str, tuple[Setting, ...]], ...]  # (codec, settings) still to run
+    todo: Todo
     model: str | None  # ncodec audio model id
     speech: bool  # compute PESQ and STOI
     max_seconds: float | None  # only the first seconds of the file
@@ -98,13 +112,10 @@ def fit_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:, :n] if y.shape[1] >= n else np.pad(y, ((0, 0), (0, n - y.shape[1])))
 
 
-def _timed(codec: AudioCodec, x: np.ndarray, rate: int,
-           setting: Setting) -> tuple[Encoded, np.ndarray, float, float]:
-    t0 = time.perf_counter()
-    encoded = codec.encode(x, rate, setting)
-    t1 = time.perf_counter()
-    y = codec.decode(encoded.data, rate)
-    return encoded, y, t1 - t0, time.perf_counter() - t1
+def _at_rate(codec: AudioCodec, rate: int) -> tuple[Callable[[np.ndarray, Setting], Encoded],
+                                                     Callable[[Encoded], np.ndarray]]:
+    """The codec's encode and decode of audio at `rate`, as round_trip calls them."""
+    return (lambda x, kbps: codec.encode(x, rate, kbps)), (lambda encoded: codec.decode(encoded.data, rate))
 
 
 def measure(x: np.ndarray, y: np.ndarray, rate: int, speech: bool) -> dict:
@@ -132,23 +143,16 @@ def run_audio_file(job: AudioJob) -> list[dict]:
     x, rate = load_audio(job.path if job.data is None else job.data, job.name, job.max_seconds)
     n = x.shape[1]
     seconds = n / rate
+    warm_up = x[:, :max(round(WARM_UP_SECONDS * rate), 1)]
     rows = []
     for name, settings in job.todo:
-        codec = get_audio_codec(name, job.model)
+        encode, decode = _at_rate(get_audio_codec(name, job.model), rate)
         for setting in settings:
-            try:
-                if (name, setting) not in _warmed:
-                    _timed(codec, x[:, :max(round(WARM_UP_SECONDS * rate), 1)], rate, setting)
-                    _warmed.add((name, setting))
-                encoded, y, enc_s, dec_s = _timed(codec, x, rate, setting)
-            except BenchError:
-                raise
-            except Exception as err:
-                raise BenchError(f"{job.name}: {name} at {setting} kbps: "
-                                 f"{type(err).__name__}: {err}") from None
+            what = f"{job.name}: {name} at {setting} kbps"
+            encoded, y, enc_s, dec_s = round_trip(encode, decode, x, setting, warm_up,
+                                                  ("audio", name, setting), what)
             if y.ndim != 2 or y.shape[0] != x.shape[0]:
-                raise BenchError(f"{job.name}: {name} at {setting} kbps decoded shape {y.shape}, "
-                                 f"expected {x.shape[0]} channels")
+                raise BenchError(f"{what} decoded shape {y.shape}, expected {x.shape[0]} channels")
             size = len(encoded.data)
             rows.append({"file": job.name, "codec": name, "setting": setting, "sample_rate": rate,
                          "channels": x.shape[0], "seconds": seconds, "bytes": size,
@@ -164,39 +168,21 @@ def row_key(row: dict) -> RowKey:
     return row["file"], row["codec"], float(row["setting"])
 
 
-def _mean(rows: list[dict], key: str) -> tuple[float | None, int]:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return (float(np.mean(values)) if values else None), len(values)
+def _point(setting: Setting, rows: list[dict]) -> dict:
+    point = {"setting": setting, "files": len(rows), "seconds": float(sum(r["seconds"] for r in rows)),
+             "kbps": mean(rows, "kbps"), "payload_kbps": mean(rows, "payload_kbps")}
+    for metric in QUALITY:
+        point[metric] = mean(rows, metric)
+        if metric in ("pesq", "stoi"):
+            point[f"{metric}_files"] = counted(rows, metric)
+    point["enc_rtf"] = point["seconds"] / sum(r["enc_s"] for r in rows)
+    point["dec_rtf"] = point["seconds"] / sum(r["dec_s"] for r in rows)
+    return point
 
 
 def summarise(rows: list[dict], files: list[str], codecs: dict[str, list[Setting]]) -> dict:
     """Per codec and setting, means over the `files` that have a row (see the schema)."""
-    index = {row_key(r): r for r in rows}
-    summary: dict[str, list[dict]] = {}
-    for name, settings in codecs.items():
-        summary[name] = []
-        for setting in settings:
-            sel = [index[k] for f in files if (k := (f, name, float(setting))) in index]
-            if not sel:
-                continue
-            point = {"setting": setting, "files": len(sel), "seconds": float(sum(r["seconds"] for r in sel)),
-                     "kbps": _mean(sel, "kbps")[0], "payload_kbps": _mean(sel, "payload_kbps")[0]}
-            for metric in QUALITY:
-                point[metric], count = _mean(sel, metric)
-                if metric in ("pesq", "stoi"):
-                    point[f"{metric}_files"] = count
-            point["enc_rtf"] = point["seconds"] / sum(r["enc_s"] for r in sel)
-            point["dec_rtf"] = point["seconds"] / sum(r["dec_s"] for r in sel)
-            summary[name].append(point)
-    return summary
-
-
-def bd_rates(summary: dict[str, list[dict]], anchor: str, speech: bool) -> dict:
-    """{codec: {metric: BD}} against the anchor on kbps; {} when the anchor has no points."""
-    if not summary.get(anchor):
-        return {}
-    return {name: {m: bd_rate(summary[anchor], points, m, rate="kbps") for m in BD_METRICS[speech]}
-            for name, points in summary.items() if name != anchor}
+    return per_setting(rows, files, codecs, row_key, _point)
 
 
 @dataclass(frozen=True)
@@ -211,41 +197,25 @@ class Plan:
 
 def plan(codecs: list[str], anchor: str, bitrates: dict[str, list[Setting]], model: str | None,
          log: TextIO) -> Plan:
-    if not codecs:
-        raise BenchError("no codecs given")
-    for name in codecs:
-        check_audio_codec(name)
-    if anchor not in codecs:
-        raise BenchError(f"anchor {anchor!r} is not among the codecs ({', '.join(codecs)}); "
-                         "add it to --codecs or pick another --anchor")
-    for name, settings in bitrates.items():
-        if name not in codecs:
-            raise BenchError(f"--bitrates for {name!r}, which is not among the codecs")
-        check_bitrates(name, settings)
-    sweep = {name: list(dict.fromkeys(bitrates.get(name) or SETTINGS[name])) for name in codecs}
-    skipped, models = {}, []
-    for name in codecs:
-        reason = missing_encoder(name)
-        if name == "ncodec":
-            try:
-                info, offered = ncodec_model(model)
-            except BenchError as err:
-                reason = str(err)
-            else:
-                models = [info]
-                bad = [s for s in sweep[name] if not any(abs(s - k) < 1e-9 for k in offered)]
-                if bad:
-                    raise BenchError(f"ncodec bitrates must be among {', '.join(f'{k:g}' for k in offered)} "
-                                     f"kbps (model {info['id']}), got {bad[0]:g}")
-        if reason:
-            skipped[name] = reason
-            print(f"bench audio: skipping {name}: {reason}", file=log)
-    for name in skipped:
-        del sweep[name]
-    if not sweep:
-        raise BenchError(f"none of the codecs can run here ({', '.join(codecs)})")
-    if anchor in skipped:
-        print(f"bench audio: the anchor {anchor} is skipped: no BD-rates", file=log)
+    sweep = plan_sweep(codecs, anchor, bitrates, check_audio_codec, SETTINGS.__getitem__, check_bitrates,
+                       "--bitrates")
+    models: list[dict] = []
+
+    def unavailable(name: str) -> str | None:
+        if name != "ncodec":
+            return missing_encoder(name)
+        try:
+            info, offered = ncodec_model(model)
+        except BenchError as err:
+            return str(err)
+        models.append(info)
+        bad = [s for s in sweep[name] if not any(abs(s - k) < 1e-9 for k in offered)]
+        if bad:
+            raise BenchError(f"ncodec bitrates must be among {', '.join(f'{k:g}' for k in offered)} "
+                             f"kbps (model {info['id']}), got {bad[0]:g}")
+        return None
+
+    skipped = drop_unavailable(sweep, unavailable, anchor, "bench audio", log)
     return Plan(sweep, skipped, models, models[0]["id"] if models else None)
 
 
@@ -262,15 +232,8 @@ def bench_audio(datasets: list[str | Path], codecs: list[str], anchor: str = "op
     log = log or sys.stderr
     if max_seconds is not None and not max_seconds > 0:
         raise BenchError(f"--max-seconds must be positive, got {max_seconds:g}")
-    roots = []
-    for dataset in dict.fromkeys(map(str, datasets)):
-        root = Path(dataset).resolve()
-        if not root.is_dir():
-            raise BenchError(f"dataset folder not found: {dataset}")
-        files = audio_files(root)[:limit]
-        if not files:
-            raise BenchError(f"no audio files (.wav .flac .ogg .mp3) in {dataset}")
-        roots.append((root, files))
+    roots = [dataset_files(dataset, audio_files, limit, "audio files (.wav .flac .ogg .mp3)")
+             for dataset in dict.fromkeys(map(str, datasets))]
     names = [root.name for root, _ in roots]
     if len(set(names)) < len(names):
         raise BenchError("two datasets have the same folder name (their result files would collide)")
@@ -294,30 +257,16 @@ def _bench_dataset(root: Path, files: list[Path], p: Plan, anchor: str, out_dir:
     previous = load_previous(out, "audio") or {}
     rows: list[dict] = previous.get("rows", [])
     if rows:
-        old_models = previous.get("machine", {}).get("models", [])
-        if p.models and old_models != p.models and any(r["codec"] == "ncodec" for r in rows):
-            raise BenchError(f"{out} holds ncodec rows of model {old_models}, this run uses {p.models}; "
-                             "pick another --out")
-        for key, now in (("max_seconds", max_seconds), ("speech", speech)):
-            before = previous.get(key) if key == "max_seconds" else previous.get("dataset", {}).get(key)
-            if before != now:
-                raise BenchError(f"{out} was made with {key} {before}, this run has {now}; "
-                                 "pick another --out")
+        check_models(out, rows, previous.get("machine", {}).get("models", []), p.models)
+        check_unchanged(out, {"max_seconds": (previous.get("max_seconds"), max_seconds),
+                              "speech": (previous.get("dataset", {}).get("speech"), speech)})
     done = {row_key(r) for r in rows}
     names = [f.relative_to(root).as_posix() for f in files]
-    jobs = []
-    for path, name in zip(files, names, strict=True):
-        todo = tuple((codec, tuple(s for s in settings if (name, codec, float(s)) not in done))
-                     for codec, settings in p.sweep.items())
-        todo = tuple((codec, pending) for codec, pending in todo if pending)
-        if todo:
-            jobs.append(AudioJob(name, str(path), todo, p.model_id, speech, max_seconds,
-                                 path.read_bytes() if executor == "ray" else None))
-    wanted = len(names) * sum(map(len, p.sweep.values()))
-    pending = sum(len(s) for job in jobs for _, s in job.todo)
-    if pending < wanted:
-        print(f"bench audio: resuming {out}: {wanted - pending} of {wanted} rows already there, "
-              f"skipping them", file=log)
+    jobs = [AudioJob(name, str(path), pending, p.model_id, speech, max_seconds,
+                     path.read_bytes() if executor == "ray" else None)
+            for path, name in zip(files, names, strict=True) if (pending := todo(name, p.sweep, done))]
+    note_resume(out, len(names) * sum(map(len, p.sweep.values())),
+                sum(len(s) for job in jobs for _, s in job.todo), "bench audio", log)
     not_measured = {m: "not a speech dataset" for m in ("pesq", "stoi")} if not speech else missing
     doc = {"schema": SCHEMA, "kind": "audio",
            "dataset": {"name": root.name, "path": str(root), "speech": speech, "speech_from": speech_from},
@@ -327,19 +276,10 @@ def _bench_dataset(root: Path, files: list[Path], p: Plan, anchor: str, out_dir:
            "machine": machine_info(p.models or previous.get("machine", {}).get("models", []),
                                    AUDIO_PACKAGES, {"ffmpeg": ffmpeg_version()})}
 
-    def save() -> None:
-        rows.sort(key=row_key)
+    def analyse(rows: list[dict]) -> dict:
         summary = summarise(rows, names, p.sweep)
-        doc.update(summary=summary, bd_rate=bd_rates(summary, anchor, speech), rows=rows)
-        write_json(out, doc)
+        return {"summary": summary, "bd_rate": bd_rates(summary, anchor, BD_METRICS[speech], "kbps")}
 
-    if jobs:
-        progress = Progress(len(jobs), log, f"bench audio {root.name}", "files")
-        results = run_jobs(run_audio_file, jobs, workers, executor, ray_address)
-        for done_jobs, new_rows in enumerate(results, 1):
-            rows.extend(new_rows)
-            save()
-            progress.update(done_jobs)
-    else:
-        save()
+    fill(out, doc, rows, row_key, analyse, Progress(len(jobs), log, f"bench audio {root.name}", "files"),
+         lambda: run_jobs(run_audio_file, jobs, workers, executor, ray_address))
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import sys
-import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,15 +17,29 @@ from typing import TextIO
 import numpy as np
 
 from . import BenchError
-from .codecs import Codec, Setting, check_codec, default_settings, get_codec
+from .codecs import Setting, check_codec, default_settings, get_codec
 from .executors import run_jobs
 from .machine import machine_info
-from .metrics import bd_rate, ms_ssim, psnr
-from .results import SCHEMA, Progress, load_previous, write_json
+from .metrics import ms_ssim, psnr
+from .results import SCHEMA, Progress, load_previous
+from .sweep import (
+    RowKey,
+    Todo,
+    bd_rates,
+    check_models,
+    counted,
+    dataset_files,
+    fill,
+    mean,
+    note_resume,
+    per_setting,
+    plan_sweep,
+    round_trip,
+    todo,
+)
 
 WARM_UP_SIDE = 64
-RowKey = tuple[str, str, float]  # image, codec, setting
-_warmed: set[tuple[str, Setting]] = set()  # (codec, setting) already run once in this process
+BD_METRICS = ("psnr", "ms_ssim")
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class ImageJob:
 
     name: str  # path relative to the dataset folder
     path: str
-    todo: tuple[tuple[str, tuple[Setting, ...]], ...]  # (codec, settings) still to run
+    todo: Todo
     model: str | None  # ncodec model id
     data: bytes | None = None
 
@@ -51,14 +64,6 @@ def _load_rgb(data: bytes, name: str) -> np.ndarray:
         raise BenchError(f"cannot read {name} as an image ({err})") from None
 
 
-def _timed(codec: Codec, rgb: np.ndarray, setting: Setting) -> tuple[bytes, np.ndarray, float, float]:
-    t0 = time.perf_counter()
-    data = codec.encode(rgb, setting)
-    t1 = time.perf_counter()
-    out = codec.decode(data)
-    return data, out, t1 - t0, time.perf_counter() - t1
-
-
 def run_image(job: ImageJob) -> list[dict]:
     """Rows of every pending codec and setting on one image; runs in a worker with one torch thread.
 
@@ -69,23 +74,16 @@ def run_image(job: ImageJob) -> list[dict]:
     torch.set_num_threads(1)
     rgb = _load_rgb(Path(job.path).read_bytes() if job.data is None else job.data, job.name)
     h, w = rgb.shape[:2]
+    warm_up = rgb[:WARM_UP_SIDE, :WARM_UP_SIDE]
     rows = []
     for name, settings in job.todo:
         codec = get_codec(name, job.model)
         for setting in settings:
-            try:
-                if (name, setting) not in _warmed:
-                    _timed(codec, rgb[:WARM_UP_SIDE, :WARM_UP_SIDE], setting)
-                    _warmed.add((name, setting))
-                data, out, enc_s, dec_s = _timed(codec, rgb, setting)
-            except BenchError:
-                raise
-            except Exception as err:
-                raise BenchError(f"{job.name}: {name} at setting {setting}: "
-                                 f"{type(err).__name__}: {err}") from None
+            what = f"{job.name}: {name} at setting {setting}"
+            data, out, enc_s, dec_s = round_trip(codec.encode, codec.decode, rgb, setting, warm_up,
+                                                 ("image", name, setting), what)
             if out.shape != rgb.shape or out.dtype != np.uint8:
-                raise BenchError(f"{job.name}: {name} at setting {setting} decoded {out.dtype} "
-                                 f"{out.shape}, expected uint8 {rgb.shape}")
+                raise BenchError(f"{what} decoded {out.dtype} {out.shape}, expected uint8 {rgb.shape}")
             rows.append({"image": job.name, "codec": name, "setting": setting, "width": w, "height": h,
                          "bytes": len(data), "bpp": 8 * len(data) / (w * h), "psnr": psnr(rgb, out),
                          "ms_ssim": ms_ssim(rgb, out), "enc_s": enc_s, "dec_s": dec_s})
@@ -96,43 +94,15 @@ def row_key(row: dict) -> RowKey:
     return row["image"], row["codec"], float(row["setting"])
 
 
+def _point(setting: Setting, rows: list[dict]) -> dict:
+    return {"setting": setting, "images": len(rows), **{key: mean(rows, key) for key in ("bpp", "psnr")},
+            "ms_ssim": mean(rows, "ms_ssim"), "ms_ssim_images": counted(rows, "ms_ssim"),
+            **{key: mean(rows, key) for key in ("enc_s", "dec_s")}}
+
+
 def summarise(rows: list[dict], images: list[str], codecs: dict[str, list[Setting]]) -> dict:
     """Per codec and setting, means over the `images` that have a row (see the schema)."""
-    index = {row_key(r): r for r in rows}
-    summary: dict[str, list[dict]] = {}
-    for name, settings in codecs.items():
-        summary[name] = []
-        for setting in settings:
-            sel = [index[k] for image in images if (k := (image, name, float(setting))) in index]
-            if not sel:
-                continue
-            ms = [r["ms_ssim"] for r in sel if r["ms_ssim"] is not None]
-            summary[name].append({
-                "setting": setting, "images": len(sel),
-                **{key: float(np.mean([r[key] for r in sel])) for key in ("bpp", "psnr")},
-                "ms_ssim": float(np.mean(ms)) if ms else None, "ms_ssim_images": len(ms),
-                **{key: float(np.mean([r[key] for r in sel])) for key in ("enc_s", "dec_s")}})
-    return summary
-
-
-def bd_rates(summary: dict[str, list[dict]], anchor: str) -> dict:
-    return {name: {metric: bd_rate(summary[anchor], points, metric) for metric in ("psnr", "ms_ssim")}
-            for name, points in summary.items() if name != anchor}
-
-
-def _check_arguments(codecs: list[str], anchor: str, settings: dict[str, list[Setting]]) -> None:
-    if not codecs:
-        raise BenchError("no codecs given")
-    for name in codecs:
-        check_codec(name)
-    if anchor not in codecs:
-        raise BenchError(f"anchor {anchor!r} is not among the codecs ({', '.join(codecs)}); "
-                         "add it to --codecs or pick another --anchor")
-    for name in settings:
-        if name not in codecs:
-            raise BenchError(f"--settings for {name!r}, which is not among the codecs")
-    if find_spec("pytorch_msssim") is None:
-        raise BenchError("pytorch-msssim is not installed; pip install 'ncodec[bench]'")
+    return per_setting(rows, images, codecs, row_key, _point)
 
 
 def _models(codecs: list[str], model: str | None) -> list[dict]:
@@ -156,15 +126,10 @@ def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
 
     log = log or sys.stderr
     codecs = list(dict.fromkeys(codecs))
-    settings = settings or {}
-    _check_arguments(codecs, anchor, settings)
-    root = Path(dataset).resolve()
-    if not root.is_dir():
-        raise BenchError(f"dataset folder not found: {dataset}")
-    files = image_files(root)[:limit]
-    if not files:
-        raise BenchError(f"no images in {dataset}")
-    sweep = {name: list(dict.fromkeys(settings.get(name) or default_settings(name))) for name in codecs}
+    sweep = plan_sweep(codecs, anchor, settings or {}, check_codec, default_settings)
+    if find_spec("pytorch_msssim") is None:
+        raise BenchError("pytorch-msssim is not installed; pip install 'ncodec[bench]'")
+    root, files = dataset_files(dataset, image_files, limit, "images")
     models = _models(codecs, model)
     model_id = models[0]["id"] if models else None
 
@@ -173,42 +138,23 @@ def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
     previous = load_previous(out, "image") or {}
     rows: list[dict] = previous.get("rows", [])
     old_models = previous.get("machine", {}).get("models", [])
-    if models and old_models != models and any(r["codec"] == "ncodec" for r in rows):
-        raise BenchError(f"{out} holds ncodec rows of model {old_models}, this run uses {models}; "
-                         "pick another --out")
+    check_models(out, rows, old_models, models)
     done = {row_key(r) for r in rows}
 
     images = [p.relative_to(root).as_posix() for p in files]
-    jobs = []
-    for path, name in zip(files, images, strict=True):
-        todo = tuple((codec, tuple(s for s in sweep[codec] if (name, codec, float(s)) not in done))
-                     for codec in codecs)
-        todo = tuple((codec, pending) for codec, pending in todo if pending)
-        if todo:
-            jobs.append(ImageJob(name, str(path), todo, model_id,
-                                 path.read_bytes() if executor == "ray" else None))
-    wanted = len(images) * sum(map(len, sweep.values()))
-    pending = sum(len(s) for job in jobs for _, s in job.todo)
-    if pending < wanted:
-        print(f"bench image: resuming {out}: {wanted - pending} of {wanted} rows already there, "
-              f"skipping them", file=log)
+    jobs = [ImageJob(name, str(path), pending, model_id, path.read_bytes() if executor == "ray" else None)
+            for path, name in zip(files, images, strict=True) if (pending := todo(name, sweep, done))]
+    note_resume(out, len(images) * sum(map(len, sweep.values())),
+                sum(len(s) for job in jobs for _, s in job.todo), "bench image", log)
 
     doc = {"schema": SCHEMA, "kind": "image", "dataset": {"name": root.name, "path": str(root)},
            "images": images, "anchor": anchor, "codecs": sweep,
            "machine": machine_info(models or old_models)}
 
-    def save() -> None:
-        rows.sort(key=row_key)
+    def analyse(rows: list[dict]) -> dict:
         summary = summarise(rows, images, sweep)
-        doc.update(summary=summary, bd_rate=bd_rates(summary, anchor), rows=rows)
-        write_json(out, doc)
+        return {"summary": summary, "bd_rate": bd_rates(summary, anchor, BD_METRICS)}
 
-    if jobs:
-        progress = Progress(len(jobs), log, "bench image", "images")
-        for done_jobs, new_rows in enumerate(run_jobs(run_image, jobs, workers, executor, ray_address), 1):
-            rows.extend(new_rows)
-            save()
-            progress.update(done_jobs)
-    else:
-        save()
+    fill(out, doc, rows, row_key, analyse, Progress(len(jobs), log, "bench image", "images"),
+         lambda: run_jobs(run_image, jobs, workers, executor, ray_address))
     return out

@@ -43,8 +43,19 @@ from . import BenchError
 from .codecs import Setting
 from .executors import run_jobs
 from .machine import ffmpeg_version, machine_info
-from .metrics import bd_rate, psnr, psnr_yuv
-from .results import SCHEMA, Progress, load_previous, write_json
+from .metrics import psnr, psnr_yuv
+from .results import SCHEMA, Progress, load_previous
+from .sweep import (
+    RowKey,
+    bd_rates,
+    check_unchanged,
+    drop_unavailable,
+    fill,
+    mean,
+    note_resume,
+    per_setting,
+    plan_sweep,
+)
 from .video_codecs import (
     DESCRIPTIONS,
     ENCODERS,
@@ -70,7 +81,6 @@ DEFINITIONS = {
                        "conversion included) and in the decoder (to RGB frames), `threads` threads; in the "
                        "summary, total frames over total seconds",
 }
-RowKey = tuple[str, str, float]  # clip, codec, setting
 _warmed: set[str] = set()  # codecs already run once in this process
 
 
@@ -159,31 +169,17 @@ def row_key(row: dict) -> RowKey:
     return row["clip"], row["codec"], float(row["setting"])
 
 
+def _point(setting: Setting, rows: list[dict]) -> dict:
+    frames = sum(r["frames"] for r in rows)
+    return {"setting": setting, "clips": len(rows), "frames": frames,
+            **{key: mean(rows, key) for key in ("bpp", *QUALITY)},
+            "enc_fps": frames / sum(r["enc_s"] for r in rows),
+            "dec_fps": frames / sum(r["dec_s"] for r in rows)}
+
+
 def summarise(rows: list[dict], clips: list[str], codecs: dict[str, list[Setting]]) -> dict:
     """Per codec and setting, means over the `clips` that have a row (see the schema)."""
-    index = {row_key(r): r for r in rows}
-    summary: dict[str, list[dict]] = {}
-    for name, settings in codecs.items():
-        summary[name] = []
-        for setting in settings:
-            sel = [index[k] for clip in clips if (k := (clip, name, float(setting))) in index]
-            if not sel:
-                continue
-            frames = sum(r["frames"] for r in sel)
-            summary[name].append({
-                "setting": setting, "clips": len(sel), "frames": frames,
-                **{key: float(np.mean([r[key] for r in sel])) for key in ("bpp", *QUALITY)},
-                "enc_fps": frames / sum(r["enc_s"] for r in sel),
-                "dec_fps": frames / sum(r["dec_s"] for r in sel)})
-    return summary
-
-
-def bd_rates(summary: dict[str, list[dict]], anchor: str) -> dict:
-    """{codec: {metric: BD}} against the anchor; {} when the anchor has no points."""
-    if not summary.get(anchor):
-        return {}
-    return {name: {m: bd_rate(summary[anchor], points, m) for m in BD_METRICS}
-            for name, points in summary.items() if name != anchor}
+    return per_setting(rows, clips, codecs, row_key, _point)
 
 
 def gather(inputs: list[str | Path], limit: int | None = None) -> tuple[Path, list[Path]]:
@@ -233,30 +229,8 @@ class Plan:
 
 
 def plan(codecs: list[str], anchor: str, settings: dict[str, list[Setting]], log: TextIO) -> Plan:
-    if not codecs:
-        raise BenchError("no codecs given")
-    for name in codecs:
-        check_video_codec(name)
-    if anchor not in codecs:
-        raise BenchError(f"anchor {anchor!r} is not among the codecs ({', '.join(codecs)}); "
-                         "add it to --codecs or pick another --anchor")
-    for name, values in settings.items():
-        if name not in codecs:
-            raise BenchError(f"--settings for {name!r}, which is not among the codecs")
-        check_settings(name, values)
-    sweep = {name: list(dict.fromkeys(settings.get(name) or SETTINGS[name])) for name in codecs}
-    skipped = {}
-    for name in codecs:
-        reason = unavailable(name)
-        if reason:
-            skipped[name] = reason
-            del sweep[name]
-            print(f"bench video: skipping {name}: {reason}", file=log)
-    if not sweep:
-        raise BenchError(f"none of the codecs can run here ({', '.join(codecs)})")
-    if anchor in skipped:
-        print(f"bench video: the anchor {anchor} is skipped: no BD-rates", file=log)
-    return Plan(sweep, skipped)
+    sweep = plan_sweep(codecs, anchor, settings, check_video_codec, SETTINGS.__getitem__, check_settings)
+    return Plan(sweep, drop_unavailable(sweep, unavailable, anchor, "bench video", log))
 
 
 def encoders_present() -> dict[str, bool]:
@@ -284,20 +258,16 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = load_previous(out, "video") or {}
     rows: list[dict] = previous.get("rows", [])
-    for key, now in (("frames", frames), ("threads", threads)):
-        if rows and previous.get(key) != now:
-            raise BenchError(f"{out} was made with {key} {previous.get(key)}, this run has {now}; "
-                             "pick another --out")
+    if rows:
+        check_unchanged(out, {"frames": (previous.get("frames"), frames),
+                              "threads": (previous.get("threads"), threads)})
     done = {row_key(r) for r in rows}
     clips = [f.relative_to(root).as_posix() for f in files]
     check_clips(files, clips, log)
     jobs = [VideoJob(clip, str(path), codec, s, frames, threads)
             for codec, values in p.sweep.items() for path, clip in zip(files, clips, strict=True)
             for s in values if (clip, codec, float(s)) not in done]
-    wanted = len(clips) * sum(map(len, p.sweep.values()))
-    if len(jobs) < wanted:
-        print(f"bench video: resuming {out}: {wanted - len(jobs)} of {wanted} rows already there, "
-              "skipping them", file=log)
+    note_resume(out, len(clips) * sum(map(len, p.sweep.values())), len(jobs), "bench video", log)
     doc = {"schema": SCHEMA, "kind": "video",
            "dataset": {"name": name, "path": str(root), "inputs": [str(Path(d).resolve()) for d in dataset]},
            "clips": clips, "frames": frames, "threads": threads, "anchor": anchor, "codecs": p.sweep,
@@ -306,18 +276,10 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
            "machine": machine_info([], VIDEO_PACKAGES, {"ffmpeg": ffmpeg_version(),
                                                         "encoders": encoders_present()})}
 
-    def save() -> None:
-        rows.sort(key=row_key)
+    def analyse(rows: list[dict]) -> dict:
         summary = summarise(rows, clips, p.sweep)
-        doc.update(summary=summary, bd_rate=bd_rates(summary, anchor), rows=rows)
-        write_json(out, doc)
+        return {"summary": summary, "bd_rate": bd_rates(summary, anchor, BD_METRICS)}
 
-    if jobs:
-        progress = Progress(len(jobs), log, "bench video", "encodes")
-        for done_jobs, row in enumerate(run_jobs(run_video_job, jobs, workers), 1):
-            rows.append(row)
-            save()
-            progress.update(done_jobs)
-    else:
-        save()
+    fill(out, doc, rows, row_key, analyse, Progress(len(jobs), log, "bench video", "encodes"),
+         lambda: ([row] for row in run_jobs(run_video_job, jobs, workers)))
     return out
