@@ -9,29 +9,34 @@ Checkpoints hold the model, the discriminator and both Adam states (safetensors)
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import load_file
 
 from .audio_discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .audio_losses import mel_loss, si_sdr, stft_loss
 from .audio_model import AudioCodecModel, AudioModelConfig, bitrates
 from .resample import resample
-from .train_image import _log, _record
+from .training import (
+    CHECKPOINT,
+    Part,
+    checkpoint_info,
+    load_checkpoint,
+    module_state,
+    note,
+    record,
+    record_loss,
+    save_checkpoint,
+)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 COMMIT_WEIGHT = 1.0
 BITS_WEIGHT = 1e-3  # the codes are detached: this term trains only the prior's logits
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 2.0
-Parts = dict[str, tuple[nn.Module, torch.optim.Optimizer]]
 
 
 def audio_files(folder: str | Path) -> list[Path]:
@@ -62,7 +67,7 @@ class ClipSampler:
             raise FileNotFoundError(f"only silent audio under {folders}")
         self.length, self.rng = length, rng
         seconds = sum(len(c) for c in self.clips) / rate
-        _log(f"training on {len(self.clips)} clips ({seconds / 60:.1f} min) from {len(folders)} folder(s)")
+        note(f"training on {len(self.clips)} clips ({seconds / 60:.1f} min) from {len(folders)} folder(s)")
 
     def _crop(self) -> np.ndarray:
         clip = self.clips[self.rng.integers(len(self.clips))]
@@ -109,60 +114,20 @@ def validate(model: AudioCodecModel, x: torch.Tensor) -> dict[str, list[float]]:
     return out
 
 
-def _save(run: Path, parts: Parts, step: int, meta: dict) -> None:
-    """Modules as PREFIX.* and their Adam states as PREFIX_adam.*, written atomically."""
-    tensors = {}
-    for prefix, (module, opt) in parts.items():
-        tensors.update({f"{prefix}.{k}": v.contiguous() for k, v in module.state_dict().items()})
-        names = {id(p): n for n, p in module.named_parameters()}
-        for group in opt.param_groups:
-            for p in group["params"]:
-                for k, v in opt.state.get(p, {}).items():
-                    tensors[f"{prefix}_adam.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
-    tmp = run / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
-    tmp.replace(run / "checkpoint.safetensors")
-
-
-def _load(run: Path, parts: Parts) -> int:
-    """Restore the parts a checkpoint holds (a discriminator may start later); returns the step."""
-    path = run / "checkpoint.safetensors"
-    if not path.exists():
-        return 0
-    with safe_open(str(path), "pt") as f:
-        step = int(f.metadata()["step"])
-    tensors = load_file(str(path))
-    for prefix, (module, opt) in parts.items():
-        state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
-        if not state:
-            continue
-        module.load_state_dict(state)
-        for name, p in module.named_parameters():
-            adam = {k: tensors[f"{prefix}_adam.{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")
-                    if f"{prefix}_adam.{name}.{k}" in tensors}
-            if adam:
-                opt.state[p] = adam
-    return step
-
-
 def checkpoint_config(run: Path) -> AudioModelConfig | None:
     """The model config a run's checkpoint was trained with (None without a checkpoint)."""
-    path = run / "checkpoint.safetensors"
+    path = run / CHECKPOINT
     if not path.exists():
         return None
-    with safe_open(str(path), "pt") as f:
-        return AudioModelConfig.from_dict(json.loads(f.metadata()["meta"])["cfg"])
+    return AudioModelConfig.from_dict(checkpoint_info(path)[1]["cfg"])
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[AudioCodecModel, dict]:
     """The float model of a checkpoint and its provenance (steps, data, seed)."""
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    info = json.loads(meta["meta"])
+    steps, info = checkpoint_info(Path(path))
     model = AudioCodecModel(AudioModelConfig.from_dict(info["cfg"]))
-    t = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    return model, {"steps": int(meta["step"]), "data": info["data"], "seed": info["seed"]}
+    model.load_state_dict(module_state(load_file(str(path)), "model"))
+    return model, {"steps": steps, "data": info["data"], "seed": info["seed"]}
 
 
 def train(
@@ -195,19 +160,19 @@ def train(
         from .audio_weights import load_float_model
 
         start_model = load_float_model(init)
-        _log(f"initialised from {init}")
+        note(f"initialised from {init}")
     cfg = checkpoint_config(run) or (start_model.cfg if start_model else cfg) or AudioModelConfig()
     model = AudioCodecModel(cfg)
     if start_model is not None:
         model.load_state_dict(start_model.state_dict())
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
-    parts: Parts = {"model": (model, opt)}
+    parts = {"model": Part(model, opt, "model_adam")}
     if adversarial_after is not None:
         disc = MultiScaleSTFTDiscriminator().to(device).train()
         opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9))
-        parts["disc"] = (disc, opt_d)
-    step = _load(run, parts)
+        parts["disc"] = Part(disc, opt_d, "disc_adam")
+    step = load_checkpoint(run, parts)
     rng = np.random.default_rng(seed + step)
     length = max(round(seconds * cfg.sample_rate) // cfg.hop, 1) * cfg.hop
     sampler = ClipSampler(data, cfg.sample_rate, length, rng)
@@ -216,7 +181,7 @@ def train(
     log = (run / "log.jsonl").open("a")
     start = time.monotonic()
     last_save = start
-    _log(f"step {step}: training on {device} for {minutes} min")
+    note(f"step {step}: training on {device} for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(batch).to(device)
         out = model(x)
@@ -242,14 +207,12 @@ def train(
                    **{k: round(v.item(), 5) for k, v in terms.items()},
                    "stages": int(out["n_stages"]), "bits_per_frame": round(out["bits_per_frame"].item(), 1),
                    "elapsed_s": round(time.monotonic() - start)}
-            _record(log, rec)
-            if not math.isfinite(rec["loss"]):
-                raise RuntimeError(f"training diverged at step {step} (non-finite loss)")
+            record_loss(log, rec)
         if val_audio is not None and step % val_every == 0:
-            _record(log, {"step": step, "val": validate(model, val_audio.to(device))})
+            record(log, {"step": step, "val": validate(model, val_audio.to(device))})
         if time.monotonic() - last_save > 300:
-            _save(run, parts, step, meta)
+            save_checkpoint(run, parts, step, meta)
             last_save = time.monotonic()
-    _save(run, parts, step, meta)
-    _log(f"stopped at step {step}; checkpoint in {run}")
-    return run / "checkpoint.safetensors"
+    save_checkpoint(run, parts, step, meta)
+    note(f"stopped at step {step}; checkpoint in {run}")
+    return run / CHECKPOINT

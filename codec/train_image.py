@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from .image_model import LAMBDAS, ImageHyperprior, ImageModelConfig
 from .media import image_files, load_rgb
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _record(log, rec: dict) -> None:
-    """One JSON line to stderr and to the run's log.jsonl."""
-    _log(json.dumps(rec))
-    log.write(json.dumps(rec) + "\n")
-    log.flush()
+from .training import CHECKPOINT, Part, load_checkpoint, note, record, record_loss, save_checkpoint
 
 
 class CropSampler:
@@ -37,7 +23,7 @@ class CropSampler:
         self.images = [im for im in map(load_rgb, paths) if min(im.shape[:2]) >= crop]
         self.crop = crop
         self.rng = rng
-        _log(f"training on {len(self.images)} images from {len(folders)} folder(s)")
+        note(f"training on {len(self.images)} images from {len(folders)} folder(s)")
 
     def batch(self, size: int) -> torch.Tensor:
         out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
@@ -81,36 +67,6 @@ def validate(model: ImageHyperprior, images: torch.Tensor) -> dict[str, list[flo
     return {"bpp": bpp, "psnr": psnr}
 
 
-def _save(run: Path, model, opt, step: int, meta: dict) -> None:
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for k, v in opt.state.get(p, {}).items():
-                tensors[f"adam.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
-    tmp = run / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
-    tmp.replace(run / "checkpoint.safetensors")
-
-
-def _load(run: Path, model, opt) -> int:
-    path = run / "checkpoint.safetensors"
-    if not path.exists():
-        return 0
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        step = int(f.metadata()["step"])
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for name, p in model.named_parameters():
-        state = {k: tensors[f"adam.{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")
-                 if f"adam.{name}.{k}" in tensors}
-        if state:
-            opt.state[p] = state
-    return step
-
-
 def resolve_precision(precision: str, device: str) -> str:
     """"auto" -> "bf16" where bfloat16 convolutions are native on `device`, else "fp32"."""
     if precision not in ("auto", "fp32", "bf16"):
@@ -151,12 +107,13 @@ def train(
     model = ImageHyperprior(cfg).to(device, memory_format=torch.channels_last)
     amp = resolve_precision(precision, device) == "bf16"
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step = _load(run, model, opt)
+    parts = {"model": Part(model, opt, "adam")}
+    step = load_checkpoint(run, parts)
     if step == 0 and init:
         from .image_weights import load_float_model
 
         model.load_state_dict(load_float_model(init).state_dict())
-        _log(f"initialised from {init}")
+        note(f"initialised from {init}")
     rng = np.random.default_rng(seed + step)
     sampler = CropSampler(data, crop, rng)
     val_images = _validation_set(val)
@@ -164,7 +121,7 @@ def train(
     log = (run / "log.jsonl").open("a")
     start = time.monotonic()
     last_save = start
-    _log(f"step {step}: training on {device} ({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
+    note(f"step {step}: training on {device} ({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(batch).to(device, memory_format=torch.channels_last)
         level = torch.randint(0, cfg.levels, (batch,), device=device)
@@ -182,14 +139,12 @@ def train(
             rec = {"step": step, "loss": round(loss.item(), 4),
                    "bpp": round(out["bpp"].mean().item(), 4), "psnr": round(psnr, 2),
                    "elapsed_s": round(time.monotonic() - start)}
-            _record(log, rec)
-            if not math.isfinite(rec["loss"]):
-                raise RuntimeError(f"training diverged at step {step} (non-finite loss)")
+            record_loss(log, rec)
         if val_images is not None and step % val_every == 0:
-            _record(log, {"step": step, "val": validate(model, val_images.to(device))})
+            record(log, {"step": step, "val": validate(model, val_images.to(device))})
         if time.monotonic() - last_save > 300:
-            _save(run, model, opt, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
+            save_checkpoint(run, parts, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
             last_save = time.monotonic()
-    _save(run, model, opt, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
-    _log(f"stopped at step {step}; checkpoint in {run}")
-    return run / "checkpoint.safetensors"
+    save_checkpoint(run, parts, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
+    note(f"stopped at step {step}; checkpoint in {run}")
+    return run / CHECKPOINT
