@@ -1,0 +1,125 @@
+"""Learned video model: the image hyperprior plus a temporal prior (training and float inference).
+
+Every frame goes through the image model's transforms unchanged: x_t -> g_a -> y_t * gain[q] ->
+h_a -> z_t, and h_s(z_hat_t) gives the hyperprior's (mean, scale) for y_t * gain[q]. An intra
+frame is coded exactly as an image. An inter frame replaces that (mean, scale) by the output of
+the temporal prior P, a small convolutional network at latent resolution that sees the previous
+frame's quantized latent next to the hyperprior's guess (a spatiotemporal entropy model, cf.
+"Spatiotemporal Entropy Model is All You Need for Learned Video Compression"):
+
+    (mean, scale)_t = (mean_h, scale_h)_t + P(y_q[t-1], mean_h[t], scale_h[t])
+
+All three inputs live in the gain-scaled domain (the domain of the symbols), so P needs no
+quality input: y_q[t-1] = round(y[t-1] * gain - mean[t-1]) + mean[t-1], the value the decoder
+holds as integers. P's last convolution starts at zero, so an untrained P codes inter frames
+exactly like intra frames, and training can only move it towards cheaper codes. P is built from
+stride-1 convolutions and LeakyReLU(1/8) only: `fixed_point.build_intnet` mirrors it in exact
+integer arithmetic, so the decoder picks every CDF identically on every machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
+from torch import nn
+
+from .image_model import LEAK, ImageHyperprior, ImageModelConfig, _ste_round
+from .layers import conv
+
+
+@dataclass(frozen=True)
+class VideoModelConfig:
+    n: int = 112
+    m: int = 192
+    levels: int = 8
+    prior_channels: int = 64  # width of the temporal prior's hidden layers
+
+    @property
+    def image(self) -> ImageModelConfig:
+        return ImageModelConfig(self.n, self.m, self.levels)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VideoModelConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class TemporalPrior(nn.Module):
+    """(y_q of the previous frame, hyperprior mean, hyperprior scale) -> (mean, scale) corrections.
+
+    Three 3x3 convolutions (receptive field: PRIOR_MARGIN latent positions on each side).
+    """
+
+    def __init__(self, m: int, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            conv(3 * m, channels, 3), nn.LeakyReLU(LEAK), conv(channels, channels, 3),
+            nn.LeakyReLU(LEAK), conv(channels, 2 * m, 3),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, y_prev: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        d_mean, d_scale = self.net(torch.cat([y_prev, mean, scale], 1)).chunk(2, 1)
+        return mean + d_mean, (scale + d_scale).clamp_min(SCALE_MIN)
+
+
+PRIOR_MARGIN = 3  # latent positions each output of TemporalPrior depends on, on each side
+
+
+class VideoModel(nn.Module):
+    """The image model's transforms plus the temporal prior; `forward` codes short sequences."""
+
+    def __init__(self, cfg: VideoModelConfig = VideoModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.image = ImageHyperprior(cfg.image)
+        self.prior = TemporalPrior(cfg.m, cfg.prior_channels)
+
+    def forward(self, frames: torch.Tensor, level: torch.Tensor, noise: bool = True,
+                train_transforms: bool = False, reconstruct: bool = True) -> dict[str, torch.Tensor]:
+        """frames [B, T, 3, H, W] in [0, 1] (H, W multiples of 64), level [B] quality indices.
+
+        Frame 0 is intra (hyperprior), frames 1.. are inter (temporal prior on the previous
+        frame's quantized latent). Returns bpp [B, T] (y and z bits over the frame's pixels) and,
+        with `reconstruct`, x_hat [B, T, 3, H, W] and mse [B, T]. With train_transforms=False
+        the image model runs without gradients: only P learns (the rate of inter frames).
+        """
+        b, t = frames.shape[:2]
+        im = self.image
+        x = frames.flatten(0, 1)
+        levels = level.repeat_interleave(t)
+        gain = im.log_gain[levels].exp()[..., None, None]
+        with torch.set_grad_enabled(train_transforms and torch.is_grad_enabled()):
+            y = im.g_a(x).float() * gain
+            z = im.h_a(y).float()
+            mean_h, scale_h = (v.float() for v in im.hyper_params(_ste_round(z)))
+            z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+            z_bits = -torch.log2(im.z_density.likelihood(z_q)).sum((1, 2, 3)).view(b, t)
+        y, mean_h, scale_h = (v.unflatten(0, (b, t)) for v in (y, mean_h, scale_h))
+        y_bits, y_hat, prev = [], [], None
+        for i in range(t):
+            if prev is None:
+                mean, scale = mean_h[:, i], scale_h[:, i]
+            else:
+                mean, scale = self.prior(prev, mean_h[:, i], scale_h[:, i])
+            centred = y[:, i] - mean
+            y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5) if noise else torch.round(centred)
+            y_bits.append(-torch.log2(gaussian_likelihood(y_q, scale)).sum((1, 2, 3)))
+            prev = (torch.round(centred) + mean).detach()
+            y_hat.append(_ste_round(centred) + mean)
+        pixels = frames.shape[3] * frames.shape[4]
+        out = {"bpp": (torch.stack(y_bits, 1) + z_bits) / pixels}
+        if reconstruct:
+            inv_gain = im.log_inv_gain[levels].exp()[..., None, None]
+            with torch.set_grad_enabled(train_transforms and torch.is_grad_enabled()):
+                x_hat = im.g_s(torch.stack(y_hat, 1).flatten(0, 1) * inv_gain).float()
+            out["x_hat"] = x_hat.unflatten(0, (b, t))
+            out["mse"] = (out["x_hat"] - frames).pow(2).mean((2, 3, 4))
+        return out

@@ -1,0 +1,107 @@
+"""Video model files: export from a trained VideoModel, load for coding or for training.
+
+A video model file is an image model file (enc.*, dec.g_s.*, dec.h_s.*, dec.inv_gain, tables.*,
+train.*: the layout of image_weights) plus the temporal prior's integer convolutions
+`dec.prior.N.{weight,shift,bias}` (int16, int8, int32, in call order). Metadata: modality "video",
+format FORMAT, config (VideoModelConfig as JSON), image_model ({"id", "sha256"} of the image model
+it started from), training (provenance). When the image transforms were not trained, the image
+tensors are copied from that image model file byte for byte, so intra frames code exactly as the
+image codec does with that model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .fixed_point import IntNet, build_intnet, conv_modules, dequantize_conv, quantize_conv
+from .image_weights import ImageCodingModel, export_tensors
+from .image_weights import load_coding_model as load_image_coding_model
+from .image_weights import load_float_model as load_image_float_model
+from .video_model import PRIOR_MARGIN, TemporalPrior, VideoModel, VideoModelConfig
+from .zoo import ModelInfo, describe
+
+FORMAT = "ncodec-video-stprior-1"
+
+
+class VideoModelError(ValueError):
+    """A model file that is not a usable video model (one-line message)."""
+
+
+def export(model: VideoModel, path: str | Path, model_id: str, training: dict | None = None,
+           image_tensors: dict[str, torch.Tensor] | None = None,
+           image_model: dict | None = None) -> Path:
+    """Write a trained video model file.
+
+    image_tensors: the tensors of the image model file the transforms came from, stored as they
+    are (use when the transforms were frozen); otherwise they are exported from `model.image`.
+    image_model: {"id", "sha256"} of that image model (provenance).
+    """
+    model = model.cpu().eval()
+    t = dict(image_tensors) if image_tensors is not None else export_tensors(model.image)
+    t = {k: v.contiguous() for k, v in t.items() if not k.startswith("dec.prior.")}
+    for i, layer in enumerate(conv_modules(model.prior.net)):
+        for k, v in quantize_conv(layer).items():
+            t[f"dec.prior.{i}.{k}"] = v.contiguous()
+    meta = {"model_id": model_id, "modality": "video", "format": FORMAT,
+            "config": json.dumps(model.cfg.as_dict())}
+    if image_model:
+        meta["image_model"] = json.dumps(image_model)
+    if training:
+        meta["training"] = json.dumps(training)
+    path = Path(path)
+    save_file(t, str(path), metadata=meta)
+    path.chmod(0o644)
+    return path
+
+
+@dataclass
+class VideoCodingModel:
+    """Everything video encode/decode needs: the image coding model and the integer prior."""
+
+    info: ModelInfo
+    cfg: VideoModelConfig
+    image: ImageCodingModel
+    prior: IntNet
+    margin: int = PRIOR_MARGIN
+
+
+def _prior_params(t: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    try:
+        return [{k: t[f"dec.prior.{i}.{k}"] for k in ("weight", "shift", "bias")} for i in range(count)]
+    except KeyError as err:
+        raise VideoModelError(f"video model file lacks tensor {err.args[0]}") from None
+
+
+def _check(info: ModelInfo) -> VideoModelConfig:
+    if info.modality != "video":
+        raise VideoModelError(f"model {info.model_id!r} is an {info.modality} model, not a video model")
+    return VideoModelConfig.from_dict(info.config)
+
+
+@cache
+def load_coding_model(path: Path) -> VideoCodingModel:
+    info = describe(Path(path))
+    cfg = _check(info)
+    image = load_image_coding_model(Path(path))
+    skeleton = TemporalPrior(cfg.m, cfg.prior_channels)
+    t = load_file(str(path))
+    prior = build_intnet(skeleton.net, _prior_params(t, len(conv_modules(skeleton.net))))
+    return VideoCodingModel(info, cfg, image, prior)
+
+
+def load_float_model(path: str | Path) -> VideoModel:
+    """A trainable float model from a video model file (to resume or fine-tune)."""
+    info = describe(Path(path))
+    model = VideoModel(_check(info))
+    model.image.load_state_dict(load_image_float_model(path).state_dict())
+    t = load_file(str(path))
+    convs = conv_modules(model.prior.net)
+    for layer, p in zip(convs, _prior_params(t, len(convs)), strict=True):
+        dequantize_conv(layer, p)
+    return model
