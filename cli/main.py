@@ -1,4 +1,4 @@
-"""`ncodec` command line: encode, decode, info, models, doctor, train, bench.
+"""`ncodec` command line: encode, decode, info, models, doctor, train, bench (images, audio, video).
 
 Exit status: 0 success, 1 bad input (one line on stderr), 2 usage error.
 """
@@ -11,6 +11,8 @@ import json
 import os
 import sys
 import tempfile
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,10 +42,10 @@ def _read_input(path: str) -> bytes:
 
 
 @contextmanager
-def _atomic_output(path: str):
+def _atomic_output(path: str, stdout_suffix: str = ".png"):
     """Yield a temp path beside `path`; renamed into place only if the body succeeds."""
     if path == "-":
-        fd, tmp = tempfile.mkstemp(suffix=Path("x.png").suffix)
+        fd, tmp = tempfile.mkstemp(suffix=stdout_suffix)
         os.close(fd)
         try:
             yield tmp
@@ -103,12 +105,89 @@ def _looks_like_audio(data: bytes) -> bool:
                                                           (b"FORM", b"AIFC"))
 
 
-def _check_flags(args: argparse.Namespace, audio: bool) -> None:
-    """--bitrate, --start, --duration are for audio; --quality, --bpp, --refine for images."""
-    names = ("bitrate", "start", "duration") if not audio else ("quality", "bpp", "refine")
-    given = [n for n in names if getattr(args, n, None)]
-    if given:
-        raise UsageError(f"--{given[0]} applies to {'image' if audio else 'audio'} input only")
+# The options each kind of input takes, per command (the rest are usage errors for that input).
+FLAGS = {
+    "encode": {"image": ("quality", "bpp", "refine"), "audio": ("bitrate",),
+               "video": ("quality", "gop", "frames", "start")},
+    "decode": {"image": (), "audio": ("start", "duration"), "video": ("start", "frames")},
+}
+
+
+def _check_flags(args: argparse.Namespace, kind: str) -> None:
+    """Refuse an option given for a kind of input that does not take it (exit status 2)."""
+    table = FLAGS[args.command]
+    for name in dict.fromkeys(n for names in table.values() for n in names):
+        if getattr(args, name, None) and name not in table[kind]:
+            owners = [k for k, names in table.items() if name in names]
+            raise UsageError(f"--{name} applies to {' and '.join(owners)} input only")
+
+
+VIDEO_MAGIC = {b"YUV4MPEG2": ".y4m", b"\x1a\x45\xdf\xa3": ".mkv"}  # + ISO BMFF (ftyp), RIFF/AVI
+
+
+def _video_suffix(data: bytes) -> str | None:
+    """Sniff stdin: the extension of a Y4M, Matroska/WebM, MP4/MOV or AVI stream, else None."""
+    for magic, suffix in VIDEO_MAGIC.items():
+        if data.startswith(magic):
+            return suffix
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    return None
+
+
+def _frame_progress(verb: str, total: int | None):
+    """A stderr reporter of frames done and frames per second, for interactive terminals."""
+    start, tty = time.monotonic(), sys.stderr.isatty()
+
+    def report(done: int, final: bool = False) -> None:
+        if not tty:
+            return
+        rate = done / max(time.monotonic() - start, 1e-9)
+        of = f"/{total}" if total else ""
+        print(f"\rncodec: {verb} frame {done}{of}, {rate:.2f} frames/s", end="\n" if final else "",
+              file=sys.stderr, flush=True)
+
+    return report
+
+
+def _print_warnings(caught) -> None:
+    for w in caught:
+        print(f"ncodec: warning: {w.message}", file=sys.stderr)
+
+
+def _encode_video(args: argparse.Namespace, path: str) -> None:
+    """Stream a video file's frames through the video encoder into args.output."""
+    from ncodec.video_codec import DEFAULT_GOP, VideoEncoder
+    from ncodec.video_io import VideoReader
+
+    if not Path(path).is_file():
+        raise CliError(f"no such file: {args.input}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = VideoReader(path)
+    _print_warnings(caught)
+    info = reader.info
+    if info.has_audio:
+        print(f"ncodec: note: the audio track of {Path(args.input).name} is dropped (ncodec codes the "
+              "video only)", file=sys.stderr)
+    start = args.start or 0.0
+    frames = reader.frames(start, args.frames)
+    total = None
+    if info.frames:
+        total = max(info.frames - round(start * info.frame_rate), 0)
+        total = min(total, args.frames) if args.frames else total
+    report = _frame_progress("encoding", total)
+    with _atomic_output(args.output) as tmp, open(tmp, "w+b") as out:
+        enc = VideoEncoder(out, info.width, info.height, info.frame_rate,
+                           4.0 if args.quality is None else args.quality,
+                           DEFAULT_GOP if args.gop is None else args.gop, args.model)
+        for rgb in frames:
+            enc.write(rgb)
+            report(enc.frames)
+        enc.close()
+        report(enc.frames, final=True)
 
 
 def _bit_depth(subtype: str) -> int:
@@ -137,12 +216,28 @@ def _encode_audio(args: argparse.Namespace, data: bytes | None) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    from ncodec.video_io import VIDEO_SUFFIXES
+
     data = _read_input("-") if args.input == "-" else None
-    audio = _looks_like_audio(data) if data is not None else (
-        Path(args.input).suffix.lower() in AUDIO_SUFFIXES)
-    _check_flags(args, audio)
-    if audio:
+    if data is not None:
+        video = _video_suffix(data)
+        kind = "audio" if _looks_like_audio(data) else "video" if video else "image"
+    else:
+        suffix = Path(args.input).suffix.lower()
+        video = suffix if suffix in VIDEO_SUFFIXES else None
+        kind = "audio" if suffix in AUDIO_SUFFIXES else "video" if video else "image"
+    _check_flags(args, kind)
+    if kind == "audio":
         _encode_audio(args, data)
+        return
+    if kind == "video":
+        if data is None:
+            _encode_video(args, args.input)
+            return
+        with tempfile.TemporaryDirectory() as folder:  # PyAV reads the stream from a file
+            spool = Path(folder) / f"stdin{video}"
+            spool.write_bytes(data)
+            _encode_video(args, str(spool))
         return
     from ncodec.image_codec import encode_image
 
@@ -185,13 +280,52 @@ def _modality(data: bytes) -> int | None:
     return data[18] if ok else None
 
 
+def _decode_video(args: argparse.Namespace, source) -> None:
+    """Decode (a range of) a video file frame by frame into a .y4m, .mkv or .mp4 output."""
+    from ncodec.video_codec import VideoDecoder
+    from ncodec.video_io import WRITE_SUFFIXES, VideoWriter
+
+    suffix = Path(args.output).suffix.lower() if args.output != "-" else ".y4m"
+    if suffix not in WRITE_SUFFIXES:
+        raise CliError(f"unknown video output extension {suffix!r} (use {', '.join(WRITE_SUFFIXES)})")
+    with VideoDecoder(source) as dec:
+        first = dec.frame_at(args.start) if args.start else 0
+        a, b = dec.span(first, args.frames)
+        report = _frame_progress("decoding", b - a)
+        with warnings.catch_warnings(record=True) as caught, _atomic_output(args.output, ".y4m") as tmp:
+            warnings.simplefilter("always")
+            with VideoWriter(tmp, dec.frame_rate) as out:
+                for rgb in dec.frames(a, b - a):
+                    out.write(rgb)
+                    report(out.frames)
+            report(out.frames, final=True)
+        _print_warnings(caught)
+
+
+def _read_head(path: str) -> bytes:
+    """The first bytes of a file (enough for HEAD's modality byte)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(64)
+    except FileNotFoundError:
+        raise CliError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise CliError(f"is a directory: {path}") from None
+
+
 def cmd_decode(args: argparse.Namespace) -> None:
     from ncodec.container import Modality
 
-    data = _read_input(args.input)
-    audio = _modality(data) == Modality.AUDIO
-    _check_flags(args, audio)
-    if audio:
+    data = _read_input(args.input) if args.input == "-" else None
+    modality = _modality(data if data is not None else _read_head(args.input))
+    kind = {Modality.AUDIO: "audio", Modality.VIDEO: "video"}.get(modality, "image")
+    _check_flags(args, kind)
+    if kind == "video":
+        _decode_video(args, data if data is not None else args.input)  # a path is read as it decodes
+        return
+    if data is None:
+        data = _read_input(args.input)
+    if kind == "audio":
         _decode_audio(args, data)
         return
     from ncodec.image_codec import decode_image
@@ -212,14 +346,29 @@ def cmd_decode(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from ncodec.file_info import describe_file
 
-    d = describe_file(_read_input(args.input))
+    if args.input == "-":
+        d = describe_file(_read_input("-"))
+    else:
+        _read_head(args.input)  # a clear message for a missing file or a folder
+        with open(args.input, "rb") as f:
+            d = describe_file(f)
     if args.json:
         print(json.dumps(d, indent=2))
         return
     for k, v in d.items():
         if k == "chunks":
-            v = ", ".join(f"{c['type']}:{c['bytes']}" for c in v)
+            v = _chunk_summary(v)
         print(f"{k:15} {v}")
+
+
+def _chunk_summary(chunks: list[dict]) -> str:
+    """type:bytes for each chunk; per type (count and bytes) when there are many (video frames)."""
+    if len(chunks) <= 8:
+        return ", ".join(f"{c['type']}:{c['bytes']}" for c in chunks)
+    totals: dict[str, list[int]] = {}
+    for c in chunks:
+        totals.setdefault(c["type"], []).append(c["bytes"])
+    return ", ".join(f"{t}: {len(v)} chunks, {sum(v)} bytes" for t, v in totals.items())
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -284,6 +433,24 @@ def cmd_train_audio(args: argparse.Namespace) -> None:
         print(f"exported {args.export}", file=sys.stderr)
 
 
+def cmd_train_video(args: argparse.Namespace) -> None:
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+
+    tc = VideoTrainConfig(batch=args.batch, crop=args.crop, frames=args.frames, windows_per_clip=args.windows,
+                          lr=args.lr, finetune_lr=args.finetune_lr, prior_channels=args.prior_channels,
+                          val_every=args.val_every)
+    try:
+        ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    if args.export:
+        from ncodec.video_weights import export
+
+        model, training, image_tensors = load_checkpoint_model(ckpt)
+        export(model, Path(args.export), args.model_id, training, image_tensors, training["image_model"])
+        print(f"exported {args.export}", file=sys.stderr)
+
+
 def cmd_bench_image(args: argparse.Namespace) -> None:
     from ncodec.bench import BenchError
     from ncodec.bench.codecs import parse_settings
@@ -328,7 +495,7 @@ def cmd_bench_video(args: argparse.Namespace) -> None:
         settings = dict(parse_settings(spec) for spec in args.settings)
         result = bench_video(args.dataset, [c.strip() for c in args.codecs.split(",") if c.strip()],
                              args.anchor, args.out, args.workers, args.frames, args.threads, settings,
-                             args.limit, args.name)
+                             args.limit, args.name, model=args.model)
         written = [result, *write_report(result)]
     except BenchError as err:
         raise CliError(str(err)) from None
@@ -380,6 +547,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -391,11 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncodec", description="Neural compression codecs.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("encode", help="compress an image or audio file to .ncz")
-    e.add_argument("input", help="image or audio file (.wav .flac .ogg .mp3 .opus .aiff), or - for stdin")
+    e = sub.add_parser("encode", help="compress an image, audio or video file to .ncz")
+    e.add_argument("input", help="image, audio (.wav .flac .ogg .mp3 .opus .aiff) or video (.mp4 .mkv .webm "
+                                 ".avi .mov .y4m) file, or - for stdin")
     e.add_argument("-o", "--output", required=True, help=".ncz file, or - for stdout")
     rate = e.add_mutually_exclusive_group()
-    rate.add_argument("--quality", type=float, help="images: 1 (smallest) .. 8 (best), default 4")
+    rate.add_argument("--quality", type=float, help="images and video: 1 (smallest) .. 8 (best), default 4")
     rate.add_argument("--bpp", type=float, help="images: target bits per pixel (searches quality)")
     rate.add_argument("--bitrate", type=float,
                       help="audio: kbps per channel, one of 1.5 3 6 12 24 (default 6); stereo codes mid "
@@ -404,14 +579,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
                         "from the same decoder, at ~1 s per step per megapixel")
+    e.add_argument("--gop", type=_positive_int, metavar="N",
+                   help="video: an intra frame every N frames (default 32; 1: every frame intra)")
+    e.add_argument("--frames", type=_positive_int, metavar="N", help="video: encode at most N frames")
+    e.add_argument("--start", type=_non_negative_float, metavar="S",
+                   help="video: start S seconds into the input (default 0)")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="decompress .ncz; output format from the extension")
     d.add_argument("input", help=".ncz file, or - for stdin")
     d.add_argument("-o", "--output", required=True,
-                   help="image or audio file (.wav .flac .ogg), or - for PNG / WAV on stdout")
-    d.add_argument("--start", type=float, help="audio: first second to decode (default 0)")
+                   help="image, audio (.wav .flac .ogg) or video (.y4m .mkv .mp4) file, or - for PNG / WAV / "
+                        "Y4M on stdout")
+    d.add_argument("--start", type=float,
+                   help="audio and video: first second to decode (default 0); video decoding starts at the "
+                        "intra frame at or before it and drops the frames before")
     d.add_argument("--duration", type=float, help="audio: seconds to decode (default: to the end)")
+    d.add_argument("--frames", type=_positive_int, metavar="N", help="video: decode at most N frames")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="describe a .ncz file")
@@ -466,6 +650,32 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--export", help="write the trained model as a model file")
     ta.add_argument("--model-id", default="audio-seanet-v1")
     ta.set_defaults(func=cmd_train_audio)
+
+    tv = tsub.add_parser(
+        "video", help="train the video model's temporal prior from an image model",
+        description="Decode short windows of consecutive frames from video files (PyAV) into a cache in the "
+                    "run folder, then train the temporal prior (by default the image transforms stay frozen: "
+                    "intra frames code exactly as the image codec). Resumes from the run folder.")
+    tv.add_argument("--data", nargs="+", required=True, help="video files or folders of them")
+    tv.add_argument("--run", required=True, help="run folder (frame cache, checkpoint, log); resumes")
+    tv.add_argument("--init-image", help="image model file or id to start from (needed for a new run)")
+    tv.add_argument("--minutes", type=float, default=60.0)
+    tv.add_argument("--steps", type=int, default=10**9)
+    tv.add_argument("--batch", type=int, default=8)
+    tv.add_argument("--crop", type=int, default=256, help="square crop side, a multiple of 64")
+    tv.add_argument("--frames", type=int, default=4,
+                    help="frames per training window (1 intra + the rest inter)")
+    tv.add_argument("--windows", type=int, default=200, help="windows cached per clip")
+    tv.add_argument("--lr", type=float, default=1e-4, help="learning rate of the temporal prior")
+    tv.add_argument("--finetune-lr", type=float, default=0.0,
+                    help="also train the image transforms at this rate (default 0: frozen)")
+    tv.add_argument("--prior-channels", type=int, default=64, help="width of the temporal prior")
+    tv.add_argument("--seed", type=int, default=0)
+    tv.add_argument("--val", help="held-out validation clip (default: the last data file, if several)")
+    tv.add_argument("--val-every", type=int, default=500)
+    tv.add_argument("--export", help="write the trained model as a video model file")
+    tv.add_argument("--model-id", default="video-stprior-v1")
+    tv.set_defaults(func=cmd_train_video)
 
     b = sub.add_parser("bench", help="benchmark ncodec against other codecs")
     bsub = b.add_subparsers(dest="modality", required=True)
@@ -529,9 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bv = bsub.add_parser(
         "video", help="rate-distortion sweep over video clips",
-        description="Encode every clip with each codec over its CRF range, in memory, frame by frame "
-                    "(x264 and x265 preset medium, SVT-AV1 preset 8, through PyAV; a codec this PyAV "
-                    "lacks, and ncodec until a video model exists, is skipped with a one-line note); "
+        description="Encode every clip with each codec over its CRF range (ncodec: its qualities, GOP 32), "
+                    "in memory, frame by frame (x264 and x265 preset medium, SVT-AV1 preset 8, through "
+                    "PyAV; a codec this PyAV lacks, and ncodec without a video model, is skipped with a "
+                    "one-line note); "
                     "write DIR/video_<dataset>.json (per-clip rows: bpp, PSNR-RGB, PSNR-YUV, encode/"
                     "decode fps; means; BD-rates), .md and RD plots. Rerunning into the same --out "
                     "computes only the rows it lacks.")
@@ -542,8 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: x264, x265, svtav1, ncodec (default %(default)s)")
     bv.add_argument("--anchor", default="x264", help="codec the BD-rates are against (default %(default)s)")
     bv.add_argument("--settings", action="append", default=[], metavar="CODEC=CRF,...",
-                    help="CRFs to sweep for one codec instead of its defaults, e.g. x264=20,26,32,38 "
-                         "(repeatable). Defaults: x264 and x265 18,22,26,30,34,38; svtav1 20,27,34,41,48,55")
+                    help="CRFs (ncodec: qualities) to sweep for one codec instead of its defaults, e.g. "
+                         "x264=20,26,32,38 (repeatable). Defaults: x264 and x265 18,22,26,30,34,38; svtav1 "
+                         "20,27,34,41,48,55; ncodec 1,2,...,8")
     bv.add_argument("--frames", type=_positive_int, metavar="N",
                     help="only the first N frames of each clip (default: whole clips)")
     bv.add_argument("--workers", type=_positive_int, default=1,
@@ -554,6 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--name", help="dataset name in the result file name (default: the clips' folder, "
                                    "or the one file's name)")
     bv.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
+    bv.add_argument("--model", help="ncodec video model id (default: the default video model, else the "
+                                    "installed video model `ncodec encode` would use)")
     bv.set_defaults(func=cmd_bench_video)
 
     ds = sub.add_parser("datasets", help="download standard evaluation datasets (checksum-verified)")
@@ -580,9 +794,11 @@ def main(argv: list[str] | None = None) -> int:
     from ncodec.container import ContainerError
     from ncodec.entropy.coder import DecodeError
     from ncodec.image_codec import ImageError
+    from ncodec.video_io import VideoError
     from ncodec.zoo import ModelNotFound
 
-    expected = (CliError, ContainerError, ImageError, AudioError, DecodeError, ModelNotFound, OSError)
+    expected = (CliError, ContainerError, ImageError, AudioError, VideoError, DecodeError, ModelNotFound,
+                OSError)
     try:
         args.func(args)
     except UsageError as err:

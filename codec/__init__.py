@@ -4,6 +4,8 @@
     image = ncodec.decode(data)                     # PIL image, original size and mode
     data = ncodec.encode("talk.flac", bitrate=6)    # audio path, or samples with sample_rate=
     audio = ncodec.decode(data)                     # Audio(samples [channels, n], sample_rate)
+    data = ncodec.encode("clip.mp4", quality=4)     # video path, Video, or frames with frame_rate=
+    video = ncodec.decode(data)                     # Video: iterate for RGB frames, .save("out.mkv")
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from typing import Any, NamedTuple
 
 __version__ = "0.1.0"
 __all__ = ["encode", "decode", "info", "models", "encode_image", "decode_image", "encode_audio",
-           "decode_audio", "Audio",
+           "decode_audio", "Audio", "encode_video", "decode_video", "Video",
            "rvq_encode", "rvq_decode", "quantize_backends", "ResidualVectorQuantizer"]
 
 _LAZY = {"rvq_encode": "rvq_backends", "rvq_decode": "rvq_backends",
-         "quantize_backends": "rvq_backends", "ResidualVectorQuantizer": "rvq"}
+         "quantize_backends": "rvq_backends", "ResidualVectorQuantizer": "rvq", "Video": "video_codec"}
 
 
 def __getattr__(name: str) -> Any:
-    """Quantization names load torch only when first used."""
+    """Quantization names and Video load torch only when first used."""
     if name in _LAZY:
         from importlib import import_module
 
@@ -109,8 +111,93 @@ def decode_audio(data: bytes | str | Path, start: float | None = None,
     return Audio(*_decode(_bytes(data), start, duration))
 
 
+VIDEO_MODALITY = 3  # HEAD byte 18 (container.Modality.VIDEO)
+
+
+def _frames_from(video: Any, start: float | None, frames: int | None, frame_rate):
+    """(frame rate, iterator of RGB frames) of a path, a Video, or frames with a rate."""
+    from itertools import islice
+
+    from .video_codec import Video
+
+    if isinstance(video, (str, Path)):
+        from .video_io import VideoReader
+
+        reader = VideoReader(video)
+        return reader.info.frame_rate, reader.frames(start or 0.0, frames)
+    if isinstance(video, Video):
+        frame_rate = video.frame_rate
+    elif frame_rate is None:
+        raise ValueError("frame_rate is required when encoding raw frames")
+    skip = round((start or 0) * frame_rate)
+    return frame_rate, islice(iter(video), skip, None if frames is None else skip + frames)
+
+
+def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frames: int | None = None,
+                 start: float | None = None, frame_rate: Any = None, model: str | None = None,
+                 output: str | Path | None = None) -> bytes | Path:
+    """Compress video to .ncz: bytes, or streamed into `output` (a path, returned).
+
+    video: a file path (.mp4 .mkv .webm .avi .mov .y4m; its audio track is not coded), a Video,
+    or RGB frames (uint8 [frames, H, W, 3] array or an iterable of (H, W, 3)) with `frame_rate`.
+    gop: an intra frame every gop frames (default 32); start (seconds) and frames (count) select a
+    range. Memory stays constant: frames are encoded as they are read.
+    """
+    import io
+    import os
+    import tempfile
+
+    from .video_codec import DEFAULT_GOP, VideoEncoder
+    from .video_io import VideoError
+
+    rate, source = _frames_from(video, start, frames, frame_rate)
+    first = next(iter(source), None)
+    if first is None:
+        raise VideoError("no frames to encode")
+
+    def run(stream) -> None:
+        import itertools
+
+        enc = VideoEncoder(stream, first.shape[1], first.shape[0], rate, quality,
+                           DEFAULT_GOP if gop is None else gop, model)
+        for rgb in itertools.chain([first], source):
+            enc.write(rgb)
+        enc.close()
+
+    if output is None:
+        buf = io.BytesIO()
+        run(buf)
+        return buf.getvalue()
+    target = Path(output)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".ncz")
+    try:
+        with os.fdopen(fd, "w+b") as stream:
+            run(stream)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def decode_video(data: bytes | str | Path, start: float | None = None, frames: int | None = None):
+    """A Video of a .ncz file (bytes, or a path read as frames decode); start (seconds) and frames
+    (count) select a range, decoded from the intra frame at or before start."""
+    from .video_codec import Video, VideoDecoder
+
+    dec = VideoDecoder(Path(data) if isinstance(data, (str, Path)) else bytes(data))
+    return Video(dec, dec.frame_at(start) if start else 0, frames)
+
+
 def _bytes(data: bytes | str | Path) -> bytes:
     return Path(data).read_bytes() if isinstance(data, (str, Path)) else bytes(data)
+
+
+def _modality_byte(data: bytes | str | Path) -> int | None:
+    if isinstance(data, (str, Path)):
+        with open(data, "rb") as f:
+            data = f.read(19)
+    return data[18] if len(data) > 18 else None
 
 
 def _is_audio(obj: Any, sample_rate: int | None) -> bool:
@@ -118,13 +205,33 @@ def _is_audio(obj: Any, sample_rate: int | None) -> bool:
         isinstance(obj, (str, Path)) and Path(obj).suffix.lower() in AUDIO_SUFFIXES)
 
 
+def _is_video(obj: Any, frame_rate: Any) -> bool:
+    if frame_rate is not None:
+        return True
+    if isinstance(obj, (str, Path)):
+        from .video_io import VIDEO_SUFFIXES
+
+        return Path(obj).suffix.lower() in VIDEO_SUFFIXES
+    return type(obj).__name__ == "Video" and type(obj).__module__ == "ncodec.video_codec"
+
+
 def encode(obj: Any, quality: float | None = None, model: str | None = None, refine: int = 0,
-           bitrate: float | None = None, sample_rate: int | None = None) -> bytes:
+           bitrate: float | None = None, sample_rate: int | None = None, gop: int | None = None,
+           frames: int | None = None, start: float | None = None, frame_rate: Any = None) -> bytes:
     """Compress media to .ncz bytes.
 
     Images (PIL image, uint8 array, image path): `quality` 1..8 (default 4), `refine`.
     Audio (audio path, Audio, or samples with `sample_rate`): `bitrate` kbps (default 6).
+    Video (video path, Video, or frames with `frame_rate`): `quality`, `gop`, `frames`, `start`.
     """
+    video_options = {"gop": gop, "frames": frames, "start": start}
+    if _is_video(obj, frame_rate):
+        if bitrate is not None or refine or sample_rate is not None:
+            raise ValueError("bitrate, sample_rate and refine do not apply to video")
+        return encode_video(obj, 4.0 if quality is None else quality, gop, frames, start, frame_rate, model)
+    given = [k for k, v in video_options.items() if v is not None]
+    if given:
+        raise ValueError(f"{given[0]} applies to video only")
     if _is_audio(obj, sample_rate):
         if quality is not None or refine:
             raise ValueError("quality and refine apply to images; use bitrate for audio")
@@ -135,9 +242,13 @@ def encode(obj: Any, quality: float | None = None, model: str | None = None, ref
 
 
 def decode(data: bytes | str | Path):
-    """Decompress .ncz bytes or a path: a PIL image for image files, an Audio for audio files."""
+    """Decompress .ncz bytes or a path: a PIL image for image files, an Audio for audio files, a
+    Video (frames decoded as you iterate) for video files."""
+    modality = _modality_byte(data)
+    if modality == VIDEO_MODALITY:
+        return decode_video(data)
     data = _bytes(data)
-    return decode_audio(data) if len(data) > 18 and data[18] == AUDIO_MODALITY else decode_image(data)
+    return decode_audio(data) if modality == AUDIO_MODALITY else decode_image(data)
 
 
 def info(data: bytes | str | Path) -> dict:
