@@ -96,7 +96,8 @@ def test_result_has_the_documented_schema(swept, dataset):
 
 def test_ncodec_is_listed_as_unavailable_with_its_reason(swept):
     doc, err = load(swept[0]), swept[1]
-    reason = "no ncodec video model is installed (the learned video codec is not built yet)"
+    reason = ("no video model installed; train one with `ncodec train video --init-image MODEL --export "
+              "FILE` and add its folder to NCODEC_MODEL_PATH")
     assert doc["skipped"] == {"ncodec": reason}
     assert f"bench video: skipping ncodec: {reason}\n" in err
     assert f"- ncodec skipped: {reason}" in swept[0].with_suffix(".md").read_text()

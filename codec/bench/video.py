@@ -14,11 +14,12 @@ SCHEMA of DIR/video_<dataset>.json (version 1):
     frames        the --frames limit (first N frames of each clip), null for whole clips
     threads       encoder/decoder threads per job
     anchor        codec the BD-rates are measured against
-    codecs        {codec: [CRFs swept]} of the codecs that ran
+    codecs        {codec: [CRFs swept]} of the codecs that ran (ncodec: qualities)
     skipped       {codec: why it could not run here}
     described     {codec: encoder, preset, pixel format, what the bytes are}
     definitions   {field: its definition} (the metrics below)
-    machine       as for images (ncodec.bench) with av, the FFmpeg version and the encoders present
+    machine       as for images (ncodec.bench; models: the ncodec video model) with av, the FFmpeg version
+                  and the encoders present
     summary       {codec: [{setting, clips, frames, bpp, psnr_rgb, psnr_yuv, psnr_y, psnr_u, psnr_v,
                    enc_fps, dec_fps}]}: means over the clips; fps over all their frames
     bd_rate       {codec: {"psnr_rgb": BD, "psnr_yuv": BD}} against the anchor (ncodec.bench.metrics)
@@ -48,6 +49,7 @@ from .results import SCHEMA, Progress, load_previous
 from .sweep import (
     RowKey,
     bd_rates,
+    check_models,
     check_unchanged,
     drop_unavailable,
     fill,
@@ -60,9 +62,10 @@ from .video_codecs import (
     DESCRIPTIONS,
     ENCODERS,
     SETTINGS,
-    AnchorSession,
     check_settings,
     check_video_codec,
+    ncodec_model,
+    session,
     unavailable,
 )
 
@@ -92,6 +95,7 @@ class VideoJob:
     setting: Setting
     frames: int | None  # only the first frames
     threads: int
+    model: str | None = None  # ncodec video model id
 
 
 def video_files(folder: Path) -> list[Path]:
@@ -107,15 +111,16 @@ def _quiet() -> None:
     av.logging.set_level(av.logging.ERROR)
 
 
-def _warm_up(codec: str, threads: int) -> None:
-    """An untimed encode and decode of a small grey clip, so library set-up stays out of timings."""
+def _warm_up(codec: str, threads: int, model: str | None) -> None:
+    """An untimed encode and decode of a small grey clip, so library set-up (and model loading) stays
+    out of timings."""
     if codec in _warmed:
         return
     width, height, frames = WARM_UP
-    session = AnchorSession(codec, width, height, Fraction(25), SETTINGS[codec][0], threads)
+    warm = session(codec, width, height, Fraction(25), SETTINGS[codec][0], threads, model)
     grey = np.full((height, width, 3), 128, np.uint8)
     for rgb in [grey] * frames + [None]:
-        for _ in session.feed(rgb, time.perf_counter):
+        for _ in warm.feed(rgb, time.perf_counter):
             pass
     _warmed.add(codec)
 
@@ -131,10 +136,11 @@ def run_video_job(job: VideoJob) -> dict:
     except (VideoError, OSError) as err:
         raise BenchError(f"cannot read {job.clip} ({err})") from None
     info = reader.info
-    label = f"{job.clip}: {job.codec} at CRF {job.setting:g}"
+    label = f"{job.clip}: {job.codec} at {'quality' if job.codec == 'ncodec' else 'CRF'} {job.setting:g}"
     try:
-        _warm_up(job.codec, job.threads)
-        session = AnchorSession(job.codec, info.width, info.height, info.frame_rate, job.setting, job.threads)
+        _warm_up(job.codec, job.threads, job.model)
+        coder = session(job.codec, info.width, info.height, info.frame_rate, job.setting, job.threads,
+                        job.model)
         pending: list[np.ndarray] = []
         scores: list[dict] = []
 
@@ -147,13 +153,13 @@ def run_video_job(job: VideoJob) -> dict:
 
         for rgb in reader.frames(count=job.frames):
             pending.append(rgb)
-            compare(session.feed(rgb, time.perf_counter))
-        compare(session.feed(None, time.perf_counter))
+            compare(coder.feed(rgb, time.perf_counter))
+        compare(coder.feed(None, time.perf_counter))
     except (BenchError, VideoError) as err:
         raise BenchError(str(err) if str(err).startswith(label) else f"{label}: {err}") from None
     except Exception as err:
         raise BenchError(f"{label}: {type(err).__name__}: {err}") from None
-    coded = session.result
+    coded = coder.result
     n = len(scores)
     if n == 0 or pending:
         raise BenchError(f"{label}: {len(pending) + n} frames in, {n} decoded")
@@ -226,11 +232,30 @@ def check_clips(files: list[Path], clips: list[str], log: TextIO) -> None:
 class Plan:
     sweep: dict[str, list[Setting]]  # codecs that can run here, with their settings
     skipped: dict[str, str]  # codec -> why it cannot run here
+    models: list[dict]  # [{id, sha256}] of the ncodec video model, when ncodec runs
+    model_id: str | None = None
 
 
-def plan(codecs: list[str], anchor: str, settings: dict[str, list[Setting]], log: TextIO) -> Plan:
+def plan(codecs: list[str], anchor: str, settings: dict[str, list[Setting]], log: TextIO,
+         model: str | None = None) -> Plan:
     sweep = plan_sweep(codecs, anchor, settings, check_video_codec, SETTINGS.__getitem__, check_settings)
-    return Plan(sweep, drop_unavailable(sweep, unavailable, anchor, "bench video", log))
+    models: list[dict] = []
+
+    def why_not(name: str) -> str | None:
+        if name != "ncodec":
+            return unavailable(name)
+        try:
+            info, levels = ncodec_model(model)
+        except BenchError as err:
+            return str(err)
+        models.append(info)
+        bad = [s for s in sweep[name] if s > levels]
+        if bad:
+            raise BenchError(f"ncodec quality must be 1..{levels} (model {info['id']}), got {bad[0]:g}")
+        return None
+
+    skipped = drop_unavailable(sweep, why_not, anchor, "bench video", log)
+    return Plan(sweep, skipped, models, models[0]["id"] if models else None)
 
 
 def encoders_present() -> dict[str, bool]:
@@ -243,28 +268,31 @@ def encoders_present() -> dict[str, bool]:
 def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x264",
                 out_dir: str | Path = "bench-results", workers: int = 1, frames: int | None = None,
                 threads: int = 1, settings: dict[str, list[Setting]] | None = None,
-                limit: int | None = None, name: str | None = None, log: TextIO | None = None) -> Path:
+                limit: int | None = None, name: str | None = None, log: TextIO | None = None,
+                model: str | None = None) -> Path:
     """Sweep `codecs` over the clips of `dataset` (folders and files) into DIR/video_<name>.json
     (returned), resuming from what that file holds. `frames`: only the first N frames of each clip;
-    `threads`: encoder/decoder threads per job; `settings` replaces the default CRFs of some codecs;
-    `name`: the dataset name (default: the folder the clips are in, or the one file's stem)."""
+    `threads`: encoder/decoder threads per job; `settings` replaces the default CRFs (ncodec:
+    qualities) of some codecs; `name`: the dataset name (default: the folder the clips are in, or
+    the one file's stem); `model`: the ncodec video model id (default: as `ncodec encode` picks)."""
     log = log or sys.stderr
     if frames is not None and frames < 1:
         raise BenchError(f"--frames must be at least 1, got {frames}")
     root, files = gather(dataset, limit)
-    p = plan(list(dict.fromkeys(codecs)), anchor, settings or {}, log)
+    p = plan(list(dict.fromkeys(codecs)), anchor, settings or {}, log, model)
     name = name or (files[0].stem if len(dataset) == 1 and Path(dataset[0]).is_file() else root.name)
     out = Path(out_dir) / f"video_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = load_previous(out, "video") or {}
     rows: list[dict] = previous.get("rows", [])
     if rows:
+        check_models(out, rows, previous.get("machine", {}).get("models", []), p.models)
         check_unchanged(out, {"frames": (previous.get("frames"), frames),
                               "threads": (previous.get("threads"), threads)})
     done = {row_key(r) for r in rows}
     clips = [f.relative_to(root).as_posix() for f in files]
     check_clips(files, clips, log)
-    jobs = [VideoJob(clip, str(path), codec, s, frames, threads)
+    jobs = [VideoJob(clip, str(path), codec, s, frames, threads, p.model_id)
             for codec, values in p.sweep.items() for path, clip in zip(files, clips, strict=True)
             for s in values if (clip, codec, float(s)) not in done]
     note_resume(out, len(clips) * sum(map(len, p.sweep.values())), len(jobs), "bench video", log)
@@ -273,8 +301,8 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
            "clips": clips, "frames": frames, "threads": threads, "anchor": anchor, "codecs": p.sweep,
            "skipped": p.skipped, "described": {c: DESCRIPTIONS[c] for c in p.sweep},
            "definitions": DEFINITIONS,
-           "machine": machine_info([], VIDEO_PACKAGES, {"ffmpeg": ffmpeg_version(),
-                                                        "encoders": encoders_present()})}
+           "machine": machine_info(p.models or previous.get("machine", {}).get("models", []), VIDEO_PACKAGES,
+                                   {"ffmpeg": ffmpeg_version(), "encoders": encoders_present()})}
 
     def analyse(rows: list[dict]) -> dict:
         summary = summarise(rows, clips, p.sweep)

@@ -14,8 +14,11 @@ Frames are padded (edge pixels repeated) to even sizes for 4:2:0, and x265 and S
 at least 64x64: libx265 corrupts its heap on inputs narrower than 64 pixels. The padding is
 cropped after decoding; its bits are counted, and bpp uses the clip's own size.
 
-ncodec's learned video codec does not exist yet: `ncodec` is listed with the reason it cannot
-run (unavailable()), never silently dropped.
+- ncodec: the learned video codec (ncodec.video_codec) with an installed video model; setting: the
+  quality (1..the model's levels), GOP 32. RGB frames are coded as they are (no YUV conversion);
+  each frame chunk is decoded as soon as it is written, by the same per-frame decoder a file decode
+  uses. Bytes: the whole .ncz file (HEAD, frame chunks, seek index, TAIL). Without a video model it
+  is listed with the reason it cannot run (unavailable()), never silently dropped.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ SETTINGS: dict[str, list[Setting]] = {
     "x264": [18, 22, 26, 30, 34, 38],
     "x265": [18, 22, 26, 30, 34, 38],
     "svtav1": [20, 27, 34, 41, 48, 55],
-    "ncodec": [],
+    "ncodec": [1, 2, 3, 4, 5, 6, 7, 8],
 }
-SETTING_RANGE = {"x264": (0, 51), "x265": (0, 51), "svtav1": (1, 63)}
+SETTING_RANGE = {"x264": (0, 51), "x265": (0, 51), "svtav1": (1, 63), "ncodec": (1, 255)}
 ENCODERS = {"x264": "libx264", "x265": "libx265", "svtav1": "libsvtav1"}
 DECODERS = {"x264": "h264", "x265": "hevc", "svtav1": "libdav1d"}
 PRESETS = {"x264": "medium", "x265": "medium", "svtav1": "8"}
@@ -48,6 +51,8 @@ DESCRIPTIONS = {
     "x265": "libx265 preset medium, CRF, yuv420p BT.709 limited range; HEVC elementary stream",
     "svtav1": "SVT-AV1 (libsvtav1) preset 8, CRF, yuv420p BT.709 limited range; AV1 OBU stream, "
               "decoded by libdav1d",
+    "ncodec": "ncodec learned video codec (intra frames as images, inter frames with the temporal prior), "
+              "quality, GOP 32, RGB; the whole .ncz file",
 }
 
 
@@ -60,17 +65,33 @@ def check_settings(name: str, settings: list[Setting]) -> None:
     lo, hi = SETTING_RANGE.get(name, (None, None))
     bad = [s for s in settings if lo is not None and not lo <= s <= hi]
     if bad:
-        raise BenchError(f"{name} CRF must be {lo}..{hi}, got {bad[0]:g}")
+        what = "quality" if name == "ncodec" else "CRF"
+        raise BenchError(f"{name} {what} must be {lo}..{hi}, got {bad[0]:g}")
 
 
-def unavailable(name: str) -> str | None:
+def ncodec_model(model: str | None) -> tuple[dict, int]:
+    """({id, sha256}, quality levels) of the video model ncodec would use, as `ncodec encode` picks
+    it; BenchError (one line: why) when none is installed."""
+    from ncodec.video_codec import _model_info
+    from ncodec.video_io import VideoError
+    from ncodec.video_model import VideoModelConfig
+    from ncodec.zoo import ModelNotFound
+
+    try:
+        info = _model_info(model)
+    except (VideoError, ModelNotFound) as err:
+        raise BenchError(str(err)) from None
+    return {"id": info.model_id, "sha256": info.sha256}, VideoModelConfig.from_dict(info.config).levels
+
+
+def unavailable(name: str, model: str | None = None) -> str | None:
     """Why codec `name` cannot run on this machine (one line), or None when it can."""
     if name == "ncodec":
-        from ncodec.zoo import installed
-
-        if any(m.modality == "video" for m in installed()):
-            return "this ncodec version has no video codec to run its video model with"
-        return "no ncodec video model is installed (the learned video codec is not built yet)"
+        try:
+            ncodec_model(model)
+        except BenchError as err:
+            return str(err)
+        return None
     import av
 
     for kind, lib, mode in (("encoder", ENCODERS[name], "w"), ("decoder", DECODERS[name], "r")):
@@ -106,6 +127,49 @@ class Coded:
     frames: int = 0
     enc_s: float = 0.0
     dec_s: float = 0.0
+
+
+class NcodecSession:
+    """ncodec's video codec for one clip at one quality, with AnchorSession's interface: each frame
+    is encoded into an in-memory .ncz and its chunk decoded at once (bounded memory)."""
+
+    def __init__(self, width: int, height: int, rate: Fraction, setting: Setting, threads: int = 1,
+                 model: str | None = None):
+        import io
+
+        import torch
+        from ncodec.video_codec import DEFAULT_GOP, FrameCoder, VideoEncoder
+
+        torch.set_num_threads(threads)
+        self.name, self.width, self.height = "ncodec", width, height
+        self.encoder = VideoEncoder(io.BytesIO(), width, height, rate, float(setting), DEFAULT_GOP, model)
+        self.decoder = FrameCoder(self.encoder.model, self.encoder.params)
+        self.result = Coded()
+
+    def feed(self, rgb: np.ndarray | None, clock: Callable[[], float]) -> Iterator[np.ndarray]:
+        """Encode one RGB frame and decode it back (None: finish the file, count its bytes)."""
+        if rgb is None:
+            t0 = clock()
+            self.result.bytes = self.encoder.close()
+            self.result.enc_s += clock() - t0
+            return
+        t = self.encoder.frames
+        t0 = clock()
+        data = self.encoder.write(rgb)
+        self.result.enc_s += clock() - t0
+        t0 = clock()
+        out = self.decoder.decode(data, self.encoder.params.intra(t), t)
+        self.result.dec_s += clock() - t0
+        self.result.frames += 1
+        yield out
+
+
+def session(name: str, width: int, height: int, rate: Fraction, setting: Setting, threads: int = 1,
+            model: str | None = None) -> AnchorSession | NcodecSession:
+    """The encode/decode session of codec `name` for one clip at one setting."""
+    if name == "ncodec":
+        return NcodecSession(width, height, rate, setting, threads, model)
+    return AnchorSession(name, width, height, rate, setting, threads)
 
 
 class AnchorSession:
