@@ -1,0 +1,591 @@
+"""The learned video codec: intra frames as images, inter frames with the temporal prior; streaming,
+seeking, bit-exact decoding, refused bad files, training, CLI, API and the benchmark's ncodec row.
+
+Models are tiny (n=16, m=24, a 16-channel prior) and trained for a few steps in session fixtures;
+nothing here depends on the shipped image model."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE, psnr
+from PIL import Image
+
+TINY_IMAGE_ID, TINY_VIDEO_ID, UNTRAINED_VIDEO_ID = "tiny-vimage", "tiny-video", "tiny-video-untrained"
+KNOWN = (b"IFRM", b"PFRM", b"seek")
+
+
+def texture() -> np.ndarray:
+    with Image.open(SAMPLE) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def panning(n: int, width: int, height: int, step: int = 1) -> list[np.ndarray]:
+    """A slow pan over a real photo: frame i is the window shifted right by i * step pixels."""
+    tex = texture()
+    return [np.ascontiguousarray(tex[20 : 20 + height, 30 + i * step : 30 + i * step + width])
+            for i in range(n)]
+
+
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models run fastest on one thread, above all on a busy machine
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> Path:
+    """Lossless .mkv clips: static and panning (P's training data) and a held-out one."""
+    from ncodec.video_io import write_video
+
+    folder = tmp_path_factory.mktemp("video_clips")
+    write_video(folder / "pan.mkv", panning(10, 96, 80, 1), 25)
+    write_video(folder / "static.mkv", panning(10, 96, 80, 0), 25)
+    (folder / "val").mkdir()
+    write_video(folder / "val" / "held_out.mkv", panning(4, 64, 64, 2), 25)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, clips) -> Path:
+    """A folder with a tiny image model (100 steps on a photo), a video model whose temporal prior was
+    trained for 60 steps on the clips, and one with an untrained prior. Put it on NCODEC_MODEL_PATH."""
+    from ncodec.image_model import ImageHyperprior, ImageModelConfig
+    from ncodec.image_weights import export as export_image
+    from ncodec.image_weights import load_float_model
+    from ncodec.train_image import train as train_image
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model
+    from ncodec.train_video import train as train_video
+    from ncodec.video_model import VideoModel, VideoModelConfig
+    from ncodec.video_weights import export
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("tiny_video_models")
+    photos = tmp_path_factory.mktemp("tiny_video_photos")
+    (photos / "a.png").write_bytes(SAMPLE.read_bytes())
+    run = tmp_path_factory.mktemp("tiny_image_run")
+    cfg = ImageModelConfig(n=16, m=24)
+    with one_thread():
+        train_image([str(photos)], str(run), minutes=5, steps=100, batch=2, crop=64, cfg=cfg)
+        image = ImageHyperprior(cfg)
+        state = load_file(str(run / "checkpoint.safetensors"))
+        image.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        image_file = export_image(image, folder / f"{TINY_IMAGE_ID}.safetensors", TINY_IMAGE_ID)
+
+        untrained = VideoModel(VideoModelConfig(16, 24, 8, prior_channels=16))
+        untrained.image.load_state_dict(load_float_model(image_file).state_dict())
+        export(untrained, folder / f"{UNTRAINED_VIDEO_ID}.safetensors", UNTRAINED_VIDEO_ID,
+               image_tensors=load_file(str(image_file)))
+
+        tc = VideoTrainConfig(batch=4, crop=64, frames=3, windows_per_clip=8, lr=1e-3, prior_channels=16,
+                              val_frames=4, val_every=60, log_every=20)
+        video_run = tmp_path_factory.mktemp("tiny_video_run")
+        ckpt = train_video([str(clips / "pan.mkv"), str(clips / "static.mkv")], str(video_run), 5,
+                           str(image_file), steps=60, tc=tc, val=str(clips / "val" / "held_out.mkv"))
+        model, training, image_tensors = load_checkpoint_model(ckpt)
+        export(model, folder / f"{TINY_VIDEO_ID}.safetensors", TINY_VIDEO_ID, training, image_tensors,
+               training["image_model"])
+    return folder
+
+
+@pytest.fixture
+def models(tiny_models, monkeypatch) -> Path:
+    monkeypatch.setenv("NCODEC_MODEL_PATH", str(tiny_models))
+    return tiny_models
+
+
+def encode(frames, gop=4, quality=4.0, model=TINY_VIDEO_ID, rate=25) -> bytes:
+    from ncodec.video_codec import encode_video
+
+    with one_thread():
+        return encode_video(frames, rate, quality, gop, model)
+
+
+def decode(data, first=0, count=None) -> np.ndarray:
+    from ncodec.video_codec import VideoDecoder
+
+    with one_thread(), VideoDecoder(data) as dec:
+        return np.stack(list(dec.frames(first, count)))
+
+
+def frame_chunks(data: bytes):
+    from ncodec import container as ct
+
+    return [c for c in ct.read_container(data, KNOWN)[1] if c.type != b"seek"]
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("size", [(47, 33), (48, 40), (65, 9)])
+def test_round_trip_keeps_frame_count_rate_and_odd_sizes(models, size):
+    import ncodec
+
+    frames = panning(5, *size)
+    data = encode(frames, gop=2, rate=Fraction(30000, 1001))
+    video = ncodec.decode(data)
+    out = video.to_array()
+    assert out.shape == (5, size[1], size[0], 3) and len(video) == 5
+    assert video.frame_rate == Fraction(30000, 1001)
+    info = ncodec.info(data)
+    assert (info["width"], info["height"], info["frames"], info["gop"]) == (*size, 5, 2)
+    assert info["frame_rate"] == "30000/1001" and info["intra_frames"] == 3
+
+
+def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
+    """gop 1: every frame chunk carries exactly the image file's ZLAT and YLAT payloads (the video model
+    holds the image model's tensors byte for byte), and decodes to the same pixels."""
+    from ncodec import container as ct
+    from ncodec.image_codec import decode_image, encode_image
+    from ncodec.video_codec import unpack_frame
+
+    frames = panning(3, 48, 40, 2)
+    data = encode(frames, gop=1)
+    decoded = decode(data)
+    for rgb, chunk, out in zip(frames, frame_chunks(data), decoded, strict=True):
+        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID)
+        pieces = {t: [c.data for c in ct.read_container(image_file, (b"ZLAT", b"YLAT"))[1] if c.type == t]
+                  for t in (b"ZLAT", b"YLAT")}
+        assert chunk.type == b"IFRM"
+        assert unpack_frame(chunk.data, 1, 0) == (pieces[b"ZLAT"][0], pieces[b"YLAT"])
+        assert np.array_equal(np.asarray(decode_image(image_file)), out)
+
+
+def test_untrained_prior_codes_inter_frames_exactly_like_intra_frames(models):
+    frames = panning(4, 48, 40, 1)
+    intra = frame_chunks(encode(frames, gop=1, model=UNTRAINED_VIDEO_ID))
+    inter = frame_chunks(encode(frames, gop=4, model=UNTRAINED_VIDEO_ID))
+    assert [c.type for c in inter] == [b"IFRM", b"PFRM", b"PFRM", b"PFRM"]
+    assert [c.data for c in inter] == [c.data for c in intra]
+
+
+@pytest.mark.parametrize("step", [0, 1], ids=["static", "panning"])
+def test_inter_frames_cost_fewer_bits_than_intra_frames_after_training(models, step):
+    frames = panning(6, 96, 80, step)
+    intra, video = encode(frames, gop=1), encode(frames, gop=6)
+    sizes = {t: [len(c.data) for c in frame_chunks(video) if c.type == t] for t in (b"IFRM", b"PFRM")}
+    assert max(sizes[b"PFRM"]) < sizes[b"IFRM"][0]
+    assert len(video) < 0.8 * len(intra)
+    # the trained prior changes the rate, not the reconstruction's quality
+    q_intra = np.mean([psnr(a, b) for a, b in zip(frames, decode(intra), strict=True)])
+    q_video = np.mean([psnr(a, b) for a, b in zip(frames, decode(video), strict=True)])
+    assert abs(q_video - q_intra) < 0.5
+
+
+def test_quality_sets_the_rate(models):
+    frames = panning(3, 64, 48)
+    sizes = [len(encode(frames, quality=q)) for q in (1, 4, 8)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+# ---------------------------------------------------------------- exactness
+
+
+def test_decoding_is_bit_exact_twice_and_across_thread_counts(models):
+    from ncodec.video_codec import VideoDecoder
+
+    data = encode(panning(5, 48, 40, 1), gop=3)
+    first = decode(data)
+    assert np.array_equal(first, decode(data))
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            with VideoDecoder(data) as dec:
+                assert np.array_equal(np.stack(list(dec.frames())), first)
+    finally:
+        torch.set_num_threads(threads)
+    assert encode(panning(5, 48, 40, 1), gop=3) == data
+
+
+def test_integer_temporal_prior_is_exact_in_tiles_and_close_to_the_float_prior(models):
+    from ncodec.fixed_point import ACT_BITS, run_tiled
+    from ncodec.video_weights import load_coding_model, load_float_model
+
+    path = models / f"{TINY_VIDEO_ID}.safetensors"
+    coding, model = load_coding_model(path), load_float_model(path)
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.normal(0, 4, (1, 24, 9, 11)))
+    mean = torch.from_numpy(rng.normal(0, 2, (1, 24, 9, 11)))
+    scale = torch.from_numpy(rng.uniform(0.2, 6, (1, 24, 9, 11)))
+    x = torch.round(torch.cat([y, mean, scale], 1) * 2**ACT_BITS)
+    whole = coding.prior(x)
+    tiled = run_tiled(coding.prior, x, 1, tile=4, margin=coding.margin, out=torch.empty_like(whole))
+    assert torch.equal(whole, tiled)
+    with torch.no_grad():
+        d_mean, d_scale = model.prior.net(torch.cat([y, mean, scale], 1).float()).chunk(2, 1)
+    got = whole * 2.0**-ACT_BITS
+    assert float((torch.cat([d_mean, d_scale], 1).double() - got).abs().max()) < 0.05
+    assert float(torch.cat([d_mean, d_scale], 1).abs().max()) > 0.05  # the trained prior does something
+
+
+# ---------------------------------------------------------------- seeking and streaming
+
+
+def test_seek_index_lists_every_intra_frame_at_its_chunk(models):
+    from ncodec import container as ct
+
+    data = encode(panning(10, 48, 40), gop=4)
+    _, chunks = ct.read_container(data, KNOWN)
+    frames = [c for c in chunks if c.type != ct.SEEK]
+    index = ct.decode_seek_index(next(c for c in chunks if c.type == ct.SEEK).data)
+    assert index == [(t, frames[t].offset) for t in (0, 4, 8)]
+    assert all(frames[t].type == b"IFRM" for t, _ in index)
+
+
+def test_start_decodes_from_the_nearest_intra_frame_and_equals_the_full_decode(models, monkeypatch):
+    import ncodec
+    from ncodec import container as ct
+
+    data = encode(panning(10, 48, 40, 1), gop=4)
+    full = decode(data)
+    read = []
+    real = ct.read_chunk
+    monkeypatch.setattr(ct, "read_chunk",
+                        lambda s, ref, base=0: read.append(ref.offset) or real(s, ref, base))
+    part = ncodec.decode_video(data, start=6 / 25, frames=3)
+    assert part.first == 6 and np.array_equal(part.to_array(), full[6:9])
+    offsets = [c.offset for c in frame_chunks(data)]
+    assert read == offsets[4:9]  # from the intra frame 4, not from the start
+    assert np.array_equal(decode(data, 8), full[8:])
+
+
+def test_encoder_streams_into_a_file_without_knowing_the_frame_count(models, tmp_path):
+    from ncodec.video_codec import VideoDecoder, VideoEncoder
+
+    path = tmp_path / "s.ncz"
+    with open(path, "w+b") as f, one_thread():
+        enc = VideoEncoder(f, 48, 40, 24, gop=2, model_id=TINY_VIDEO_ID)
+        for rgb in panning(3, 48, 40):
+            enc.write(rgb)
+        size = enc.close()
+    assert size == path.stat().st_size
+    with VideoDecoder(path) as dec:
+        assert dec.params.frames == 3 and len(list(dec.frames())) == 3
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_truncated_and_bit_flipped_files_are_refused_with_one_line(models):
+    from ncodec.container import ContainerError
+    from ncodec.video_codec import VideoDecoder
+    from ncodec.video_io import VideoError
+
+    data = encode(panning(3, 48, 40), gop=2)
+    rng = np.random.default_rng(1)
+    for n in sorted(set(rng.integers(0, len(data), 25).tolist())):
+        with pytest.raises((ContainerError, VideoError)) as err:
+            VideoDecoder(data[:n])
+        assert "\n" not in str(err.value)
+    for pos in rng.integers(0, len(data), 40).tolist():
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(rng.integers(8))
+        with pytest.raises((ContainerError, VideoError)):
+            VideoDecoder(bytes(bad))
+
+
+def _forged(data: bytes, params=None, drop: int | None = None, swap: bool = False, seek=None) -> bytes:
+    """The file rewritten with valid CRCs but other content (a seek index of its intra chunks)."""
+    from ncodec import container as ct
+
+    header, chunks = ct.read_container(data, KNOWN)
+    frames = [c for c in chunks if c.type != ct.SEEK]
+    if drop is not None:
+        del frames[drop]
+    if swap:
+        frames[1] = ct.Chunk(b"IFRM", frames[1].data)
+    header = ct.Header(header.modality, header.model_id, header.weights_hash, params or header.params)
+    body = [(c.type, c.data) for c in frames]
+    offsets = [c.offset for c in ct.read_container(ct.write_container(header, body), KNOWN)[1]]
+    if seek is None:
+        seek = [(t, off) for t, (c, off) in enumerate(zip(frames, offsets, strict=True)) if c.type == b"IFRM"]
+    return ct.write_container(header, [*body, (ct.SEEK, ct.encode_seek_index(seek))])
+
+
+def test_forged_claims_are_refused_before_decoding(models):
+    from ncodec.container import ContainerError, read_container
+    from ncodec.video_codec import PARAMS, VideoDecoder
+    from ncodec.video_io import VideoError
+
+    data = encode(panning(3, 48, 40), gop=2)
+    w, h, num, den, n, gop, q = PARAMS.unpack(read_container(data, KNOWN)[0].params)
+    cases = {
+        "header says 4 frames": (dict(params=PARAMS.pack(w, h, num, den, 4, gop, q)), "3 frame chunks"),
+        "frame dropped": (dict(drop=2), "2 frame chunks"),
+        "inter frame marked intra": (dict(swap=True), "must be PFRM"),
+        "huge frames": (dict(params=PARAMS.pack(10000, 10000, num, den, n, gop, q)), "pixels per frame"),
+        "wide frames": (dict(params=PARAMS.pack(60000, 1, num, den, n, gop, q)), "width 60000"),
+        "zero rate": (dict(params=PARAMS.pack(w, h, 0, den, n, gop, q)), "frame rate"),
+        "gop 0": (dict(params=PARAMS.pack(w, h, num, den, n, 0, q)), "GOP"),
+        "quality beyond the model": (dict(params=PARAMS.pack(w, h, num, den, n, gop, 8 * 256)), "quality"),
+    }
+    VideoDecoder(_forged(data))  # the forging itself keeps a valid file valid
+    for name, (kwargs, message) in cases.items():
+        with pytest.raises((VideoError, ContainerError), match=message):
+            VideoDecoder(_forged(data, **kwargs))
+        assert name
+    offset = read_container(data, KNOWN)[1][0].offset
+    with pytest.raises(ContainerError, match="not the start of a chunk"):
+        VideoDecoder(_forged(data, seek=[(0, offset + 1)]))
+    with pytest.raises(VideoError, match="seek index"):
+        VideoDecoder(_forged(data, seek=[(0, offset)]))  # lists one of the two intra frames
+
+
+def test_frame_payload_lengths_are_checked(models):
+    from ncodec.video_codec import pack_frame, unpack_frame
+    from ncodec.video_io import VideoError
+
+    data = pack_frame(b"zzzz", [b"yyyy", b"wwwwwwww"])
+    assert unpack_frame(data, 2, 0) == (b"zzzz", [b"yyyy", b"wwwwwwww"])
+    for bad, message in ((data[:-1], "claims"), (data + b"x", "stray"), (data[:10], "claims|payloads")):
+        with pytest.raises(VideoError, match=message):
+            unpack_frame(bad, 2, 0)
+    with pytest.raises(VideoError, match="payloads"):
+        unpack_frame(data, 3, 0)
+
+
+def test_encoder_refuses_bad_frames_and_counts(models):
+    from ncodec.video_codec import VideoEncoder
+    from ncodec.video_io import VideoError
+
+    enc = VideoEncoder(io.BytesIO(), 48, 40, 25, model_id=TINY_VIDEO_ID, frames=2)
+    with pytest.raises(VideoError, match="expected uint8"):
+        enc.write(np.zeros((40, 47, 3), np.uint8))
+    enc.write(np.zeros((40, 48, 3), np.uint8))
+    with pytest.raises(VideoError, match="got 1 frames, declared 2"):
+        enc.close()
+    for kwargs, message in ((dict(gop=0), "GOP"), (dict(quality=9), "quality"), (dict(frame_rate=0), "rate")):
+        args = dict(stream=io.BytesIO(), width=48, height=40, frame_rate=25, model_id=TINY_VIDEO_ID) | kwargs
+        with pytest.raises(VideoError, match=message):
+            VideoEncoder(**args)
+    with pytest.raises(VideoError, match="image model, not a video model"):
+        VideoEncoder(io.BytesIO(), 48, 40, 25, model_id=TINY_IMAGE_ID)
+
+
+# ---------------------------------------------------------------- training and model files
+
+
+def test_training_resumes_caches_frames_and_exports_the_frozen_image_part(models, clips, tmp_path):
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+    from ncodec.video_weights import export
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    image = models / f"{TINY_IMAGE_ID}.safetensors"
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=3, prior_channels=16, val_frames=2,
+                          val_every=2, log_every=1)
+    run = tmp_path / "run"
+    with one_thread():
+        train([str(clips / "pan.mkv")], str(run), 5, str(image), steps=2, tc=tc, val=str(clips / "pan.mkv"))
+        cache = run / "cache" / "windows.npy"
+        built = cache.stat().st_mtime_ns
+        train([str(clips / "pan.mkv")], str(run), 5, None, steps=4, tc=tc, val=str(clips / "pan.mkv"))
+    assert cache.stat().st_mtime_ns == built  # decoded once
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    val = [r["val"] for r in log if "val" in r][-1]
+    assert len(val["bpp_video"]) == len(val["bpp_intra"]) == len(val["psnr"]) == 8
+    model, training, image_tensors = load_checkpoint_model(run / "checkpoint.safetensors")
+    out = export(model, tmp_path / "v.safetensors", "v-test", training, image_tensors,
+                 training["image_model"])
+    exported, original = load_file(str(out)), load_file(str(image))
+    assert all(torch.equal(exported[k], v) for k, v in original.items())
+    assert {k for k in exported if k not in original} == {f"dec.prior.{i}.{p}" for i in range(3)
+                                                          for p in ("weight", "shift", "bias")}
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["modality"] == "video" and json.loads(meta["training"])["steps"] == 4
+
+
+def test_default_video_model_file_fits_the_15_mb_budget(tmp_path):
+    from ncodec.video_model import VideoModel, VideoModelConfig
+    from ncodec.video_weights import export
+
+    path = export(VideoModel(VideoModelConfig()), tmp_path / "v.safetensors", "video-stprior-v1")
+    assert path.stat().st_size < 15e6
+
+
+# ---------------------------------------------------------------- CLI and API
+
+
+def cli(*args) -> tuple[int, str]:
+    from ncodec.cli.main import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), one_thread():
+        code = main([str(a) for a in args])
+    return code, err.getvalue()
+
+
+def clip_with_audio(path: Path, frames: list[np.ndarray], rate: int = 25) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("ffv1", rate=rate)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        audio = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        silence = np.zeros((1, 8000 * len(frames) // rate), np.int16)
+        samples = av.AudioFrame.from_ndarray(silence, format="s16", layout="mono")
+        samples.sample_rate, samples.pts = 8000, 0
+        for packet in [*audio.encode(samples), *audio.encode()]:
+            out.mux(packet)
+    return path
+
+
+def test_cli_encodes_and_decodes_video_files(models, tmp_path):
+    from ncodec.video_io import VideoReader, read_frames, write_video
+
+    src = tmp_path / "in.mkv"
+    frames = panning(6, 47, 33, 1)
+    write_video(src, frames, Fraction(30000, 1001))
+    ncz = tmp_path / "c.ncz"
+    assert cli("encode", src, "-o", ncz, "--quality", 3, "--gop", 4, "--model", TINY_VIDEO_ID) == (0, "")
+    for suffix in (".y4m", ".mkv", ".mp4"):
+        out = tmp_path / f"out{suffix}"
+        code, err = cli("decode", ncz, "-o", out)
+        assert code == 0, err
+        info = VideoReader(out).info
+        assert (info.width, info.height, info.frames, info.frame_rate) == (47, 33, 6, Fraction(30000, 1001))
+    lossless = np.stack(list(read_frames(tmp_path / "out.mkv")))
+    assert np.array_equal(lossless, decode(ncz.read_bytes()))
+    part = tmp_path / "part.mkv"
+    assert cli("decode", ncz, "-o", part, "--start", 4 / (30000 / 1001), "--frames", 1)[0] == 0
+    assert np.array_equal(np.stack(list(read_frames(part))), lossless[4:5])
+    code, _ = cli("encode", src, "-o", tmp_path / "r.ncz", "--start", 2 / (30000 / 1001), "--frames", 3,
+                  "--model", TINY_VIDEO_ID)
+    assert code == 0 and __import__("ncodec").info(tmp_path / "r.ncz")["frames"] == 3
+
+
+def test_cli_info_shows_video_fields(models, tmp_path, capsys):
+    from ncodec.cli.main import main
+
+    ncz = tmp_path / "c.ncz"
+    ncz.write_bytes(encode(panning(12, 48, 40), gop=4))
+    assert main(["info", str(ncz), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["modality"] == "video" and d["frames"] == 12 and d["intra_frames"] == 3
+    assert d["bpp"] == round(d["bytes"] * 8 / (48 * 40 * 12), 4) and d["fps"] == 25.0
+    assert main(["info", str(ncz)]) == 0
+    text = capsys.readouterr().out
+    assert "IFRM: 3 chunks" in text and "PFRM: 9 chunks" in text and "gop" in text
+
+
+def test_cli_says_the_audio_track_is_dropped(models, tmp_path):
+    src = clip_with_audio(tmp_path / "talk.mkv", panning(3, 48, 40))
+    code, err = cli("encode", src, "-o", tmp_path / "t.ncz", "--model", TINY_VIDEO_ID)
+    assert code == 0
+    assert err == "ncodec: note: the audio track of talk.mkv is dropped (ncodec codes the video only)\n"
+
+
+def test_cli_exit_codes_for_bad_video_input(models, tmp_path):
+    from ncodec.video_io import write_video
+
+    src = tmp_path / "in.mkv"
+    write_video(src, panning(3, 48, 40), 25)
+    ncz = tmp_path / "c.ncz"
+    assert cli("encode", src, "-o", ncz, "--model", TINY_VIDEO_ID)[0] == 0
+    png = tmp_path / "p.png"
+    Image.fromarray(panning(1, 48, 40)[0]).save(png)
+    usage = [("encode", png, "-o", tmp_path / "x.ncz", "--gop", 4),
+             ("encode", src, "-o", tmp_path / "x.ncz", "--bitrate", 6),
+             ("encode", src, "-o", tmp_path / "x.ncz", "--bpp", 0.5),
+             ("decode", ncz, "-o", tmp_path / "x.mkv", "--duration", 1)]
+    for args in usage:
+        code, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and "applies to" in err, args
+    data = ncz.read_bytes()
+    (tmp_path / "cut.ncz").write_bytes(data[: len(data) - 30])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 4
+    (tmp_path / "flip.ncz").write_bytes(bytes(flipped))
+    for bad in ("cut.ncz", "flip.ncz"):
+        out = tmp_path / f"{bad}.mkv"
+        code, err = cli("decode", tmp_path / bad, "-o", out)
+        assert code == 1 and err.count("\n") == 1 and err.startswith("ncodec: error: ") and not out.exists()
+    code, err = cli("decode", ncz, "-o", tmp_path / "x.mkv", "--start", 99)
+    assert code == 1 and "beyond the end" in err and not (tmp_path / "x.mkv").exists()
+    code, err = cli("decode", ncz, "-o", tmp_path / "x.gif")
+    assert code == 1 and "video output" in err
+    (tmp_path / "broken.mkv").write_bytes(src.read_bytes()[:200])
+    code, err = cli("encode", tmp_path / "broken.mkv", "-o", tmp_path / "y.ncz", "--model", TINY_VIDEO_ID)
+    assert code == 1 and err.count("\n") == 1 and not (tmp_path / "y.ncz").exists()
+
+
+def test_cli_without_a_video_model_exits_1(tmp_path, monkeypatch):
+    from ncodec.video_io import write_video
+
+    monkeypatch.setenv("NCODEC_MODEL_PATH", str(tmp_path))
+    src = tmp_path / "in.y4m"
+    write_video(src, panning(2, 48, 40), 25)
+    code, err = cli("encode", src, "-o", tmp_path / "x.ncz")
+    assert code == 1 and "no video model installed" in err and not (tmp_path / "x.ncz").exists()
+
+
+def test_api_encodes_paths_frames_and_videos(models, tmp_path):
+    import ncodec
+    from ncodec.video_io import write_video
+
+    frames = panning(4, 48, 40)
+    src = tmp_path / "in.mkv"
+    write_video(src, frames, 25)
+    with one_thread():
+        from_path = ncodec.encode(src, quality=4, gop=2, model=TINY_VIDEO_ID)
+        from_frames = ncodec.encode(np.stack(frames), quality=4, gop=2, frame_rate=25, model=TINY_VIDEO_ID)
+        assert from_path == from_frames  # lossless source: the same frames
+        video = ncodec.decode(from_path)
+        assert repr(video) == "Video(48x40, 4 frames at 25 fps, from frame 0)"
+        again = ncodec.encode(video, gop=2, model=TINY_VIDEO_ID, frames=2)
+        assert ncodec.info(again)["frames"] == 2
+        written = ncodec.encode_video(src, gop=2, model=TINY_VIDEO_ID, output=tmp_path / "o.ncz")
+        assert written.read_bytes() == from_path
+        assert np.array_equal(ncodec.decode(written).to_array(), video.to_array())
+        video.save(tmp_path / "o.y4m")
+    with pytest.raises(ValueError, match="gop applies to video"):
+        ncodec.encode(frames[0], gop=2)
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+def test_bench_video_measures_ncodec_with_an_installed_video_model(models, clips, tmp_path):
+    from ncodec.bench import video
+
+    log = io.StringIO()
+    path = video.bench_video([clips / "pan.mkv"], ["ncodec", "x264"], out_dir=tmp_path, frames=3,
+                             settings={"ncodec": [2, 6], "x264": [30]}, model=TINY_VIDEO_ID, log=log)
+    doc = json.loads(path.read_text())
+    assert doc["skipped"] == {} and doc["codecs"]["ncodec"] == [2, 6]
+    assert doc["machine"]["models"][0]["id"] == TINY_VIDEO_ID
+    rows = {r["setting"]: r for r in doc["rows"] if r["codec"] == "ncodec"}
+    with one_thread():
+        for quality, row in rows.items():
+            from ncodec.video_io import read_frames
+
+            frames = list(read_frames(clips / "pan.mkv", frames=3))
+            data = encode(frames, gop=32, quality=quality)
+            assert row["bytes"] == len(data) and row["frames"] == 3
+            expected = np.mean([psnr(a, b) for a, b in zip(frames, decode(data), strict=True)])
+            assert row["psnr_rgb"] == pytest.approx(expected, abs=1e-9)
+    assert rows[2]["bpp"] < rows[6]["bpp"]
+    with pytest.raises(Exception, match="quality must be 1..8"):
+        video.bench_video([clips / "pan.mkv"], ["ncodec"], "ncodec", tmp_path / "b", settings={"ncodec": [9]},
+                          model=TINY_VIDEO_ID, log=log)
