@@ -264,6 +264,8 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     step = load_checkpoint(run, parts)
     files = video_files(data)
     val_path = Path(val) if val else (files.pop() if len(files) > 1 else None)
+    if val_path is not None and len(files) > 1:  # held out: never a training clip
+        files = [f for f in files if f.resolve() != val_path.resolve()]
     windows = build_cache(files, run / "cache", tc.crop, tc.frames, tc.windows_per_clip, seed)
     rng = np.random.default_rng(seed + step)
     sampler = WindowSampler(windows, rng)
