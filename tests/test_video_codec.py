@@ -409,6 +409,24 @@ def test_training_resumes_caches_frames_and_exports_the_frozen_image_part(models
     assert meta["modality"] == "video" and json.loads(meta["training"])["steps"] == 4
 
 
+def test_cli_trains_and_exports_a_usable_video_model(models, clips, tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "m").mkdir()
+    monkeypatch.setenv("NCODEC_MODEL_PATH", f"{models}{os.pathsep}{tmp_path / 'm'}")
+    code, err = cli("train", "video", "--data", clips / "pan.mkv", "--run", tmp_path / "run",
+                    "--init-image", TINY_IMAGE_ID, "--steps", 2, "--batch", 2, "--crop", 64, "--frames", 2,
+                    "--windows", 2, "--prior-channels", 8, "--model-id", "cli-video",
+                    "--export", tmp_path / "m" / "cli-video.safetensors")
+    assert code == 0, err
+    assert len(decode(encode(panning(2, 48, 40), model="cli-video"))) == 2
+    code, err = cli("train", "video", "--data", tmp_path / "missing", "--run", tmp_path / "run2",
+                    "--init-image", TINY_IMAGE_ID)
+    assert code == 1 and err.splitlines()[-1].startswith("ncodec: error: no such file or folder")
+    code, err = cli("train", "video", "--data", clips, "--run", tmp_path / "run3")
+    assert code == 1 and err == "ncodec: error: a new run needs --init-image (an image model file or id)\n"
+
+
 def test_default_video_model_file_fits_the_15_mb_budget(tmp_path):
     from ncodec.video_model import VideoModel, VideoModelConfig
     from ncodec.video_weights import export
@@ -589,3 +607,13 @@ def test_bench_video_measures_ncodec_with_an_installed_video_model(models, clips
     with pytest.raises(Exception, match="quality must be 1..8"):
         video.bench_video([clips / "pan.mkv"], ["ncodec"], "ncodec", tmp_path / "b", settings={"ncodec": [9]},
                           model=TINY_VIDEO_ID, log=log)
+
+
+def test_video_coding_path_imports_no_heavy_packages():
+    import subprocess
+    import sys
+
+    code = ("import sys, ncodec, ncodec.video_codec, ncodec.file_info, ncodec.cli.main;"
+            "print(sorted({'compressai', 'matplotlib', 'pandas', 'scipy', 'ray'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
