@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -451,55 +452,53 @@ def cmd_train_video(args: argparse.Namespace) -> None:
         print(f"exported {args.export}", file=sys.stderr)
 
 
-def cmd_bench_image(args: argparse.Namespace) -> None:
+def _run_bench(sweep: Callable[[], list[Path]]) -> None:
+    """Print the result files sweep() writes, each followed by its report's files; a BenchError
+    (codecs, settings, dataset, result file) is a one-line error."""
     from ncodec.bench import BenchError
-    from ncodec.bench.codecs import parse_settings
-    from ncodec.bench.image import bench_image
     from ncodec.bench.report import write_report
 
     try:
-        settings = dict(parse_settings(spec) for spec in args.settings)
-        result = bench_image(args.dataset, [c.strip() for c in args.codecs.split(",") if c.strip()],
-                             args.anchor, args.out, args.workers, args.limit, args.executor, settings,
-                             args.model, args.ray_address)
-        written = [result, *write_report(result)]
+        written = [path for result in sweep() for path in (result, *write_report(result))]
     except BenchError as err:
         raise CliError(str(err)) from None
     print("\n".join(map(str, written)))
+
+
+def _codec_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _settings(specs: list[str], flag: str = "--settings") -> dict:
+    """{codec: values} of repeated CODEC=V,V,... options."""
+    from ncodec.bench.codecs import parse_settings
+
+    return dict(parse_settings(spec, flag) for spec in specs)
+
+
+def cmd_bench_image(args: argparse.Namespace) -> None:
+    from ncodec.bench.image import bench_image
+
+    _run_bench(lambda: [bench_image(args.dataset, _codec_list(args.codecs), args.anchor, args.out,
+                                    args.workers, args.limit, args.executor, _settings(args.settings),
+                                    args.model, args.ray_address)])
 
 
 def cmd_bench_audio(args: argparse.Namespace) -> None:
-    from ncodec.bench import BenchError
     from ncodec.bench.audio import bench_audio
-    from ncodec.bench.codecs import parse_settings
-    from ncodec.bench.report import write_report
 
-    try:
-        bitrates = dict(parse_settings(spec, "--bitrates") for spec in args.bitrates)
-        results = bench_audio(args.dataset, [c.strip() for c in args.codecs.split(",") if c.strip()],
-                              args.anchor, args.out, args.workers, args.limit, args.max_seconds,
-                              args.speech, bitrates, args.model, args.executor, args.ray_address)
-        written = [path for result in results for path in (result, *write_report(result))]
-    except BenchError as err:
-        raise CliError(str(err)) from None
-    print("\n".join(map(str, written)))
+    _run_bench(lambda: bench_audio(args.dataset, _codec_list(args.codecs), args.anchor, args.out,
+                                   args.workers, args.limit, args.max_seconds, args.speech,
+                                   _settings(args.bitrates, "--bitrates"), args.model, args.executor,
+                                   args.ray_address))
 
 
 def cmd_bench_video(args: argparse.Namespace) -> None:
-    from ncodec.bench import BenchError
-    from ncodec.bench.codecs import parse_settings
-    from ncodec.bench.report import write_report
     from ncodec.bench.video import bench_video
 
-    try:
-        settings = dict(parse_settings(spec) for spec in args.settings)
-        result = bench_video(args.dataset, [c.strip() for c in args.codecs.split(",") if c.strip()],
-                             args.anchor, args.out, args.workers, args.frames, args.threads, settings,
-                             args.limit, args.name, model=args.model)
-        written = [result, *write_report(result)]
-    except BenchError as err:
-        raise CliError(str(err)) from None
-    print("\n".join(map(str, written)))
+    _run_bench(lambda: [bench_video(args.dataset, _codec_list(args.codecs), args.anchor, args.out,
+                                    args.workers, args.frames, args.threads, _settings(args.settings),
+                                    args.limit, args.name, model=args.model)])
 
 
 def cmd_datasets_fetch(args: argparse.Namespace) -> None:
@@ -559,6 +558,22 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _add_codec_options(p: argparse.ArgumentParser, codecs: str, names: str, anchor: str) -> None:
+    """--codecs (default `codecs`, choices `names`) and --anchor, as every bench takes them."""
+    p.add_argument("--codecs", default=codecs, help=f"comma-separated: {names} (default %(default)s)")
+    p.add_argument("--anchor", default=anchor, help="codec the BD-rates are against (default %(default)s)")
+
+
+def _add_run_options(p: argparse.ArgumentParser, items: str) -> None:
+    """--workers, --limit (the first N `items`), --executor, --ray-address and --out."""
+    p.add_argument("--workers", type=_positive_int, default=1, help="parallel workers (default 1)")
+    p.add_argument("--limit", type=_positive_int, help=f"only the first N {items}")
+    p.add_argument("--executor", choices=["process", "ray"], default="process",
+                   help="worker processes on this machine, or Ray tasks (default %(default)s)")
+    p.add_argument("--ray-address", help="Ray cluster to run on (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -685,19 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/image_<dataset>.json (per-image rows, means, BD-rates), .md and RD plots. "
                     "Rerunning into the same --out computes only the rows it lacks.")
     bi.add_argument("--dataset", required=True, help="folder of images (searched recursively)")
-    bi.add_argument("--codecs", default="ncodec,jpeg,webp,avif,jxl",
-                    help="comma-separated: ncodec, jpeg, webp, avif, jxl, compressai:MODEL "
-                         "(default %(default)s)")
-    bi.add_argument("--anchor", default="webp", help="codec the BD-rates are against (default %(default)s)")
+    _add_codec_options(bi, "ncodec,jpeg,webp,avif,jxl", "ncodec, jpeg, webp, avif, jxl, compressai:MODEL",
+                       "webp")
     bi.add_argument("--settings", action="append", default=[], metavar="CODEC=V,V,...",
                     help="settings to sweep for one codec instead of its defaults, e.g. jpeg=20,50,80 "
                          "(repeatable)")
-    bi.add_argument("--workers", type=_positive_int, default=1, help="parallel workers (default 1)")
-    bi.add_argument("--limit", type=_positive_int, help="only the first N images")
-    bi.add_argument("--executor", choices=["process", "ray"], default="process",
-                    help="worker processes on this machine, or Ray tasks (default %(default)s)")
-    bi.add_argument("--ray-address", help="Ray cluster to run on (default: RAY_ADDRESS, else a local Ray)")
-    bi.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
+    _add_run_options(bi, "images")
     bi.add_argument("--model", help="ncodec model id (default: the default image model)")
     bi.set_defaults(func=cmd_bench_image)
 
@@ -714,9 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--dataset", action="append", required=True, metavar="DIR",
                     help="folder of audio files (.wav .flac .ogg .mp3, searched recursively; other files "
                          "are ignored); repeat for several datasets, one result file each")
-    ba.add_argument("--codecs", default="ncodec,opus,mp3",
-                    help="comma-separated: ncodec, opus, mp3 (default %(default)s)")
-    ba.add_argument("--anchor", default="opus", help="codec the BD-rates are against (default %(default)s)")
+    _add_codec_options(ba, "ncodec,opus,mp3", "ncodec, opus, mp3", "opus")
     ba.add_argument("--bitrates", action="append", default=[], metavar="CODEC=KBPS,...",
                     help="bitrates to sweep for one codec instead of its defaults (repeatable). "
                          "Defaults: ncodec=1.5,3,6,12,24 (kbps per channel, the model's rates), "
@@ -727,12 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(any case)")
     ba.add_argument("--max-seconds", type=_positive_float, metavar="S",
                     help="only the first S seconds of each file (default: whole files)")
-    ba.add_argument("--workers", type=_positive_int, default=1, help="parallel workers (default 1)")
-    ba.add_argument("--limit", type=_positive_int, help="only the first N files of each dataset")
-    ba.add_argument("--executor", choices=["process", "ray"], default="process",
-                    help="worker processes on this machine, or Ray tasks (default %(default)s)")
-    ba.add_argument("--ray-address", help="Ray cluster to run on (default: RAY_ADDRESS, else a local Ray)")
-    ba.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
+    _add_run_options(ba, "files of each dataset")
     ba.add_argument("--model", help="ncodec audio model id (default: the default audio model, else the "
                                     "installed audio model `ncodec encode` would use)")
     ba.set_defaults(func=cmd_bench_audio)
@@ -749,9 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--dataset", nargs="+", action="extend", required=True, metavar="DIR_OR_FILE",
                     help="video files and/or folders of them (.mp4 .mkv .webm .avi .mov .y4m, searched "
                          "recursively)")
-    bv.add_argument("--codecs", default="x264,x265,svtav1,ncodec",
-                    help="comma-separated: x264, x265, svtav1, ncodec (default %(default)s)")
-    bv.add_argument("--anchor", default="x264", help="codec the BD-rates are against (default %(default)s)")
+    _add_codec_options(bv, "x264,x265,svtav1,ncodec", "x264, x265, svtav1, ncodec", "x264")
     bv.add_argument("--settings", action="append", default=[], metavar="CODEC=CRF,...",
                     help="CRFs (ncodec: qualities) to sweep for one codec instead of its defaults, e.g. "
                          "x264=20,26,32,38 (repeatable). Defaults: x264 and x265 18,22,26,30,34,38; svtav1 "
