@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TextIO
@@ -42,28 +43,57 @@ def _describe_machine(m: dict) -> str:
     return ", ".join(parts)
 
 
+def _row(cells: list[str]) -> str:
+    return f"| {' | '.join(cells)} |"
+
+
+def _bd_section(doc: dict, overlap: str, metrics: dict[str, str], unit: str = "") -> list[str]:
+    """The BD-rate heading, what the values mean (`overlap`: how the overlap is measured) and a
+    column pair per metric ({key: name}, overlap in `unit`). A result that can skip codecs (audio,
+    video) says instead that the anchor did not run when there are no BD-rates."""
+    anchor = doc["anchor"]
+    lines = ["", f"## BD-rate against {anchor}", "",
+             f"Negative: fewer bits than {anchor} at the same quality, over the quality range both curves "
+             f"cover ({overlap}). n/a: no overlap, or fewer than 4 points.", ""]
+    if not doc["bd_rate"] and "skipped" in doc:
+        return [*lines, f"No BD-rates: {anchor} did not run."]
+    lines += [_row(["codec", *(f"BD-rate {name} | overlap{unit}" for name in metrics.values())]),
+              "|---|" + "---:|---|" * len(metrics)]
+    return lines + [_row([name, *(" | ".join(_bd(bd[m])) for m in metrics)])
+                    for name, bd in doc["bd_rate"].items()]
+
+
+def _codec_tables(doc: dict, columns: list[str], cells: Callable[[dict], list[str]]) -> list[str]:
+    """A section per codec: a table with a row of `cells` per summary point."""
+    lines = []
+    for name, points in doc["summary"].items():
+        lines += ["", f"## {name}", "", _row(columns), "|" + "---:|" * len(columns)]
+        lines += [_row(cells(p)) for p in points]
+    return lines
+
+
+def _document(lines: list[str], plots: list[str] | None) -> str:
+    """The Markdown of `lines`, then links to the `plots`."""
+    if plots:
+        lines = [*lines, "", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(doc: dict, plots: list[str] | None = None) -> str:
     """The summary of a result document: BD-rate table, per-codec tables, links to `plots`."""
     anchor, n = doc["anchor"], len(doc["images"])
     lines = [f"# Image rate-distortion: {doc['dataset']['name']}", "",
              f"{_count(n, 'image')}, anchor {anchor}; {_describe_machine(doc['machine'])}.",
-             "Values are means over the images; MS-SSIM over those at least 161 px on each side.", "",
-             f"## BD-rate against {anchor}", "",
-             f"Negative: fewer bits than {anchor} at the same quality, over the quality range both "
-             "curves cover (overlap; MS-SSIM in dB = -10 log10(1 - MS-SSIM)). n/a: no overlap, or fewer "
-             "than 4 points.", "",
-             "| codec | BD-rate PSNR-RGB | overlap (dB) | BD-rate MS-SSIM | overlap (dB) |",
-             "|---|---:|---|---:|---|"]
-    for name, bd in doc["bd_rate"].items():
-        lines.append(f"| {name} | {' | '.join(_bd(bd['psnr']))} | {' | '.join(_bd(bd['ms_ssim']))} |")
-    for name, points in doc["summary"].items():
-        lines += ["", f"## {name}", "", "| setting | bpp | PSNR-RGB | MS-SSIM | enc s | dec s |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr']:.2f} | {_num(p['ms_ssim'], '.4f')} "
-                  f"| {p['enc_s']:.4f} | {p['dec_s']:.4f} |" for p in points]
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+             "Values are means over the images; MS-SSIM over those at least 161 px on each side."]
+    lines += _bd_section(doc, "overlap; MS-SSIM in dB = -10 log10(1 - MS-SSIM)",
+                         {"psnr": "PSNR-RGB", "ms_ssim": "MS-SSIM"}, " (dB)")
+    lines += _codec_tables(doc, ["setting", "bpp", "PSNR-RGB", "MS-SSIM", "enc s", "dec s"], _image_cells)
+    return _document(lines, plots)
+
+
+def _image_cells(p: dict) -> list[str]:
+    return [str(p["setting"]), f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", _num(p["ms_ssim"], ".4f"),
+            f"{p['enc_s']:.4f}", f"{p['dec_s']:.4f}"]
 
 
 def _draw(curves: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str,
@@ -135,28 +165,17 @@ def markdown_audio(doc: dict, plots: list[str] | None = None) -> str:
         lines.append(f"- {name} skipped: {reason}")
     for name, reason in doc["metrics_skipped"].items():
         lines.append(f"- no {AUDIO_NAMES[name]}: {reason}")
-    bd_metrics = list(next(iter(doc["bd_rate"].values()), {}))
-    lines += ["", f"## BD-rate against {anchor}", "",
-              f"Negative: fewer bits than {anchor} at the same quality, over the quality range both curves "
-              "cover (overlap). n/a: no overlap, or fewer than 4 points.", ""]
-    if bd_metrics:
-        lines += ["| codec | " + " | ".join(f"BD-rate {AUDIO_NAMES[m]} | overlap" for m in bd_metrics) + " |",
-                  "|---|" + "---:|---|" * len(bd_metrics)]
-        for name, bd in doc["bd_rate"].items():
-            lines.append(f"| {name} | " + " | ".join(" | ".join(_bd(bd[m])) for m in bd_metrics) + " |")
-    else:
-        lines.append(f"No BD-rates: {anchor} did not run.")
-    for name, points in doc["summary"].items():
-        lines += ["", f"## {name}", "",
-                  "| setting | kbps | payload kbps | mel distance | SI-SDR dB | PESQ | STOI | enc RTF "
-                  "| dec RTF |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {p['setting']} | {p['kbps']:.2f} | {p['payload_kbps']:.2f} | {p['mel']:.3f} "
-                  f"| {p['si_sdr']:.2f} | {_num(p['pesq'], '.2f')} | {_num(p['stoi'], '.3f')} "
-                  f"| {p['enc_rtf']:.1f} | {p['dec_rtf']:.1f} |" for p in points]
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+    bd_metrics = next(iter(doc["bd_rate"].values()), {})
+    lines += _bd_section(doc, "overlap", {m: AUDIO_NAMES[m] for m in bd_metrics})
+    lines += _codec_tables(doc, ["setting", "kbps", "payload kbps", "mel distance", "SI-SDR dB", "PESQ",
+                                 "STOI", "enc RTF", "dec RTF"], _audio_cells)
+    return _document(lines, plots)
+
+
+def _audio_cells(p: dict) -> list[str]:
+    return [str(p["setting"]), f"{p['kbps']:.2f}", f"{p['payload_kbps']:.2f}", f"{p['mel']:.3f}",
+            f"{p['si_sdr']:.2f}", _num(p["pesq"], ".2f"), _num(p["stoi"], ".3f"), f"{p['enc_rtf']:.1f}",
+            f"{p['dec_rtf']:.1f}"]
 
 
 VIDEO_AXIS_LABELS = {"psnr_rgb": "PSNR-RGB (dB)", "psnr_yuv": "PSNR-YUV (dB), (6 Y + U + V) / 8, BT.709"}
@@ -189,26 +208,16 @@ def markdown_video(doc: dict, plots: list[str] | None = None) -> str:
              "clips; fps = frames per second of encoder / decoder time over all clips.", ""]
     lines += [f"- {name}: {what}" for name, what in doc["described"].items()]
     lines += [f"- {name} skipped: {reason}" for name, reason in doc["skipped"].items()]
-    lines += ["", f"## BD-rate against {anchor}", "",
-              f"Negative: fewer bits than {anchor} at the same quality, over the quality range both curves "
-              "cover (overlap, dB). n/a: no overlap, or fewer than 4 points.", ""]
-    if doc["bd_rate"]:
-        lines += ["| codec | BD-rate PSNR-RGB | overlap (dB) | BD-rate PSNR-YUV | overlap (dB) |",
-                  "|---|---:|---|---:|---|"]
-        lines += [f"| {name} | {' | '.join(_bd(bd['psnr_rgb']))} | {' | '.join(_bd(bd['psnr_yuv']))} |"
-                  for name, bd in doc["bd_rate"].items()]
-    else:
-        lines.append(f"No BD-rates: {anchor} did not run.")
-    for name, points in doc["summary"].items():
-        lines += ["", f"## {name}", "",
-                  "| CRF | bpp | PSNR-RGB | PSNR-YUV | PSNR-Y | PSNR-U | PSNR-V | enc fps | dec fps |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {p['setting']} | {p['bpp']:.4f} | {p['psnr_rgb']:.2f} | {p['psnr_yuv']:.2f} "
-                  f"| {p['psnr_y']:.2f} | {p['psnr_u']:.2f} | {p['psnr_v']:.2f} | {p['enc_fps']:.1f} "
-                  f"| {p['dec_fps']:.1f} |" for p in points]
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+    lines += _bd_section(doc, "overlap, dB", {"psnr_rgb": "PSNR-RGB", "psnr_yuv": "PSNR-YUV"}, " (dB)")
+    lines += _codec_tables(doc, ["CRF", "bpp", "PSNR-RGB", "PSNR-YUV", "PSNR-Y", "PSNR-U", "PSNR-V",
+                                 "enc fps", "dec fps"], _video_cells)
+    return _document(lines, plots)
+
+
+def _video_cells(p: dict) -> list[str]:
+    return [str(p["setting"]), f"{p['bpp']:.4f}",
+            *(f"{p[k]:.2f}" for k in ("psnr_rgb", "psnr_yuv", "psnr_y", "psnr_u", "psnr_v")),
+            f"{p['enc_fps']:.1f}", f"{p['dec_fps']:.1f}"]
 
 
 def write_report(result: Path, log: TextIO | None = None) -> list[Path]:
