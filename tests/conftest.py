@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,14 @@ def photo() -> Image.Image:
 @pytest.fixture(scope="session")
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def imported_after(*modules: str) -> set[str]:
+    """The modules a fresh interpreter holds once it has imported `modules`."""
+    res = subprocess.run([sys.executable, "-c", f"import sys, {', '.join(modules)}; print(*sys.modules)"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return set(res.stdout.split())
 
 
 def psnr(a, b) -> float:

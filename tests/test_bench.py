@@ -1,37 +1,37 @@
 """`ncodec bench image`: result schema, rows, resume, report, BD-rate, errors, executors."""
 
-import contextlib
-import io
-import json
 import math
-import shutil
-import subprocess
 import sys
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from ncodec.bench import BenchError, image, report
+from bench_helpers import (
+    check_bad_arguments,
+    check_other_kind_is_kept,
+    check_plots,
+    check_rerun_computes_nothing,
+    copy_result,
+    load,
+    report_without_matplotlib,
+    run_bench,
+    run_here,
+    swept_result,
+)
+from conftest import imported_after
+from ncodec.bench import BenchError, image
 from ncodec.bench.codecs import get_codec
 from ncodec.bench.executors import run_ray
 from ncodec.bench.metrics import bd_rate, ms_ssim, psnr
-from ncodec.cli.main import main
 from PIL import Image
 
 SAMPLE = Path(__file__).parent / "data" / "parrots.png"
 JPEG = [10, 30, 50, 70, 90]
 WEBP = [5, 25, 50, 75, 95]
 SMALL = ["a.png", "b.png"]  # 96x80 crops; big.png is the whole 256x192 photo (MS-SSIM defined)
-
-
-def bench(*args) -> tuple[int, str]:
-    """Run `ncodec bench image ARGS`; (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["bench", "image", *map(str, args)])
-    return code, err.getvalue()
+bench = partial(run_bench, "image")
 
 
 def sweep_args(dataset: Path, out: Path, *extra, jpeg: list[int] = JPEG) -> list:
@@ -55,13 +55,7 @@ def dataset(tmp_path_factory) -> Path:
 def swept(dataset, tmp_path_factory) -> tuple[Path, str]:
     """One jpeg+webp sweep over the three images with two worker processes: (result file, stderr)."""
     out = tmp_path_factory.mktemp("results")
-    code, err = bench(*sweep_args(dataset, out, "--workers", 2))
-    assert code == 0, err
-    return out / f"image_{dataset.name}.json", err
-
-
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return swept_result("image", dataset, out, sweep_args(dataset, out, "--workers", 2))
 
 
 def test_result_has_the_documented_schema(swept, dataset):
@@ -121,57 +115,30 @@ def test_progress_and_markdown(swept):
 
 @pytest.mark.skipif(find_spec("matplotlib") is None, reason="matplotlib is not installed")
 def test_plots_are_written(swept):
-    result = swept[0]
-    for metric in ("psnr", "ms_ssim"):
-        png = result.with_name(f"{result.stem}_{metric}.png")
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert "<svg" in png.with_suffix(".svg").read_text()
-        assert f"]({png.name})" in result.with_suffix(".md").read_text()
+    check_plots(swept[0], ("psnr", "ms_ssim"))
 
 
 def test_without_matplotlib_the_report_says_how_to_get_plots(swept, tmp_path, monkeypatch):
-    result = Path(shutil.copy(swept[0], tmp_path))
-    monkeypatch.setattr(report, "find_spec", lambda name: None)
-    log = io.StringIO()
-    assert report.write_report(result, log) == [result.with_suffix(".md")]
-    assert "pip install 'ncodec[plot]'" in log.getvalue()
+    result, log = report_without_matplotlib(swept[0], tmp_path, monkeypatch)
+    assert "pip install 'ncodec[plot]'" in log
     assert "## Plots" not in result.with_suffix(".md").read_text()
 
 
 def test_rerun_computes_nothing_already_in_the_file(swept, dataset, tmp_path, monkeypatch):
-    out = tmp_path / "results"
-    shutil.copytree(swept[0].parent, out)
-    before = load(out / swept[0].name)["rows"]
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("a complete result was recomputed")
-
-    monkeypatch.setattr(image, "run_jobs", no_work)
-    code, err = bench(*sweep_args(dataset, out, "--workers", 2))
-    assert code == 0, err
-    assert "30 of 30 rows already there, skipping them" in err
-    assert load(out / swept[0].name)["rows"] == before  # timings included: nothing was rerun
+    result = copy_result(swept[0], tmp_path / "results")
+    check_rerun_computes_nothing(image, result, sweep_args(dataset, result.parent, "--workers", 2), 30,
+                                 monkeypatch)
 
 
 def test_rerun_with_a_new_setting_computes_only_that_setting(swept, dataset, tmp_path, monkeypatch):
-    out = tmp_path / "results"
-    shutil.copytree(swept[0].parent, out)
-    before = load(out / swept[0].name)["rows"]
+    result = copy_result(swept[0], tmp_path / "results")
+    before = load(result)["rows"]
     submitted = []
-
-    def in_process(fn, jobs, *args):
-        submitted.extend(jobs)
-        threads = torch.get_num_threads()
-        try:
-            return [fn(job) for job in jobs]
-        finally:
-            torch.set_num_threads(threads)  # run_image sets one thread; keep this process as it was
-
-    monkeypatch.setattr(image, "run_jobs", in_process)
-    code, err = bench(*sweep_args(dataset, out, jpeg=[*JPEG, 95]))
+    monkeypatch.setattr(image, "run_jobs", run_here(submitted))
+    code, err = bench(*sweep_args(dataset, result.parent, jpeg=[*JPEG, 95]))
     assert code == 0, err
     assert [(j.name, j.todo) for j in submitted] == [(n, (("jpeg", (95,)),)) for n in (*SMALL, "big.png")]
-    rows = load(out / swept[0].name)["rows"]
+    rows = load(result)["rows"]
     assert len(rows) == len(before) + 3 and all(r in rows for r in before)
 
 
@@ -220,9 +187,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     (["--codecs", "jpeg,webp", "--settings", "avif=50"], "--settings for 'avif'"),
 ])
 def test_bad_arguments_exit_1_with_one_line(dataset, tmp_path, args, message):
-    code, err = bench("--dataset", dataset, "--out", tmp_path / "out", *args)
-    assert code == 1 and err.count("\n") == 1 and message in err
-    assert not (tmp_path / "out").exists()
+    check_bad_arguments("image", dataset, tmp_path, args, message)
 
 
 def test_missing_or_empty_dataset_exits_1(tmp_path):
@@ -234,11 +199,8 @@ def test_missing_or_empty_dataset_exits_1(tmp_path):
 
 
 def test_a_result_file_of_another_kind_is_not_overwritten(dataset, tmp_path):
-    result = tmp_path / f"image_{dataset.name}.json"
-    result.write_text('{"schema": 1, "kind": "video"}')
-    code, err = bench(*sweep_args(dataset, tmp_path))
-    assert code == 1 and "is not an image benchmark result" in err
-    assert result.read_text() == '{"schema": 1, "kind": "video"}'
+    check_other_kind_is_kept(tmp_path / f"image_{dataset.name}.json", "video", sweep_args(dataset, tmp_path),
+                             "is not an image benchmark result")
 
 
 @pytest.mark.skipif(find_spec("compressai") is not None, reason="compressai is installed")
@@ -252,11 +214,8 @@ def test_missing_compressai_is_a_clear_error(dataset, tmp_path):
 
 
 def test_bench_modules_import_nothing_heavy():
-    code = ("import sys, ncodec.cli.main, ncodec.bench.image, ncodec.bench.report;"
-            "heavy = {'compressai', 'matplotlib', 'ray', 'imagecodecs', 'torch', 'pytorch_msssim'};"
-            "print(sorted(heavy & set(sys.modules)))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.stdout.strip() == "[]", res.stderr
+    heavy = {"compressai", "matplotlib", "ray", "imagecodecs", "torch", "pytorch_msssim"}
+    assert not heavy & imported_after("ncodec.cli.main", "ncodec.bench.image", "ncodec.bench.report")
 
 
 def curve(rates, quality, metric="psnr"):

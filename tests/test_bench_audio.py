@@ -1,12 +1,9 @@
 """`ncodec bench audio`: aligned Opus/MP3 round trips, metrics, result schema, resume, skipped codecs,
 ncodec measured with a tiny model, report."""
 
-import contextlib
-import io
 import json
-import shutil
-import subprocess
 import sys
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -14,10 +11,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from ncodec.bench import BenchError, audio, audio_metrics, report
+from bench_helpers import (
+    check_bad_arguments,
+    check_other_kind_is_kept,
+    check_plots,
+    check_rerun_computes_nothing,
+    copy_result,
+    load,
+    report_without_matplotlib,
+    run_bench,
+    run_here,
+    swept_result,
+)
+from conftest import imported_after
+from ncodec.bench import BenchError, audio, audio_metrics
 from ncodec.bench.audio_codecs import get_audio_codec
 from ncodec.bench.audio_metrics import mel_distance, si_sdr
-from ncodec.cli.main import main
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "audio" / "speech_ljspeech_subset"
 HAVE_SPEECH = SPEECH.is_dir() and any(SPEECH.glob("*.wav"))
@@ -25,14 +34,7 @@ HAVE_SPEECH_METRICS = find_spec("pesq") is not None and find_spec("pystoi") is n
 OPUS = [6, 12, 24, 48]
 MP3 = [16, 32, 64, 128]
 FILES = ["a.wav", "b.flac"]  # a: 1.5 s of speech (or a tone) at 22.05 kHz mono; b: 1 s stereo at 44.1 kHz
-
-
-def bench(*args) -> tuple[int, str]:
-    """Run `ncodec bench audio ARGS`; (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["bench", "audio", *map(str, args)])
-    return code, err.getvalue()
+bench = partial(run_bench, "audio")
 
 
 def sweep_args(dataset: Path, out: Path, *extra, opus: list[int] = OPUS) -> list:
@@ -58,16 +60,7 @@ def speech_clip(seconds: float) -> tuple[np.ndarray, int]:
 def in_process(monkeypatch):
     """Run the bench jobs in this process (no worker start-up); records the jobs submitted."""
     submitted = []
-
-    def run(fn, jobs, *args):
-        submitted.extend(jobs)
-        threads = torch.get_num_threads()
-        try:
-            return [fn(job) for job in jobs]
-        finally:
-            torch.set_num_threads(threads)  # run_audio_file sets one thread; keep this process as it was
-
-    monkeypatch.setattr(audio, "run_jobs", run)
+    monkeypatch.setattr(audio, "run_jobs", run_here(submitted))
     return submitted
 
 
@@ -85,13 +78,7 @@ def dataset(tmp_path_factory) -> Path:
 def swept(dataset, tmp_path_factory) -> tuple[Path, str]:
     """One opus+mp3 sweep over the two files with two worker processes: (result file, stderr)."""
     out = tmp_path_factory.mktemp("results")
-    code, err = bench(*sweep_args(dataset, out, "--workers", 2))
-    assert code == 0, err
-    return out / f"audio_{dataset.name}.json", err
-
-
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return swept_result("audio", dataset, out, sweep_args(dataset, out, "--workers", 2))
 
 
 def lag(x: np.ndarray, y: np.ndarray, reach: int = 200) -> int:
@@ -228,45 +215,25 @@ def test_progress_and_markdown(swept, dataset):
 
 @pytest.mark.skipif(find_spec("matplotlib") is None, reason="matplotlib is not installed")
 def test_plots_are_written(swept):
-    result = swept[0]
-    for metric in ("mel", "si_sdr", "pesq", "stoi") if HAVE_SPEECH_METRICS else ("mel", "si_sdr"):
-        png = result.with_name(f"{result.stem}_{metric}.png")
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert "<svg" in png.with_suffix(".svg").read_text()
-        assert f"]({png.name})" in result.with_suffix(".md").read_text()
+    check_plots(swept[0], ("mel", "si_sdr", "pesq", "stoi") if HAVE_SPEECH_METRICS else ("mel", "si_sdr"))
 
 
 def test_without_matplotlib_the_report_says_how_to_get_plots(swept, tmp_path, monkeypatch):
-    result = Path(shutil.copy(swept[0], tmp_path))
-    monkeypatch.setattr(report, "find_spec", lambda name: None)
-    log = io.StringIO()
-    assert report.write_report(result, log) == [result.with_suffix(".md")]
-    assert "bench audio: matplotlib is not installed" in log.getvalue()
+    _, log = report_without_matplotlib(swept[0], tmp_path, monkeypatch)
+    assert "bench audio: matplotlib is not installed" in log
 
 
 def test_rerun_computes_nothing_already_in_the_file(swept, dataset, tmp_path, monkeypatch):
-    out = tmp_path / "results"
-    shutil.copytree(swept[0].parent, out)
-    before = load(out / swept[0].name)["rows"]
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("a complete result was recomputed")
-
-    monkeypatch.setattr(audio, "run_jobs", no_work)
-    code, err = bench(*sweep_args(dataset, out))
-    assert code == 0, err
-    assert "16 of 16 rows already there, skipping them" in err
-    assert load(out / swept[0].name)["rows"] == before  # timings included: nothing was rerun
+    result = copy_result(swept[0], tmp_path / "results")
+    check_rerun_computes_nothing(audio, result, sweep_args(dataset, result.parent), 16, monkeypatch)
 
 
 def test_an_interrupted_run_resumes_from_the_partial_file(swept, dataset, tmp_path, in_process):
-    out = tmp_path / "results"
-    shutil.copytree(swept[0].parent, out)
-    result = out / swept[0].name
+    result = copy_result(swept[0], tmp_path / "results")
     doc = load(result)
     kept = [r for r in doc["rows"] if not (r["file"] == "b.flac" and r["codec"] == "mp3")]
     result.write_text(json.dumps({**doc, "rows": kept}))  # as if stopped before b.flac's mp3 rows
-    code, err = bench(*sweep_args(dataset, out, opus=[*OPUS, 16]))
+    code, err = bench(*sweep_args(dataset, result.parent, opus=[*OPUS, 16]))
     assert code == 0, err
     assert [(j.name, j.todo) for j in in_process] == [("a.wav", (("opus", (16,)),)),
                                                       ("b.flac", (("opus", (16,)), ("mp3", tuple(MP3))))]
@@ -275,9 +242,8 @@ def test_an_interrupted_run_resumes_from_the_partial_file(swept, dataset, tmp_pa
 
 
 def test_a_rerun_with_other_max_seconds_is_refused(swept, dataset, tmp_path):
-    out = tmp_path / "results"
-    shutil.copytree(swept[0].parent, out)
-    code, err = bench(*sweep_args(dataset, out, "--max-seconds", 0.5))
+    result = copy_result(swept[0], tmp_path / "results")
+    code, err = bench(*sweep_args(dataset, result.parent, "--max-seconds", 0.5))
     assert code == 1 and "was made with max_seconds None, this run has 0.5" in err
 
 
@@ -378,9 +344,7 @@ def test_ncodec_bitrates_must_be_the_models(dataset, tmp_path, tiny_model_instal
     (["--codecs", "opus", "--bitrates", "mp3=64"], "--bitrates for 'mp3'"),
 ])
 def test_bad_arguments_exit_1_with_one_line(dataset, tmp_path, args, message):
-    code, err = bench("--dataset", dataset, "--out", tmp_path / "out", *args)
-    assert code == 1 and err.count("\n") == 1 and message in err
-    assert not (tmp_path / "out").exists()
+    check_bad_arguments("audio", dataset, tmp_path, args, message)
 
 
 def test_missing_or_empty_dataset_exits_1(tmp_path):
@@ -393,11 +357,8 @@ def test_missing_or_empty_dataset_exits_1(tmp_path):
 
 
 def test_an_image_result_file_is_not_overwritten(dataset, tmp_path):
-    result = tmp_path / f"audio_{dataset.name}.json"
-    result.write_text('{"schema": 1, "kind": "image"}')
-    code, err = bench(*sweep_args(dataset, tmp_path))
-    assert code == 1 and "is not an audio benchmark result" in err
-    assert result.read_text() == '{"schema": 1, "kind": "image"}'
+    check_other_kind_is_kept(tmp_path / f"audio_{dataset.name}.json", "image", sweep_args(dataset, tmp_path),
+                             "is not an audio benchmark result")
 
 
 def test_unreadable_audio_is_a_clear_error(tmp_path):
@@ -407,8 +368,5 @@ def test_unreadable_audio_is_a_clear_error(tmp_path):
 
 
 def test_audio_bench_modules_import_nothing_heavy():
-    code = ("import sys, ncodec.cli.main, ncodec.bench.audio, ncodec.bench.report;"
-            "heavy = {'compressai', 'matplotlib', 'ray', 'pandas', 'scipy', 'torch', 'av', 'pesq', 'pystoi'};"
-            "print(sorted(heavy & set(sys.modules)))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.stdout.strip() == "[]", res.stderr
+    heavy = {"compressai", "matplotlib", "ray", "pandas", "scipy", "torch", "av", "pesq", "pystoi"}
+    assert not heavy & imported_after("ncodec.cli.main", "ncodec.bench.audio", "ncodec.bench.report")

@@ -1,27 +1,35 @@
 """`ncodec bench video`: anchors through PyAV on tiny clips, result schema, rows, resume, report,
 PSNR-YUV, skipped codecs, errors."""
 
-import contextlib
-import io
-import json
 import math
-import subprocess
-import sys
 from fractions import Fraction
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_helpers import (
+    check_bad_arguments,
+    check_other_kind_is_kept,
+    check_plots,
+    check_rerun_computes_nothing,
+    copy_result,
+    load,
+    run_bench,
+    run_here,
+    swept_result,
+)
+from conftest import imported_after
 from ncodec.bench import BenchError, video, video_codecs
 from ncodec.bench.metrics import psnr_yuv, rgb_to_yuv
-from ncodec.cli.main import main
 from ncodec.video_io import write_video
 
 X264 = [18, 28, 38, 48]
 X265 = [20, 30, 40, 50]
 SVTAV1 = [20, 35, 50, 63]
 CLIPS = {"ramp.mkv": (33, 17, 6, Fraction(25)), "sub/waves.y4m": (48, 32, 5, Fraction(30000, 1001))}
+bench = partial(run_bench, "video")
 
 
 def frames(width: int, height: int, n: int) -> list[np.ndarray]:
@@ -30,27 +38,11 @@ def frames(width: int, height: int, n: int) -> list[np.ndarray]:
                       128 + 90 * np.sin((x * y) / 60 + i)], -1).round().astype(np.uint8) for i in range(n)]
 
 
-def bench(*args) -> tuple[int, str]:
-    """Run `ncodec bench video ARGS`; (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["bench", "video", *map(str, args)])
-    return code, err.getvalue()
-
-
 def sweep_args(dataset, out: Path, *extra, x264: list[int] = X264) -> list:
     crfs = {"x264": x264, "x265": X265, "svtav1": SVTAV1}
     settings = [arg for codec, values in crfs.items()
                 for arg in ("--settings", f"{codec}={','.join(map(str, values))}")]
     return ["--dataset", dataset, "--codecs", "x264,x265,svtav1,ncodec", *settings, "--out", out, *extra]
-
-
-def in_process(submitted: list):
-    """A run_jobs stand-in that runs the jobs here and records them."""
-    def run(fn, jobs, *args):
-        submitted.extend(jobs)
-        return [fn(job) for job in jobs]
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +59,7 @@ def dataset(tmp_path_factory) -> Path:
 def swept(dataset, tmp_path_factory) -> tuple[Path, str]:
     """One sweep of the three anchors over both clips with two worker processes: (result, stderr)."""
     out = tmp_path_factory.mktemp("results")
-    code, err = bench(*sweep_args(dataset, out, "--workers", 2))
-    assert code == 0, err
-    return out / f"video_{dataset.name}.json", err
-
-
-def load(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return swept_result("video", dataset, out, sweep_args(dataset, out, "--workers", 2))
 
 
 def test_result_has_the_documented_schema(swept, dataset):
@@ -146,46 +132,29 @@ def test_bd_rates_against_x264_are_in_the_file_and_the_summary(swept):
 
 @pytest.mark.skipif(find_spec("matplotlib") is None, reason="matplotlib is not installed")
 def test_plots_are_written(swept):
-    result = swept[0]
-    for metric in ("psnr_rgb", "psnr_yuv"):
-        png = result.with_name(f"{result.stem}_{metric}.png")
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"]({png.name})" in result.with_suffix(".md").read_text()
+    check_plots(swept[0], ("psnr_rgb", "psnr_yuv"))
 
 
 def test_rerun_computes_nothing_already_in_the_file(swept, dataset, tmp_path, monkeypatch):
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / swept[0].name).write_text(swept[0].read_text())
-    before = load(out / swept[0].name)["rows"]
-
-    def no_work(*args, **kwargs):
-        raise AssertionError("a complete result was recomputed")
-
-    monkeypatch.setattr(video, "run_jobs", no_work)
-    code, err = bench(*sweep_args(dataset, out))
-    assert code == 0, err
-    assert "24 of 24 rows already there, skipping them" in err
-    assert load(out / swept[0].name)["rows"] == before
+    result = copy_result(swept[0], tmp_path / "results")
+    check_rerun_computes_nothing(video, result, sweep_args(dataset, result.parent), 24, monkeypatch)
 
 
 def test_rerun_with_a_new_crf_computes_only_that_crf(swept, dataset, tmp_path, monkeypatch):
-    out = tmp_path / "results"
-    out.mkdir()
-    (out / swept[0].name).write_text(swept[0].read_text())
-    before = load(out / swept[0].name)["rows"]
+    result = copy_result(swept[0], tmp_path / "results")
+    before = load(result)["rows"]
     submitted = []
-    monkeypatch.setattr(video, "run_jobs", in_process(submitted))
-    code, err = bench(*sweep_args(dataset, out, x264=[*X264, 51]))
+    monkeypatch.setattr(video, "run_jobs", run_here(submitted))
+    code, err = bench(*sweep_args(dataset, result.parent, x264=[*X264, 51]))
     assert code == 0, err
     assert sorted((j.clip, j.codec, j.setting) for j in submitted) == [
         ("ramp.mkv", "x264", 51), ("sub/waves.y4m", "x264", 51)]
-    rows = load(out / swept[0].name)["rows"]
+    rows = load(result)["rows"]
     assert len(rows) == len(before) + 2 and all(r in rows for r in before)
 
 
 def test_frames_limits_each_clip_and_a_resume_must_keep_it(dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(video, "run_jobs", in_process([]))
+    monkeypatch.setattr(video, "run_jobs", run_here([]))
     args = ["--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--settings", "x264=30", "--out", tmp_path]
     code, err = bench(*args, "--frames", 3)
     assert code == 0, err
@@ -198,7 +167,7 @@ def test_frames_limits_each_clip_and_a_resume_must_keep_it(dataset, tmp_path, mo
 
 def test_files_and_folders_together_name_clips_from_their_common_folder(dataset, tmp_path, monkeypatch):
     submitted = []
-    monkeypatch.setattr(video, "run_jobs", in_process(submitted))
+    monkeypatch.setattr(video, "run_jobs", run_here(submitted))
     code, err = bench("--dataset", dataset / "sub", dataset / "ramp.mkv", "--codecs", "x264",
                       "--settings", "x264=30", "--frames", 2, "--name", "mixed", "--out", tmp_path)
     assert code == 0, err
@@ -207,7 +176,7 @@ def test_files_and_folders_together_name_clips_from_their_common_folder(dataset,
 
 def test_a_missing_encoder_is_skipped_with_a_message(dataset, tmp_path, monkeypatch):
     monkeypatch.setitem(video_codecs.ENCODERS, "svtav1", "libnot-an-encoder")
-    monkeypatch.setattr(video, "run_jobs", in_process([]))
+    monkeypatch.setattr(video, "run_jobs", run_here([]))
     code, err = bench("--dataset", dataset / "ramp.mkv", "--codecs", "x264,svtav1", "--settings", "x264=30",
                       "--frames", 2, "--out", tmp_path)
     assert code == 0, err
@@ -225,10 +194,7 @@ def test_a_missing_encoder_is_skipped_with_a_message(dataset, tmp_path, monkeypa
     (["--codecs", "ncodec", "--anchor", "ncodec"], "none of the codecs can run here (ncodec)"),
 ])
 def test_bad_arguments_exit_1_with_one_line(dataset, tmp_path, args, message):
-    code, err = bench("--dataset", dataset, "--out", tmp_path / "out", *args)
-    assert code == 1 and message in err and err.endswith("\n")
-    assert err.count("\n") == 1 + err.count("bench video: skipping")
-    assert not (tmp_path / "out").exists()
+    check_bad_arguments("video", dataset, tmp_path, args, message)
 
 
 def test_missing_empty_or_broken_datasets_exit_1(dataset, tmp_path):
@@ -245,11 +211,9 @@ def test_missing_empty_or_broken_datasets_exit_1(dataset, tmp_path):
 
 
 def test_a_result_file_of_another_kind_is_not_overwritten(dataset, tmp_path):
-    result = tmp_path / "video_ramp.json"
-    result.write_text('{"schema": 1, "kind": "image"}')
-    code, err = bench("--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--out", tmp_path)
-    assert code == 1 and "is not a video benchmark result" in err
-    assert result.read_text() == '{"schema": 1, "kind": "image"}'
+    check_other_kind_is_kept(tmp_path / "video_ramp.json", "image",
+                             ["--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--out", tmp_path],
+                             "is not a video benchmark result")
 
 
 def test_psnr_yuv_follows_its_definition():
@@ -274,11 +238,9 @@ def test_odd_tiny_clips_are_padded_for_the_encoders_and_cropped_back():
 
 
 def test_bench_video_modules_import_nothing_heavy():
-    code = ("import sys, ncodec.cli.main, ncodec.bench.video, ncodec.bench.video_codecs, ncodec.video_io;"
-            "heavy = {'compressai', 'matplotlib', 'ray', 'torch', 'pandas', 'scipy', 'av'};"
-            "print(sorted(heavy & set(sys.modules)))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.stdout.strip() == "[]", res.stderr
+    heavy = {"compressai", "matplotlib", "ray", "torch", "pandas", "scipy", "av"}
+    assert not heavy & imported_after("ncodec.cli.main", "ncodec.bench.video", "ncodec.bench.video_codecs",
+                                      "ncodec.video_io")
 
 
 def test_unknown_codec_error_is_a_bench_error():
