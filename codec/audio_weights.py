@@ -11,7 +11,6 @@ rebuilt from them and the codewords).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 from ncodec.entropy.coder import TableSet
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
 from .fixed_point import ACT_BITS, ACT_LIMIT
 from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
-from .zoo import ModelInfo, describe
+from .zoo import ModelInfo, describe, write_model_file
 
 FORMAT = "ncodec-audio-seanet-2"  # 1: int32 codebooks (no file of it shipped)
 
@@ -43,14 +42,7 @@ def export(model: AudioCodecModel, path: str | Path, model_id: str, training: di
     t["tables.codes.counts"] = torch.from_numpy(model.prior.table_set().counts.astype(np.int32))
     t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
     t["train.rvq.cluster_size"] = model.rvq.cluster_size.detach().float().contiguous()
-    meta = {"model_id": model_id, "modality": "audio", "format": FORMAT,
-            "config": json.dumps(model.cfg.as_dict())}
-    if training:
-        meta["training"] = json.dumps(training)
-    path = Path(path)
-    save_file(t, str(path), metadata=meta)
-    path.chmod(0o644)
-    return path
+    return write_model_file(path, t, model_id, "audio", FORMAT, model.cfg.as_dict(), training)
 
 
 def split_codebooks(embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,6 @@ integer CDF tables and scale thresholds; train.* float parameters only training 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from ncodec.entropy.coder import TableSet
 from ncodec.entropy.gaussian import gaussian_tables, scale_table, scale_thresholds
 from ncodec.entropy.tables import PRECISION
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .fixed_point import (
     ACT_BITS,
@@ -28,7 +27,7 @@ from .fixed_point import (
     quantize_conv,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
-from .zoo import ModelInfo, describe
+from .zoo import ModelInfo, describe, write_model_file
 
 GAIN_BITS = 16
 Z_RADIUS = 64
@@ -41,14 +40,8 @@ def export(model: ImageHyperprior, path: Path, model_id: str, training: dict | N
 
     training: provenance (steps, data, ...) stored as JSON in the file's metadata.
     """
-    meta = {"model_id": model_id, "modality": "image", "format": "ncodec-image-hyperprior-1",
-            "config": json.dumps(model.cfg.as_dict())}
-    if training:
-        meta["training"] = json.dumps(training)
-    path = Path(path)
-    save_file(export_tensors(model), str(path), metadata=meta)
-    path.chmod(0o644)
-    return path
+    return write_model_file(path, export_tensors(model), model_id, "image", "ncodec-image-hyperprior-1",
+                            model.cfg.as_dict(), training)
 
 
 def export_tensors(model: ImageHyperprior) -> dict[str, torch.Tensor]:
@@ -105,14 +98,20 @@ def _decoder_params(t: dict[str, torch.Tensor], net: str, count: int) -> list[di
     return [{k: t[f"dec.{net}.{i}.{k}"] for k in ("weight", "shift", "bias")} for i in range(count)]
 
 
+def _load_encoders(model: ImageHyperprior, t: dict[str, torch.Tensor]) -> None:
+    """The float analysis transforms (g_a, h_a) from a model file's enc.* tensors."""
+    for net in ENCODER_NETS:
+        prefix = f"enc.{net}."
+        state = {k[len(prefix):]: v.float() for k, v in t.items() if k.startswith(prefix)}
+        getattr(model, net).load_state_dict(state)
+
+
 @cache
 def load_coding_model(path: Path) -> ImageCodingModel:
     info = describe(Path(path))
     t = load_file(str(path))
     skel = _skeleton(info)
-    for net in ENCODER_NETS:
-        sub = {k[len(f"enc.{net}.") :]: v.float() for k, v in t.items() if k.startswith(f"enc.{net}.")}
-        getattr(skel, net).load_state_dict(sub)
+    _load_encoders(skel, t)
     nets = {net: build_intnet(getattr(skel, net),
                               _decoder_params(t, net, len(conv_modules(getattr(skel, net)))))
             for net in DECODER_NETS}
@@ -133,9 +132,7 @@ def load_float_model(path: str | Path) -> ImageHyperprior:
     info = describe(Path(path))
     t = load_file(str(path))
     model = _skeleton(info)
-    for net in ENCODER_NETS:
-        sub = {k[len(f"enc.{net}.") :]: v.float() for k, v in t.items() if k.startswith(f"enc.{net}.")}
-        getattr(model, net).load_state_dict(sub)
+    _load_encoders(model, t)
     for net in DECODER_NETS:
         convs = conv_modules(getattr(model, net))
         for conv, p in zip(convs, _decoder_params(t, net, len(convs)), strict=True):

@@ -51,6 +51,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_model_file(path: str | Path, tensors: dict, model_id: str, modality: str, fmt: str, config: dict,
+                     training: dict | None = None) -> Path:
+    """Save a model file as `describe` reads it: the tensors, and metadata model_id, modality,
+    format, config and training (provenance), the last two as JSON; readable by everyone."""
+    from safetensors.torch import save_file
+
+    meta = {"model_id": model_id, "modality": modality, "format": fmt, "config": json.dumps(config)}
+    if training:
+        meta["training"] = json.dumps(training)
+    path = Path(path)
+    save_file(tensors, str(path), metadata=meta)
+    path.chmod(0o644)
+    return path
+
+
 @cache
 def describe(path: Path) -> ModelInfo:
     with safe_open(str(path), "pt") as f:
