@@ -287,7 +287,7 @@ def test_ncodec_without_its_model_is_skipped_in_one_line(dataset, tmp_path, monk
     code, err = bench("--dataset", dataset, "--codecs", "ncodec,opus", "--bitrates", "opus=12", "--limit", 1,
                       "--out", tmp_path / "out", *model)
     assert code == 0, err
-    skip_lines = [line for line in err.splitlines() if "ncodec" in line]
+    skip_lines = [line for line in err.splitlines() if line.startswith("bench audio: skipping ncodec")]
     assert len(skip_lines) == 1 and skip_lines[0].startswith("bench audio: skipping ncodec: " + reason)
     doc = load(tmp_path / "out" / f"audio_{dataset.name}.json")
     assert doc["codecs"] == {"opus": [12]} and doc["skipped"]["ncodec"].startswith(reason)
