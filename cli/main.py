@@ -55,18 +55,12 @@ def _atomic_output(path: str, stdout_suffix: str = ".png"):
         finally:
             os.unlink(tmp)
         return
-    target = Path(path)
-    if target.is_dir():
+    if Path(path).is_dir():
         raise CliError(f"output is a directory: {path}")
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
-                               prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    try:
+    from ncodec.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
         yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _progress():

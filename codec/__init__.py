@@ -144,8 +144,6 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
     range. Memory stays constant: frames are encoded as they are read.
     """
     import io
-    import os
-    import tempfile
 
     from .video_codec import DEFAULT_GOP, VideoEncoder
     from .video_io import VideoError
@@ -168,16 +166,11 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
         buf = io.BytesIO()
         run(buf)
         return buf.getvalue()
-    target = Path(output)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".ncz")
-    try:
-        with os.fdopen(fd, "w+b") as stream:
-            run(stream)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from .atomic import atomic_output
+
+    with atomic_output(output) as tmp, open(tmp, "w+b") as stream:
+        run(stream)
+    return Path(output)
 
 
 def decode_video(data: bytes | str | Path, start: float | None = None, frames: int | None = None):

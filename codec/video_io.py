@@ -35,7 +35,6 @@ a temporary file in the same folder, renamed when the writer closes; on any erro
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import publish, temp_beside
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m")
 WRITE_SUFFIXES = (".y4m", ".mkv", ".mp4")
@@ -379,9 +380,7 @@ class VideoWriter:
             warnings.warn(f"{self.path.name}: {width}x{height} is odd-sized, written as yuv444p H.264 "
                           "(High 4:4:4) to keep the size exactly", VideoWarning, stacklevel=3)
         muxer, codec = _MUXERS[self.suffix]
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent or ".", prefix=f".{self.path.stem}.",
-                                         suffix=self.suffix)
-        os.close(fd)
+        self._tmp = temp_beside(self.path)
         options = {"crf": str(self.crf), "preset": "medium"} if codec == "libx264" else {}
         try:
             self._container = av.open(self._tmp, "w", format=muxer)
@@ -449,7 +448,7 @@ class VideoWriter:
             self.abort()
             raise
         self._container = None
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop the output: close and delete the temporary file."""

@@ -1,8 +1,10 @@
 """The `ncodec` command: exit codes, one-line errors, no partial output, stdin/stdout."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import imported_after
@@ -28,6 +30,23 @@ def test_encode_decode_round_trip(png, tmp_path):
     assert Image.open(out).size == Image.open(png).size
     info = json.loads(run("info", ncz, "--json").stdout)
     assert info["modality"] == "image" and info["quality"] == 5.0
+
+
+def test_outputs_get_the_permissions_of_a_plain_open(tmp_path):
+    from ncodec.atomic import atomic_output
+
+    old = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "out.bin") as tmp:
+            Path(tmp).write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "failed.bin") as tmp:
+        Path(tmp).write_bytes(b"partial")
+        raise RuntimeError("encoder failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
 def test_stdin_and_stdout_are_supported(png):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
 
+from ..atomic import atomic_output
 from . import BenchError
 
 SCHEMA = 1
@@ -16,14 +15,8 @@ SCHEMA = 1
 
 def write_json(path: Path, doc: dict) -> None:
     """Replace `path` atomically (temp file in the same folder, then os.replace)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
 
 
 def load_previous(path: Path, kind: str) -> dict | None:
