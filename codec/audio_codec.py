@@ -29,7 +29,7 @@ from .audio_model import AudioModelConfig, bitrates
 from .audio_weights import AudioCodingModel, load_coding_model
 from .fixed_point import ACT_BITS
 from .resample import Resampler
-from .zoo import DEFAULT_MODELS, ModelInfo, find, find_by_hash, installed
+from .zoo import ModelInfo, find_by_hash, model_for
 
 PARAMS = struct.Struct(">IBBQBH")  # rate, channels, bit depth, length, stages, chunk frames
 CHUNK_CODES = b"RVQC"
@@ -98,17 +98,8 @@ class AudioParams:
 
 
 def _model_info(model_id: str | None) -> ModelInfo:
-    if model_id is not None:
-        info = find(model_id, "audio")
-        if info.modality != "audio":
-            raise AudioError(f"model {model_id!r} is an {info.modality} model, not an audio model")
-        return info
-    models = [m for m in installed() if m.modality == "audio"]
-    if not models:
-        raise AudioError("no audio model installed; train one with `ncodec train audio --export FILE` "
-                         "and add its folder to NCODEC_MODEL_PATH")
-    default = [m for m in models if m.model_id == DEFAULT_MODELS.get("audio")]
-    return (default or models)[0]
+    """The audio model to encode with: `model_id`, else the default, else the one installed."""
+    return model_for(model_id, "audio", AudioError, "ncodec train audio --export FILE")
 
 
 def _stages_for(model: AudioCodingModel, bitrate_kbps: float) -> int:

@@ -36,7 +36,7 @@ from .image_codec import QUALITY_STEPS, ImageParams, _gain, _inverse_gain, _to_p
 from .image_weights import GAIN_BITS
 from .video_io import VideoError
 from .video_weights import VideoCodingModel, VideoModelError, load_coding_model
-from .zoo import DEFAULT_MODELS, ModelInfo, find, find_by_hash, installed
+from .zoo import ModelInfo, find_by_hash, model_for
 
 PARAMS = struct.Struct(">IIIIIHH")  # width, height, rate num, rate den, frames, gop, quality
 CHUNK_INTRA, CHUNK_INTER = b"IFRM", b"PFRM"
@@ -114,17 +114,7 @@ class VideoParams:
 
 def _model_info(model_id: str | None) -> ModelInfo:
     """The video model to encode with: `model_id`, else the default, else the one installed."""
-    if model_id is not None:
-        info = find(model_id, "video")
-        if info.modality != "video":
-            raise VideoError(f"model {model_id!r} is an {info.modality} model, not a video model")
-        return info
-    models = [m for m in installed() if m.modality == "video"]
-    if not models:
-        raise VideoError("no video model installed; train one with `ncodec train video --init-image MODEL "
-                         "--export FILE` and add its folder to NCODEC_MODEL_PATH")
-    default = [m for m in models if m.model_id == DEFAULT_MODELS.get("video")]
-    return (default or models)[0]
+    return model_for(model_id, "video", VideoError, "ncodec train video --init-image MODEL --export FILE")
 
 
 def _load(info: ModelInfo) -> VideoCodingModel:

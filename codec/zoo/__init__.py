@@ -103,3 +103,20 @@ def find_by_hash(model_id: str, weights_hash: bytes) -> ModelInfo:
             return m
     have = ", ".join(f"{m.model_id}@{m.sha256[:12]}" for m in models) or "none"
     raise ModelNotFound(f"file needs model {model_id}@{weights_hash.hex()[:12]}; installed: {have}")
+
+
+def model_for(model_id: str | None, modality: str, error: type[Exception], train: str) -> ModelInfo:
+    """The model to encode `modality` with: `model_id`, else the modality's default, else the first
+    installed one. Raises `error` naming the `train` command when none is installed."""
+    article = "an" if modality[0] in "aeiou" else "a"
+    if model_id is not None:
+        info = find(model_id, modality)
+        if info.modality != modality:
+            raise error(f"model {model_id!r} is an {info.modality} model, not {article} {modality} model")
+        return info
+    models = [m for m in installed() if m.modality == modality]
+    if not models:
+        raise error(f"no {modality} model installed; train one with `{train}` and add its folder to "
+                    "NCODEC_MODEL_PATH")
+    default = [m for m in models if m.model_id == DEFAULT_MODELS.get(modality)]
+    return (default or models)[0]
