@@ -143,12 +143,9 @@ def test_rerun_with_a_new_setting_computes_only_that_setting(swept, dataset, tmp
 
 
 def test_ncodec_rows_record_the_model(dataset, tmp_path):
-    from ncodec.zoo import ModelNotFound, find
+    from ncodec.zoo import find
 
-    try:
-        model = find(None, "image")
-    except ModelNotFound:
-        pytest.skip("no ncodec image model installed")
+    model = find(None, "image")  # the shipped default
     code, err = bench("--dataset", dataset, "--codecs", "ncodec,webp", "--settings", "ncodec=1,4,8",
                       "--settings", "webp=20,80", "--limit", 1, "--out", tmp_path)
     assert code == 0, err
