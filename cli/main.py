@@ -419,7 +419,8 @@ def cmd_train_audio(args: argparse.Namespace) -> None:
     from ncodec.train_audio import load_checkpoint_model, train
 
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.seconds, args.lr,
-                 args.seed, args.val, args.val_every, args.init, adversarial_after=args.adversarial_after)
+                 args.seed, args.val, args.val_every, args.init, adversarial_after=args.adversarial_after,
+                 precision=args.precision)
     if args.export:
         from ncodec.audio_weights import export
 
@@ -656,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--adversarial-after", type=int, metavar="STEP",
                     help="from this step on, train a multi-scale STFT discriminator and add its "
                          "adversarial and feature-matching losses (default: never)")
+    ta.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="bf16 autocasts the convolutions (the RVQ stays fp32); auto picks it where "
+                         "the hardware computes bf16 natively")
     ta.add_argument("--export", help="write the trained model as a model file")
     ta.add_argument("--model-id", default="audio-seanet-v1")
     ta.set_defaults(func=cmd_train_audio)

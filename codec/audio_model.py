@@ -116,7 +116,9 @@ class AudioCodecModel(nn.Module):
 
     def forward(self, x: torch.Tensor, n_stages: int | None = None) -> dict[str, torch.Tensor]:
         """x [B, 1, T], T a multiple of the hop; n_stages None = random (training) or all."""
-        q = self.rvq(self.encoder(x), n_stages)
+        y = self.encoder(x)
+        with torch.autocast(y.device.type, enabled=False):  # codeword search in fp32 under autocast
+            q = self.rvq(y.float(), n_stages)
         bits = self.prior.bits(q.codes.detach()).sum(-1).mean()
-        return {"x_hat": self.decoder(q.quantized), "codes": q.codes, "commit": q.commit_loss,
+        return {"x_hat": self.decoder(q.quantized).float(), "codes": q.codes, "commit": q.commit_loss,
                 "bits_per_frame": bits, "n_stages": torch.tensor(q.n_stages)}

@@ -19,7 +19,7 @@ from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 
 from .image_model import LAMBDAS, ImageHyperprior
 from .image_weights import load_float_model
-from .train_image import resolve_precision
+from .training import resolve_precision
 
 
 @cache

@@ -30,6 +30,7 @@ from .training import (
     note,
     record,
     record_loss,
+    resolve_precision,
     save_checkpoint,
 )
 
@@ -145,11 +146,14 @@ def train(
     cfg: AudioModelConfig | None = None,
     log_every: int = 50,
     adversarial_after: int | None = None,
+    precision: str = "auto",
 ) -> Path:
     """Train until `minutes` or `steps`; resumes from run_dir/checkpoint.safetensors.
 
     The model config comes from the checkpoint when resuming, else from `init`, else `cfg`.
     adversarial_after: step from which the discriminator trains and its losses apply (None: never).
+    precision: "fp32", "bf16" (autocast of the convolutions; the RVQ and losses stay fp32) or "auto"
+    (bf16 where the device computes it natively).
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -166,6 +170,7 @@ def train(
     if start_model is not None:
         model.load_state_dict(start_model.state_dict())
     model.to(device).train()
+    amp = resolve_precision(precision, device) == "bf16"
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
     parts = {"model": Part(model, opt, "model_adam")}
     if adversarial_after is not None:
@@ -181,10 +186,11 @@ def train(
     log = (run / "log.jsonl").open("a")
     start = time.monotonic()
     last_save = start
-    note(f"step {step}: training on {device} for {minutes} min")
+    note(f"step {step}: training on {device} ({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(batch).to(device)
-        out = model(x)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
         mel, stft = mel_loss(out["x_hat"], x, cfg.sample_rate), stft_loss(out["x_hat"], x)
         loss = mel + stft + COMMIT_WEIGHT * out["commit"] + BITS_WEIGHT * out["bits_per_frame"]
         terms = {"mel": mel, "stft": stft, "commit": out["commit"]}

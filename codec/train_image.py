@@ -10,7 +10,16 @@ import torch
 
 from .image_model import LAMBDAS, ImageHyperprior, ImageModelConfig
 from .media import image_files, load_rgb
-from .training import CHECKPOINT, Part, load_checkpoint, note, record, record_loss, save_checkpoint
+from .training import (
+    CHECKPOINT,
+    Part,
+    load_checkpoint,
+    note,
+    record,
+    record_loss,
+    resolve_precision,
+    save_checkpoint,
+)
 
 
 class CropSampler:
@@ -65,18 +74,6 @@ def validate(model: ImageHyperprior, images: torch.Tensor) -> dict[str, list[flo
         psnr.append(round(float((-10 * torch.log10(mse)).mean()), 3))
     model.train()
     return {"bpp": bpp, "psnr": psnr}
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """"auto" -> "bf16" where bfloat16 convolutions are native on `device`, else "fp32"."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
-        else "fp32"
 
 
 def train(

@@ -91,3 +91,15 @@ def load_checkpoint(run: Path, parts: dict[str, Part]) -> int:
             if saved:
                 opt.state[p] = saved
     return step
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto" -> "bf16" where bfloat16 convolutions are native on `device`, else "fp32"."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
+        else "fp32"
