@@ -64,6 +64,21 @@ def torch_variants() -> dict[str, Callable]:
     }
 
 
+def isa_capped(isa: str) -> Callable:
+    """The cpp backend with its CPU kernel capped at `isa` (NCODEC_RVQ_ISA) for the call."""
+    def encode(x: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+        before = os.environ.get("NCODEC_RVQ_ISA")
+        os.environ["NCODEC_RVQ_ISA"] = isa
+        try:
+            return rvq_encode(x, cb, "cpp")
+        finally:
+            if before is None:
+                del os.environ["NCODEC_RVQ_ISA"]
+            else:
+                os.environ["NCODEC_RVQ_ISA"] = before
+    return encode
+
+
 def timed(fn: Callable, x: torch.Tensor, cb: torch.Tensor, repeats: int) -> tuple[float, torch.Tensor]:
     """Median seconds of `repeats` runs after one warm-up run."""
     out = fn(x, cb)
@@ -113,8 +128,11 @@ def run(device: str, n: int, repeats: int) -> dict:
         flops = 2.0 * n * S * K * D
         case = {"S": S, "K": K, "D": D, "N": n, "rows": []}
         reference = None
-        for name, fn in [*torch_variants().items(), (native, lambda x, cb: rvq_encode(x, cb, native))]:
-            if name == native and not results["backends"][native].startswith("available"):
+        variants = [*torch_variants().items(), (native, lambda x, cb: rvq_encode(x, cb, native))]
+        if native == "cpp":
+            variants.append(("cpp, kernel capped at avx2+fma (NCODEC_RVQ_ISA=avx2)", isa_capped("avx2")))
+        for name, fn in variants:
+            if name.startswith(native) and not results["backends"][native].startswith("available"):
                 continue
             seconds, codes = timed(fn, x, cb, repeats)
             reference = codes if reference is None else reference

@@ -26,7 +26,7 @@ def test_cpp_kernel_is_clean_under_address_and_undefined_sanitizers(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300,
                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"})
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
-    assert run.stdout.strip() == "ok 32"
+    assert run.stdout.strip() == "ok 48"
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA compiler")

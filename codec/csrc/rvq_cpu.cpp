@@ -6,21 +6,23 @@
 // torch backend uses, so both backends can only disagree on near-exact ties.
 //
 // Layout and blocking (a small fused GEMM + argmin; the N x K distance matrix never exists):
-//   * each stage's codebook is packed once per call into panels of NR = 24 codewords stored
-//     d-major ([D][24] floats per panel) plus a panel of ||c||^2 (+inf for padding codewords);
+//   * each stage's codebook is packed once per call into panels of NR codewords stored d-major
+//     ([D][NR] floats per panel) plus a panel of ||c||^2 (+inf for padding codewords);
 //   * rows are processed in blocks of MB = 64 residuals kept in a thread-local buffer; for a
-//     block and a stage, every panel (12 KiB for D = 128, stays in L1) is swept over all the
-//     block's residuals in micro-tiles of MR = 4 rows, so each codeword load is reused by 4
-//     rows and each residual broadcast by 24 codewords (12 AVX2 accumulators);
+//     block and a stage, every panel (stays in L1) is swept over all the block's residuals in
+//     micro-tiles of MR rows, so each codeword load is reused by MR rows and each residual
+//     broadcast by NR codewords;
 //   * the micro-kernel keeps a running (min distance, index) per row and lane; strict "<" and
 //     increasing codeword order per lane, then a lowest-index tie-break across lanes, give
 //     "lowest index wins" on exactly equal distances;
 //   * the argmin'ed codeword is subtracted from the residual in the local buffer (one fp32
 //     subtraction per element, the same rounding as the torch backend's r - c).
-// An AVX2+FMA micro-kernel is picked at run time (__builtin_cpu_supports); otherwise a generic
-// C++ micro-kernel that the compiler auto-vectorises (-O3 -ftree-vectorize) is used. Setting
-// NCODEC_RVQ_ISA=generic forces the generic one (tests use this). Work is split over blocks
-// with std::thread (at most at::get_num_threads() threads); no OpenMP runtime is involved.
+// Micro-kernels, picked at run time (__builtin_cpu_supports): AVX-512F (MR = 8 rows x NR = 48
+// codewords, 24 zmm accumulators, 16 lanes), AVX2+FMA (MR = 4 x NR = 24, 12 ymm accumulators,
+// 8 lanes), else a generic C++ one that the compiler auto-vectorises (-O3 -ftree-vectorize).
+// AVX-512 and AVX2 accumulate every dot product in the same order with FMAs, so they give
+// identical distances. NCODEC_RVQ_ISA=generic or =avx2 caps the kernel (tests use this). Work
+// is split over blocks with std::thread (at most at::get_num_threads() threads); no OpenMP.
 //
 // Build: JIT via torch.utils.cpp_extension.load from ncodec/rvq_backends.py. Define
 // NCODEC_RVQ_STANDALONE to compile only the torch-free core (ncodec_rvq::encode), as the
@@ -44,12 +46,8 @@
 
 namespace ncodec_rvq {
 
-constexpr int MR = 4;      // residual rows per micro-tile
-constexpr int NR = 24;     // codewords per packed panel
-constexpr int MB = 64;     // residual rows per block (multiple of MR)
-constexpr int LANES = 8;   // running-minimum lanes per row (one AVX2 vector)
-static_assert(MB % MR == 0, "MB must be a multiple of MR");
-static_assert(NR % LANES == 0, "NR must be a multiple of LANES");
+constexpr int MB = 64;         // residual rows per block (a multiple of every kernel's MR)
+constexpr int MAX_LANES = 16;  // widest running-minimum lane count (one AVX-512 vector)
 
 // 64-byte aligned float buffer.
 struct FloatBuf {
@@ -68,6 +66,15 @@ struct FloatBuf {
 // per-row, per-lane minimum (bv, bi: MR x LANES, row-major) with codewords base..base+NR.
 using MicroKernel = void (*)(const float* r, int64_t ld, const float* panel, const float* norm,
                              int64_t D, int32_t base, float* bv, int32_t* bi);
+
+// A micro-kernel and its geometry.
+struct Kernel {
+  MicroKernel fn;
+  int mr, nr, lanes;
+  const char* name;
+};
+
+constexpr int MR = 4, NR = 24, LANES = 8;  // geometry of the generic and AVX2 kernels
 
 static void micro_generic(const float* r, int64_t ld, const float* panel, const float* norm,
                           int64_t D, int32_t base, float* bv, int32_t* bi) {
@@ -169,9 +176,66 @@ __attribute__((target("avx2,fma"))) static void micro_avx2(const float* r, int64
   avx2_update_row(bv + 2 * LANES, bi + 2 * LANES, c20, c21, c22, n0, n1, n2, i0, i1, i2);
   avx2_update_row(bv + 3 * LANES, bi + 3 * LANES, c30, c31, c32, n0, n1, n2, i0, i1, i2);
 }
+// AVX-512 counterpart of avx2_update_row: 48 new codewords, 16 lanes, masked blends.
+__attribute__((target("avx512f"), always_inline)) inline void avx512_update_row(
+    float* v, int32_t* ix, __m512 a0, __m512 a1, __m512 a2, __m512 n0, __m512 n1, __m512 n2,
+    __m512i i0, __m512i i1, __m512i i2) {
+  const __m512 m2 = _mm512_set1_ps(-2.f);
+  __m512 best = _mm512_load_ps(v);
+  __m512i bidx = _mm512_load_si512(ix);
+  __m512 dist = _mm512_fmadd_ps(a0, m2, n0);
+  __mmask16 lt = _mm512_cmp_ps_mask(dist, best, _CMP_LT_OQ);
+  best = _mm512_mask_mov_ps(best, lt, dist);
+  bidx = _mm512_mask_mov_epi32(bidx, lt, i0);
+  dist = _mm512_fmadd_ps(a1, m2, n1);
+  lt = _mm512_cmp_ps_mask(dist, best, _CMP_LT_OQ);
+  best = _mm512_mask_mov_ps(best, lt, dist);
+  bidx = _mm512_mask_mov_epi32(bidx, lt, i1);
+  dist = _mm512_fmadd_ps(a2, m2, n2);
+  lt = _mm512_cmp_ps_mask(dist, best, _CMP_LT_OQ);
+  best = _mm512_mask_mov_ps(best, lt, dist);
+  bidx = _mm512_mask_mov_epi32(bidx, lt, i2);
+  _mm512_store_ps(v, best);
+  _mm512_store_si512(ix, bidx);
+}
+
+constexpr int MR512 = 8, NR512 = 48, LANES512 = 16;
+
+// 8 rows x 48 codewords: 24 accumulators, 3 panel loads and 8 broadcasts per d.
+__attribute__((target("avx512f"))) static void micro_avx512(const float* r, int64_t ld,
+                                                             const float* panel,
+                                                             const float* norm, int64_t D,
+                                                             int32_t base, float* bv,
+                                                             int32_t* bi) {
+  __m512 c[MR512][3];
+  for (int i = 0; i < MR512; ++i) c[i][0] = c[i][1] = c[i][2] = _mm512_setzero_ps();
+  const float* p = panel;
+  for (int64_t d = 0; d < D; ++d, p += NR512) {
+    const __m512 b0 = _mm512_load_ps(p);
+    const __m512 b1 = _mm512_load_ps(p + 16);
+    const __m512 b2 = _mm512_load_ps(p + 32);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR512; ++i) {
+      const __m512 a = _mm512_set1_ps(r[i * ld + d]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+      c[i][2] = _mm512_fmadd_ps(a, b2, c[i][2]);
+    }
+  }
+  const __m512 n0 = _mm512_load_ps(norm);
+  const __m512 n1 = _mm512_load_ps(norm + 16);
+  const __m512 n2 = _mm512_load_ps(norm + 32);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i i0 = _mm512_add_epi32(lane, _mm512_set1_epi32(base));
+  const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16));
+  const __m512i i2 = _mm512_add_epi32(i0, _mm512_set1_epi32(32));
+  for (int i = 0; i < MR512; ++i)
+    avx512_update_row(bv + i * LANES512, bi + i * LANES512, c[i][0], c[i][1], c[i][2], n0, n1,
+                      n2, i0, i1, i2);
+}
 #endif
 
-enum Isa : int { kGeneric = 0, kAvx2 = 1 };
+enum Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
 
 inline bool cpu_has_avx2_fma() {
 #ifdef NCODEC_RVQ_X86
@@ -181,13 +245,22 @@ inline bool cpu_has_avx2_fma() {
 #endif
 }
 
-// The micro-kernel for `isa`, falling back to the generic one when unsupported.
-inline MicroKernel pick_kernel(int isa) {
+inline bool cpu_has_avx512f() {
 #ifdef NCODEC_RVQ_X86
-  if (isa == kAvx2 && cpu_has_avx2_fma()) return micro_avx2;
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
+// The best micro-kernel this CPU runs, capped at `isa`.
+inline Kernel pick_kernel(int isa) {
+#ifdef NCODEC_RVQ_X86
+  if (isa >= kAvx512 && cpu_has_avx512f()) return {micro_avx512, MR512, NR512, LANES512, "avx512f"};
+  if (isa >= kAvx2 && cpu_has_avx2_fma()) return {micro_avx2, MR, NR, LANES, "avx2+fma"};
 #endif
   (void)isa;
-  return micro_generic;
+  return {micro_generic, MR, NR, LANES, "generic"};
 }
 
 // Run fn(task) for task in [0, n_tasks) on up to n_threads threads (the caller included).
@@ -214,31 +287,32 @@ void run_parallel(int64_t n_tasks, int n_threads, const F& fn) {
 void encode(const float* x, int64_t N, int64_t D, const float* cb, int64_t S, int64_t K,
             int64_t* codes, int n_threads, int isa) {
   if (N <= 0 || S <= 0 || K <= 0 || D <= 0) return;
-  const MicroKernel micro = pick_kernel(isa);
-  const int64_t P = (K + NR - 1) / NR;  // panels per stage
-  const int64_t panel_floats = D * NR;
+  const Kernel kern = pick_kernel(isa);
+  const int nr = kern.nr, mr = kern.mr, lanes = kern.lanes;
+  const int64_t P = (K + nr - 1) / nr;  // panels per stage
+  const int64_t panel_floats = D * nr;
 
-  // Pack: panels[(s * P + p) * D * NR + d * NR + j] = cb[s, p * NR + j, d] (0 for padding),
-  // norms[(s * P + p) * NR + j] = ||cb[s, p * NR + j]||^2 (+inf for padding).
+  // Pack: panels[(s * P + p) * D * nr + d * nr + j] = cb[s, p * nr + j, d] (0 for padding),
+  // norms[(s * P + p) * nr + j] = ||cb[s, p * nr + j]||^2 (+inf for padding).
   FloatBuf panels(static_cast<size_t>(S * P * panel_floats));
-  FloatBuf norms(static_cast<size_t>(S * P * NR));
+  FloatBuf norms(static_cast<size_t>(S * P * nr));
   const float inf = std::numeric_limits<float>::infinity();
   run_parallel(S * P, n_threads, [&](int64_t sp) {
     const int64_t s = sp / P, p = sp % P;
     float* dst = panels.p + sp * panel_floats;
-    float* nrm = norms.p + sp * NR;
-    for (int j = 0; j < NR; ++j) {
-      const int64_t k = p * NR + j;
+    float* nrm = norms.p + sp * nr;
+    for (int j = 0; j < nr; ++j) {
+      const int64_t k = p * nr + j;
       if (k < K) {
         const float* c = cb + (s * K + k) * D;
         float acc = 0.f;
         for (int64_t d = 0; d < D; ++d) {
-          dst[d * NR + j] = c[d];
+          dst[d * nr + j] = c[d];
           acc += c[d] * c[d];
         }
         nrm[j] = acc;
       } else {
-        for (int64_t d = 0; d < D; ++d) dst[d * NR + j] = 0.f;
+        for (int64_t d = 0; d < D; ++d) dst[d * nr + j] = 0.f;
         nrm[j] = inf;
       }
     }
@@ -254,8 +328,8 @@ void encode(const float* x, int64_t N, int64_t D, const float* cb, int64_t S, in
     thread_local std::vector<int32_t> bi_v;
     // 64-byte aligned views into thread-local storage (reused across calls).
     rbuf_v.resize(static_cast<size_t>(MB * D + 16));
-    bv_v.resize(MB * LANES + 16);
-    bi_v.resize(MB * LANES + 16);
+    bv_v.resize(MB * MAX_LANES + 16);
+    bi_v.resize(MB * MAX_LANES + 16);
     auto align = [](auto* ptr) {
       uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
       return reinterpret_cast<decltype(ptr)>((a + 63) & ~uintptr_t(63));
@@ -266,32 +340,32 @@ void encode(const float* x, int64_t N, int64_t D, const float* cb, int64_t S, in
 
     const int64_t row0 = blk * MB;
     const int64_t rows = std::min<int64_t>(MB, N - row0);
-    const int64_t mrows = (rows + MR - 1) / MR * MR;
+    const int64_t mrows = (rows + mr - 1) / mr * mr;
     std::memcpy(rbuf, x + row0 * D, static_cast<size_t>(rows * D) * sizeof(float));
     if (mrows > rows)
       std::memset(rbuf + rows * D, 0, static_cast<size_t>((mrows - rows) * D) * sizeof(float));
 
     for (int64_t s = 0; s < S; ++s) {
-      for (int64_t i = 0; i < mrows * LANES; ++i) {
+      for (int64_t i = 0; i < mrows * lanes; ++i) {
         bv[i] = inf;
         bi[i] = 0;
       }
       const float* sp = panels.p + s * P * panel_floats;
-      const float* sn = norms.p + s * P * NR;
+      const float* sn = norms.p + s * P * nr;
       for (int64_t p = 0; p < P; ++p) {
         const float* panel = sp + p * panel_floats;
-        const float* nrm = sn + p * NR;
-        const int32_t base = static_cast<int32_t>(p * NR);
-        for (int64_t i = 0; i < mrows; i += MR)
-          micro(rbuf + i * D, D, panel, nrm, D, base, bv + i * LANES, bi + i * LANES);
+        const float* nrm = sn + p * nr;
+        const int32_t base = static_cast<int32_t>(p * nr);
+        for (int64_t i = 0; i < mrows; i += mr)
+          kern.fn(rbuf + i * D, D, panel, nrm, D, base, bv + i * lanes, bi + i * lanes);
       }
       const float* cs = cb + s * K * D;
       for (int64_t i = 0; i < rows; ++i) {
-        float best = bv[i * LANES];
-        int32_t idx = bi[i * LANES];
-        for (int l = 1; l < LANES; ++l) {
-          const float v = bv[i * LANES + l];
-          const int32_t c = bi[i * LANES + l];
+        float best = bv[i * lanes];
+        int32_t idx = bi[i * lanes];
+        for (int l = 1; l < lanes; ++l) {
+          const float v = bv[i * lanes + l];
+          const int32_t c = bi[i * lanes + l];
           if (v < best || (v == best && c < idx)) {
             best = v;
             idx = c;
@@ -308,15 +382,14 @@ void encode(const float* x, int64_t N, int64_t D, const float* cb, int64_t S, in
 }
 
 // Which micro-kernel `encode` uses for `isa` on this machine.
-std::string isa_name(int isa) {
-  return pick_kernel(isa) == micro_generic ? "generic" : "avx2+fma";
-}
+std::string isa_name(int isa) { return pick_kernel(isa).name; }
 
-// ISA requested by the environment: NCODEC_RVQ_ISA=generic forces the generic kernel.
+// ISA cap requested by the environment: NCODEC_RVQ_ISA=generic or avx2 (default: the best).
 int env_isa() {
   const char* e = std::getenv("NCODEC_RVQ_ISA");
   if (e != nullptr && std::strcmp(e, "generic") == 0) return kGeneric;
-  return kAvx2;
+  if (e != nullptr && std::strcmp(e, "avx2") == 0) return kAvx2;
+  return kAvx512;
 }
 
 }  // namespace ncodec_rvq

@@ -49,7 +49,7 @@ int main() {
   int cases = 0;
   for (const auto& sh : shapes) {
     const int64_t N = sh[0], S = sh[1], K = sh[2], D = sh[3];
-    for (int isa = 0; isa < 2; ++isa) {
+    for (int isa = 0; isa < 3; ++isa) {
       for (int threads : {1, 3}) {
         std::vector<float> x(N * D), cb(S * K * D);
         for (auto& v : x) v = normal(gen);
