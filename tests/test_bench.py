@@ -258,3 +258,15 @@ def test_psnr_and_ms_ssim():
     assert psnr(a, a) == pytest.approx(100 + 10 * math.log10(255**2))  # MSE floored at 1e-10
     assert ms_ssim(a, a) == pytest.approx(1.0) and 0 < ms_ssim(a, b) < 1
     assert ms_ssim(a[:160], b[:160]) is None
+
+
+def test_missing_compressai_checkpoints_are_a_clear_error(dataset, tmp_path):
+    def run(folder: Path) -> tuple[int, str]:
+        return bench("--dataset", dataset, "--codecs", f"compressai:bmshj2018-hyperprior@{folder}",
+                     "--out", tmp_path / "out")
+
+    assert run(tmp_path / "none") == (1, f"ncodec: error: no compressai checkpoint at {tmp_path / 'none'}\n")
+    (tmp_path / "empty").mkdir()
+    code, err = run(tmp_path / "empty")
+    assert code == 1 and "no checkpoints (.pth, .pth.tar, .pt) in" in err
+    assert not (tmp_path / "out").exists()

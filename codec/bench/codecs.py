@@ -2,14 +2,13 @@
 
 Every codec runs in-process. JPEG and WebP go through Pillow (4:2:0, Pillow defaults; WebP method
 6), AVIF through libavif (imagecodecs; 4:4:4, speed 6) and JPEG XL through libjxl (imagecodecs;
-effort 7), each with one thread. `compressai:NAME` is a pretrained CompressAI model (qualities
-1..8), imported only in the worker that runs it.
+effort 7), each with one thread. `compressai:ARCH[@CHECKPOINTS]` is a CompressAI model, pretrained or
+the user's (ncodec.bench.compressai_codec), imported only in the worker that runs it.
 """
 
 from __future__ import annotations
 
 import io
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +17,7 @@ from importlib.util import find_spec
 import numpy as np
 from PIL import Image
 
-from . import BenchError
+from . import BenchError, compressai_codec
 
 Setting = int | float
 
@@ -29,14 +28,7 @@ SETTINGS: dict[str, list[Setting]] = {
     "avif": [2, 8, 20, 35, 50, 65, 80, 90],
     "jxl": [25.0, 18.0, 12.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.7],
 }
-COMPRESSAI = "compressai:"
-COMPRESSAI_QUALITIES: list[Setting] = [1, 2, 3, 4, 5, 6, 7, 8]
-COMPRESSAI_MISSING = "compressai is not installed; pip install 'ncodec[compressai]'"
 IMAGECODECS_MISSING = "imagecodecs is not installed (needed for avif and jxl); pip install 'ncodec[bench]'"
-# compressai bitstream: quality, image height and width, latent height and width, string count;
-# then each entropy-coded string as a 4-byte length and its bytes.
-COMPRESSAI_HEAD = struct.Struct(">BHHHHB")
-COMPRESSAI_LENGTH = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -47,20 +39,20 @@ class Codec:
 
 def check_codec(name: str) -> None:
     """Raise BenchError unless `name` is a codec this machine can run (imports nothing heavy)."""
-    if name.startswith(COMPRESSAI):
-        if not name[len(COMPRESSAI):]:
-            raise BenchError("name the compressai model, e.g. compressai:bmshj2018-hyperprior")
+    if name.startswith(compressai_codec.PREFIX):
+        compressai_codec.settings(name)  # a well-formed name, checkpoints present
         if find_spec("compressai") is None:
-            raise BenchError(COMPRESSAI_MISSING)
+            raise BenchError(compressai_codec.MISSING)
         return
     if name not in SETTINGS:
-        raise BenchError(f"unknown codec {name!r} (known: {', '.join(SETTINGS)}, compressai:MODEL)")
+        known = ", ".join([*SETTINGS, "compressai:ARCH[@CHECKPOINTS]"])
+        raise BenchError(f"unknown codec {name!r} (known: {known})")
     if name in ("avif", "jxl") and find_spec("imagecodecs") is None:
         raise BenchError(IMAGECODECS_MISSING)
 
 
 def default_settings(name: str) -> list[Setting]:
-    return COMPRESSAI_QUALITIES if name.startswith(COMPRESSAI) else SETTINGS[name]
+    return compressai_codec.settings(name) if name.startswith(compressai_codec.PREFIX) else SETTINGS[name]
 
 
 def parse_setting(text: str) -> Setting:
@@ -112,49 +104,6 @@ def _ncodec(model: str | None) -> Codec:
                  lambda data: np.asarray(decode_image(data).convert("RGB")))
 
 
-def _compressai(model_name: str) -> Codec:
-    """A CompressAI zoo model. Bytes counted: the entropy-coded strings plus the 10-byte head
-    and a 4-byte length per string (COMPRESSAI_HEAD), enough to decode the file alone."""
-    try:
-        import compressai.zoo as zoo
-    except ImportError:
-        raise BenchError(COMPRESSAI_MISSING) from None
-    import torch
-    import torch.nn.functional as F
-
-    builders = getattr(zoo, "image_models", zoo.models)
-    if model_name not in builders:
-        raise BenchError(f"unknown compressai model {model_name!r} (known: {', '.join(builders)})")
-
-    @cache
-    def net(quality: int) -> torch.nn.Module:
-        return builders[model_name](quality=quality, pretrained=True).eval()
-
-    def encode(rgb: np.ndarray, quality: Setting) -> bytes:
-        h, w = rgb.shape[:2]
-        x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
-        x = F.pad(x, (0, -w % 64, 0, -h % 64), mode="replicate")  # the models downsample by 64
-        with torch.no_grad():
-            out = net(int(quality)).compress(x)
-        strings = [s[0] for s in out["strings"]]
-        head = COMPRESSAI_HEAD.pack(int(quality), h, w, *out["shape"], len(strings))
-        return head + b"".join(COMPRESSAI_LENGTH.pack(len(s)) + s for s in strings)
-
-    def decode(data: bytes) -> np.ndarray:
-        quality, h, w, lh, lw, count = COMPRESSAI_HEAD.unpack_from(data)
-        pos, strings = COMPRESSAI_HEAD.size, []
-        for _ in range(count):
-            (length,) = COMPRESSAI_LENGTH.unpack_from(data, pos)
-            pos += COMPRESSAI_LENGTH.size
-            strings.append([data[pos:pos + length]])
-            pos += length
-        with torch.no_grad():
-            x = net(quality).decompress(strings, torch.Size((lh, lw)))["x_hat"]
-        return (x[0, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-    return Codec(encode, decode)
-
-
 @cache
 def get_codec(name: str, model: str | None = None) -> Codec:
     """The codec called `name`; `model` is the ncodec model id (None: the default model)."""
@@ -174,6 +123,6 @@ def get_codec(name: str, model: str | None = None) -> Codec:
         ic = _imagecodecs()
         return Codec(lambda rgb, d: ic.jpegxl_encode(rgb, distance=float(d), effort=7, numthreads=1),
                      lambda data: ic.jpegxl_decode(data, numthreads=1))
-    if name.startswith(COMPRESSAI):
-        return _compressai(name[len(COMPRESSAI):])
+    if name.startswith(compressai_codec.PREFIX):
+        return compressai_codec.compressai_codec(name)
     raise BenchError(f"unknown codec {name!r}")
