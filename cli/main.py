@@ -493,7 +493,8 @@ def cmd_bench_video(args: argparse.Namespace) -> None:
 
     _run_bench(lambda: [bench_video(args.dataset, _codec_list(args.codecs), args.anchor, args.out,
                                     args.workers, args.frames, args.threads, _settings(args.settings),
-                                    args.limit, args.name, model=args.model)])
+                                    args.limit, args.name, model=args.model, executor=args.executor,
+                                    ray_address=args.ray_address)])
 
 
 def cmd_datasets_fetch(args: argparse.Namespace) -> None:
@@ -698,8 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/image_<dataset>.json (per-image rows, means, BD-rates), .md and RD plots. "
                     "Rerunning into the same --out computes only the rows it lacks.")
     bi.add_argument("--dataset", required=True, help="folder of images (searched recursively)")
-    _add_codec_options(bi, "ncodec,jpeg,webp,avif,jxl", "ncodec, jpeg, webp, avif, jxl, compressai:MODEL",
-                       "webp")
+    _add_codec_options(bi, "ncodec,jpeg,webp,avif,jxl",
+                       "ncodec, jpeg, webp, avif, jxl, compressai:ARCH[@CHECKPOINTS]", "webp")
     bi.add_argument("--settings", action="append", default=[], metavar="CODEC=V,V,...",
                     help="settings to sweep for one codec instead of its defaults, e.g. jpeg=20,50,80 "
                          "(repeatable)")
@@ -755,14 +756,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "20,27,34,41,48,55; ncodec 1,2,...,8")
     bv.add_argument("--frames", type=_positive_int, metavar="N",
                     help="only the first N frames of each clip (default: whole clips)")
-    bv.add_argument("--workers", type=_positive_int, default=1,
-                    help="parallel worker processes, one encode each (default 1)")
     bv.add_argument("--threads", type=_positive_int, default=1,
                     help="threads of each encoder and decoder (default 1: speeds comparable per core)")
-    bv.add_argument("--limit", type=_positive_int, help="only the first N clips")
     bv.add_argument("--name", help="dataset name in the result file name (default: the clips' folder, "
                                    "or the one file's name)")
-    bv.add_argument("--out", default="bench-results", help="output folder (default %(default)s)")
+    _add_run_options(bv, "clips")
     bv.add_argument("--model", help="ncodec video model id (default: the default video model, else the "
                                     "installed video model `ncodec encode` would use)")
     bv.set_defaults(func=cmd_bench_video)

@@ -153,6 +153,18 @@ def test_rerun_with_a_new_crf_computes_only_that_crf(swept, dataset, tmp_path, m
     assert len(rows) == len(before) + 2 and all(r in rows for r in before)
 
 
+@pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")
+def test_ray_executor_gives_the_rows_of_the_process_pool(swept, dataset, tmp_path):
+    code, err = bench("--dataset", dataset, "--codecs", "x264", "--settings", "x264=28", "--executor", "ray",
+                      "--out", tmp_path)
+    assert code == 0, err
+    rows = load(tmp_path / f"video_{dataset.name}.json")["rows"]
+    assert sorted(r["clip"] for r in rows) == sorted(CLIPS)
+    pooled = {r["clip"]: r for r in load(swept[0])["rows"] if (r["codec"], r["setting"]) == ("x264", 28)}
+    for r in rows:
+        assert (r["bytes"], r["psnr_rgb"]) == (pooled[r["clip"]]["bytes"], pooled[r["clip"]]["psnr_rgb"])
+
+
 def test_frames_limits_each_clip_and_a_resume_must_keep_it(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(video, "run_jobs", run_here([]))
     args = ["--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--settings", "x264=30", "--out", tmp_path]

@@ -269,12 +269,13 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
                 out_dir: str | Path = "bench-results", workers: int = 1, frames: int | None = None,
                 threads: int = 1, settings: dict[str, list[Setting]] | None = None,
                 limit: int | None = None, name: str | None = None, log: TextIO | None = None,
-                model: str | None = None) -> Path:
+                model: str | None = None, executor: str = "process", ray_address: str | None = None) -> Path:
     """Sweep `codecs` over the clips of `dataset` (folders and files) into DIR/video_<name>.json
     (returned), resuming from what that file holds. `frames`: only the first N frames of each clip;
     `threads`: encoder/decoder threads per job; `settings` replaces the default CRFs (ncodec:
     qualities) of some codecs; `name`: the dataset name (default: the folder the clips are in, or
-    the one file's stem); `model`: the ncodec video model id (default: as `ncodec encode` picks)."""
+    the one file's stem); `model`: the ncodec video model id (default: as `ncodec encode` picks);
+    `executor`: "process" (a local pool of `workers`) or "ray" (tasks on the cluster at `ray_address`)."""
     log = log or sys.stderr
     if frames is not None and frames < 1:
         raise BenchError(f"--frames must be at least 1, got {frames}")
@@ -309,5 +310,5 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
         return {"summary": summary, "bd_rate": bd_rates(summary, anchor, BD_METRICS)}
 
     fill(out, doc, rows, row_key, analyse, Progress(len(jobs), log, "bench video", "encodes"),
-         lambda: ([row] for row in run_jobs(run_video_job, jobs, workers)))
+         lambda: ([row] for row in run_jobs(run_video_job, jobs, workers, executor, ray_address)))
     return out
