@@ -1,15 +1,17 @@
-"""Regenerate the golden test vectors for the installed default image model.
+"""Regenerate the golden test vectors for the installed default image and audio models.
 
-    python bitstream_spec/make_vectors.py
+    python bitstream_spec/make_vectors.py [image|audio ...]   (default: both)
 
-Writes vectors/<name>.ncz and vectors/<name>.sha256 (SHA-256 of the decoded image's mode,
-size and raw bytes, see `decoded_digest`). Vectors are frozen once a model ships: a changed
-decoder that alters any digest is a bitstream break, not a test to update.
+Writes vectors/<name>.ncz and vectors/<name>.sha256: the SHA-256 of the decoded image's mode,
+size and raw bytes (`decoded_digest`), or of the decoded audio's rate, shape and int16 samples
+(`audio_digest`). Vectors are frozen once a model ships: a changed decoder that alters any
+digest is a bitstream break, not a test to update.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,13 @@ HERE = Path(__file__).parent / "vectors"
 def decoded_digest(image: Image.Image) -> str:
     h = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode())
     h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def audio_digest(pcm: np.ndarray, sample_rate: int) -> str:
+    """Digest of decoded audio: float32 [channels, n] holding int16 / 32768 values, and its rate."""
+    h = hashlib.sha256(f"{sample_rate} {pcm.shape[0]}x{pcm.shape[1]}\n".encode())
+    h.update(np.round(pcm * 32768).astype("<i2").tobytes())
     return h.hexdigest()
 
 
@@ -38,15 +47,42 @@ def sources() -> dict[str, tuple[Image.Image, float]]:
     }
 
 
-def main() -> None:
-    from ncodec.image_codec import decode_image, encode_image
+def audio_sources() -> dict[str, tuple[np.ndarray, int, float]]:
+    """Short deterministic signals: rates that resample, stereo, the bitrate range."""
+    def tones(rate: int, seconds: float, channels: int) -> np.ndarray:
+        t = np.arange(round(rate * seconds)) / rate
+        sweep = np.sin(2 * np.pi * (200 + 900 * t) * t) * np.exp(-2 * t)
+        shifted = [(0.5 + 0.2 * c) * np.roll(sweep, 37 * c) for c in range(channels)]
+        return np.stack(shifted).astype(np.float32)
 
+    return {
+        "audio_mono_16k_6kbps": (tones(16000, 0.6, 1), 16000, 6.0),
+        "audio_stereo_44k_1.5kbps": (tones(44100, 0.4, 2), 44100, 1.5),
+        "audio_mono_24k_24kbps": (tones(24000, 0.3, 1), 24000, 24.0),
+    }
+
+
+def write(name: str, data: bytes, digest: str) -> None:
+    (HERE / f"{name}.ncz").write_bytes(data)
+    (HERE / f"{name}.sha256").write_text(digest + "\n")
+    print(f"{name}: {len(data)} bytes")
+
+
+def main() -> None:
+    kinds = sys.argv[1:] or ["image", "audio"]
     HERE.mkdir(exist_ok=True)
-    for name, (image, quality) in sources().items():
-        data = encode_image(image, quality)
-        (HERE / f"{name}.ncz").write_bytes(data)
-        (HERE / f"{name}.sha256").write_text(decoded_digest(decode_image(data)) + "\n")
-        print(f"{name}: {len(data)} bytes")
+    if "image" in kinds:
+        from ncodec.image_codec import decode_image, encode_image
+
+        for name, (image, quality) in sources().items():
+            data = encode_image(image, quality)
+            write(name, data, decoded_digest(decode_image(data)))
+    if "audio" in kinds:
+        from ncodec.audio_codec import decode_audio, encode_audio
+
+        for name, (samples, rate, kbps) in audio_sources().items():
+            data = encode_audio(samples, rate, kbps)
+            write(name, data, audio_digest(*decode_audio(data)))
 
 
 if __name__ == "__main__":

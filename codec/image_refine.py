@@ -4,8 +4,11 @@ The analysis transform only approximates the latent that minimises rate + lambda
 for a given image. Refinement starts from its output and runs a few Adam steps on y itself,
 through the float copy of the synthesis transform (bfloat16 where the hardware computes it
 natively): distortion of the straight-through-rounded reconstruction plus the Gaussian rate of
-the continuous residual. The hyper latent z and hence every CDF stay fixed, so the decoder and
-the bitstream are unchanged: only which symbols the encoder writes differs.
+the continuous residual (the rate of the rounded symbols gives straight-through gradients that
+raise the rate). Of the latents visited, the one whose rounded symbols score best on rate +
+lambda * distortion is kept, so refinement never does worse than the analysis transform by that
+measure. The hyper latent z and hence every CDF stay fixed, so the decoder and the bitstream are
+unchanged: only which symbols the encoder writes differs.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def refine_latent(
     y = y.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
     bf16 = resolve_precision("auto", x.device.type) == "bf16"
+    best, best_y = math.inf, y.detach().clone()
     with torch.enable_grad():
         for _ in range(steps):
             centred = y - mean
@@ -59,9 +63,13 @@ def refine_latent(
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 y_hat = ((rounded + mean) * inv_gain).contiguous(memory_format=torch.channels_last)
                 x_hat = g_s(y_hat).float()
+            distortion = lam * (x_hat - x).pow(2).mean()
+            with torch.no_grad():  # the objective of what would be coded: rounded symbols
+                coded = float(-torch.log2(gaussian_likelihood(rounded, scale)).sum() / pixels + distortion)
+            if coded < best:
+                best, best_y = coded, y.detach().clone()
             bits = -torch.log2(gaussian_likelihood(centred, scale)).sum() / pixels
-            loss = bits + lam * (x_hat - x).pow(2).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (bits + distortion).backward()
             opt.step()
-    return y.detach()
+    return best_y

@@ -174,19 +174,20 @@ def test_progress_reports_every_tile_of_long_work(rng):
     assert stages["synthesis"][0] == stages["synthesis"][1] == 4  # 32x44 latent, 24-tiles
 
 
-def test_latent_refinement_lowers_the_rate_distortion_cost(photo):
+@pytest.mark.parametrize("quality", [1.0, 4.0])  # at 1, a refinement without best-keeping raised the cost
+def test_latent_refinement_lowers_the_rate_distortion_cost(photo, quality):
     from ncodec.image_refine import quality_lambda
 
     crop = photo.crop((0, 0, 192, 128))
     x = np.asarray(crop, dtype=np.float64)
     cost = {}
     for steps in (0, 8):
-        data = encode_image(crop, 4.0, refine=steps)
+        data = encode_image(crop, quality, refine=steps)
         out = decode_image(data)
         assert out.size == crop.size and out.mode == crop.mode
         assert decode_image(data).tobytes() == out.tobytes()
         mse = np.mean((x - np.asarray(out, dtype=np.float64)) ** 2) / 255**2
-        cost[steps] = len(data) * 8 / (192 * 128) + quality_lambda(4.0) * 255**2 * mse
+        cost[steps] = len(data) * 8 / (192 * 128) + quality_lambda(quality) * 255**2 * mse
     assert cost[8] < cost[0]
     with pytest.raises(ImageError, match="refine"):
         encode_image(crop, 4.0, refine=-1)
