@@ -6,11 +6,14 @@
 Files land in DEST/NAME/ (DEST: the `dest` argument, else $NCODEC_DATA, else
 ~/.cache/ncodec/datasets). Each file streams to FILE.part while it is hashed and is renamed into
 place only when its size and sha256 match the registry; files already present with the right hash
-are skipped, so a rerun resumes. $NCODEC_DATASETS_MIRROR, when set, replaces a dataset's base URL:
-files are fetched from MIRROR/<relative filename>.
+are skipped, so a rerun resumes. An archive (a .tar, .tar.gz, ... registered with extract=True) is
+verified the same way, unpacked into the dataset folder (regular files and folders only, nothing
+outside it), then deleted; a `.NAME.extracted` marker holding its sha256 records that it was.
+$NCODEC_DATASETS_MIRROR, when set, replaces a dataset's base URL: files are fetched from
+MIRROR/<relative filename>.
 
-Only "kodak" is registered. CLIC and a LibriSpeech test subset are not registered yet because
-their checksums could not be verified offline.
+Registered: "kodak" and "librispeech-test-clean". CLIC is not: no SHA-256 and size of its
+validation archive could be confirmed from independent sources offline.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -43,6 +47,11 @@ class RemoteFile:
     url: str
     sha256: str
     size: int
+    extract: bool = False  # a tar archive: unpacked into the dataset folder, then deleted
+
+    def marker(self, folder: Path) -> Path:
+        """The file recording that this archive was unpacked into `folder`."""
+        return folder / f".{self.name}.extracted"
 
 
 @dataclass(frozen=True)
@@ -93,9 +102,20 @@ _KODAK = [
     ("kodim24.png", "1071c68372cc5a01435c2c225a5cf7d4bb803846ec08bb6b3d6721b156d7cb96", 706397),
 ]
 
+_LIBRISPEECH_URL = "https://www.openslr.org/resources/12"
+# sha256 and size as published by torchaudio's and OpenSLR-mirroring checksum tables (the archive's
+# OpenSLR md5 is 32fa31d27d2e1cad72775fee3f4849a9).
+_LIBRISPEECH_TEST_CLEAN = RemoteFile(
+    "test-clean.tar.gz", f"{_LIBRISPEECH_URL}/test-clean.tar.gz",
+    "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23", 346663984, extract=True)
+
 DATASETS: dict[str, Dataset] = {
     "kodak": _from_base("kodak", "Kodak PhotoCD test images kodim01..24, 768x512 PNG (6 portrait)",
                         _KODAK_URL, _KODAK),
+    "librispeech-test-clean": Dataset(
+        "librispeech-test-clean", "LibriSpeech test-clean: 2620 read English utterances, 5.4 h, "
+        "16 kHz FLAC (CC BY 4.0), unpacked to LibriSpeech/test-clean/SPEAKER/CHAPTER/",
+        _LIBRISPEECH_URL, (_LIBRISPEECH_TEST_CLEAN,)),
 }
 
 # progress(files_done, files_total, bytes_done, bytes_total)
@@ -139,6 +159,32 @@ def _sha256(path: Path) -> str:
 
 def _verified(path: Path, f: RemoteFile) -> bool:
     return path.is_file() and path.stat().st_size == f.size and _sha256(path) == f.sha256
+
+
+def _extracted(folder: Path, f: RemoteFile) -> bool:
+    marker = f.marker(folder)
+    return marker.is_file() and marker.read_text().strip() == f.sha256
+
+
+def _extract(archive: Path, folder: Path, f: RemoteFile) -> None:
+    """Unpack a verified tar archive into `folder` (refusing links, devices and paths that leave
+    it), write its marker and delete it."""
+    root = folder.resolve()
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12 / 3.11.4
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                target = (root / m.name).resolve()
+                if not (m.isfile() or m.isdir()) or not target.is_relative_to(root) or \
+                        (m.isfile() and target == root):
+                    raise DatasetError(f"{f.name}: refusing archive member {m.name!r} (not a plain file "
+                                       f"or folder inside the dataset folder)")
+            tar.extractall(root, members, **safe)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DatasetError(f"cannot unpack {archive}: {err}") from None
+    f.marker(folder).write_text(f.sha256 + "\n")
+    archive.unlink()
 
 
 def _reason(err: Exception) -> str:
@@ -197,9 +243,11 @@ def fetch(name: str, dest: str | Path | None = None, progress: Progress | None =
 
     for f in dataset.files:
         target = folder / f.name
-        if not _verified(target, f):
+        if not (f.extract and _extracted(folder, f)) and not _verified(target, f):
             target.parent.mkdir(parents=True, exist_ok=True)
             _download(_url(f), f, target, report)
+        if f.extract and not _extracted(folder, f):
+            _extract(target, folder, f)
         files_done += 1
         bytes_done += f.size
         report()
@@ -213,6 +261,7 @@ def status(name: str, dest: str | Path | None = None) -> str:
     """
     dataset = get(name)
     folder = _folder(dataset, dest)
-    present = sum((folder / f.name).is_file() and (folder / f.name).stat().st_size == f.size
+    present = sum(f.marker(folder).is_file() if f.extract else
+                  (folder / f.name).is_file() and (folder / f.name).stat().st_size == f.size
                   for f in dataset.files)
     return "fetched" if present == len(dataset.files) else "partial" if present else "missing"

@@ -2,8 +2,10 @@
 
 import hashlib
 import http.server
+import io
 import json
 import re
+import tarfile
 import threading
 import time
 from functools import partial
@@ -135,7 +137,8 @@ def test_timeout_is_one_clear_line(server, tmp_path, capsys, monkeypatch):
 def test_unknown_dataset_lists_known_names(server, capsys):
     rc, out, err = _run(capsys, "datasets", "fetch", "nope")
     line = _error_line(err)
-    assert rc == 1 and out == "" and "unknown dataset 'nope'" in line and "kodak, tiny" in line
+    assert rc == 1 and out == "" and "unknown dataset 'nope'" in line
+    assert "kodak, librispeech-test-clean, tiny" in line
 
 
 def test_list_json_reports_status(server, tmp_path, capsys):
@@ -154,6 +157,60 @@ def test_list_json_reports_status(server, tmp_path, capsys):
     assert entry()["status"] == "fetched"
     rc, out, _ = _run(capsys, "datasets", "list", "--dest", str(tmp_path))
     assert rc == 0 and re.search(r"^tiny\s+3 files .* fetched ", out, re.M)
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        root = tarfile.TarInfo(".")  # archives often start with their root folder
+        root.type = tarfile.DIRTYPE
+        tar.addfile(root)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _register_archive(server, monkeypatch, members: dict[str, bytes]) -> None:
+    """A "packed" dataset: one tar.gz at /origin/packed.tar.gz holding `members`."""
+    url, www, _ = server
+    data = _tar_gz(members)
+    (www / "origin" / "packed.tar.gz").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    archive = datasets.RemoteFile("packed.tar.gz", f"{url}/origin/packed.tar.gz", sha, len(data), True)
+    packed = datasets.Dataset("packed", "one archive", f"{url}/origin", (archive,))
+    monkeypatch.setattr(datasets, "DATASETS", {**datasets.DATASETS, "packed": packed})
+
+
+def test_an_archive_is_verified_unpacked_and_removed(server, tmp_path, capsys, monkeypatch):
+    members = {"Speech/test/1-1.flac": b"fLaC" + bytes(300), "Speech/README.TXT": b"about\n"}
+    _register_archive(server, monkeypatch, members)
+    rc, out, err = _run(capsys, "datasets", "fetch", "packed", "--dest", str(tmp_path))
+    folder = tmp_path / "packed"
+    assert rc == 0 and out == f"{folder.resolve()}\n", err
+    assert {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".")} == members
+    assert not (folder / "packed.tar.gz").exists()
+    assert _run(capsys, "datasets", "fetch", "packed", "--dest", str(tmp_path))[0] == 0
+    assert server[2].count("/origin/packed.tar.gz") == 1  # the rerun trusts the marker
+    rc, out, _ = _run(capsys, "datasets", "list", "--dest", str(tmp_path))
+    assert re.search(r"^packed\s+1 files .* fetched ", out, re.M)
+
+
+@pytest.mark.parametrize("evil", ["../outside.txt", "/tmp/ncodec-absolute.txt"])
+def test_an_archive_member_outside_the_folder_is_refused(server, tmp_path, capsys, monkeypatch, evil):
+    _register_archive(server, monkeypatch, {"ok.txt": b"fine", evil: b"escape"})
+    rc, _, err = _run(capsys, "datasets", "fetch", "packed", "--dest", str(tmp_path / "data"))
+    assert rc == 1 and f"refusing archive member {evil!r}" in _error_line(err)
+    assert not (tmp_path / "data" / "outside.txt").exists() and not Path("/tmp/ncodec-absolute.txt").exists()
+    assert not list((tmp_path / "data" / "packed").glob(".*.extracted"))
+
+
+def test_librispeech_is_registered_as_one_verified_archive():
+    (f,) = datasets.DATASETS["librispeech-test-clean"].files
+    assert f.extract and f.url == "https://www.openslr.org/resources/12/test-clean.tar.gz"
+    assert (f.size, len(f.sha256)) == (346663984, 64)
 
 
 def test_kodak_registry_matches_local_copies():
