@@ -124,11 +124,11 @@ def checkpoint_config(run: Path) -> AudioModelConfig | None:
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[AudioCodecModel, dict]:
-    """The float model of a checkpoint and its provenance (steps, data, seed)."""
+    """The float model of a checkpoint and its provenance (steps, data, seed, hardware)."""
     steps, info = checkpoint_info(Path(path))
     model = AudioCodecModel(AudioModelConfig.from_dict(info["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
-    return model, {"steps": steps, "data": info["data"], "seed": info["seed"]}
+    return model, {"steps": steps, **{k: info.get(k) for k in ("data", "seed", "hardware")}}
 
 
 def train(

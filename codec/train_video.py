@@ -317,7 +317,7 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dic
     model = VideoModel(VideoModelConfig.from_dict(meta["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
     provenance = ("data", "val", "seed", "image_model", "finetune_lr", "lr", "crop", "frames")
-    training = {"steps": step, **{k: meta[k] for k in provenance}}
+    training = {"steps": step, **{k: meta[k] for k in provenance}, "hardware": meta.get("hardware")}
     image_tensors = None
     if not meta["finetune_lr"]:
         from .zoo import file_sha256

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import sys
 from pathlib import Path
 from typing import NamedTuple, TextIO
@@ -58,8 +59,22 @@ def checkpoint_info(path: Path) -> tuple[int, dict]:
     return int(metadata["step"]), json.loads(metadata["meta"])
 
 
+def hardware() -> str:
+    """What this process trains on, for provenance: the GPU's name, else the CPU's and its cores."""
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name()}"
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+    except OSError:
+        names = []
+    return f"CPU: {names[0] if names else platform.processor() or platform.machine()}, " \
+           f"{torch.get_num_threads()} threads"
+
+
 def save_checkpoint(run: Path, parts: dict[str, Part], step: int, meta: dict) -> None:
-    """The parts' modules and Adam states, the step and `meta` (JSON) as run/checkpoint.safetensors."""
+    """The parts' modules and Adam states, the step and `meta` (JSON, with `hardware` added) as
+    run/checkpoint.safetensors."""
     tensors = {}
     for prefix, (module, opt, adam) in parts.items():
         tensors.update({f"{prefix}.{k}": v.contiguous() for k, v in module.state_dict().items()})
@@ -69,6 +84,7 @@ def save_checkpoint(run: Path, parts: dict[str, Part], step: int, meta: dict) ->
                 for k, v in opt.state.get(p, {}).items():
                     tensors[f"{adam}.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
     tmp = run / f"{CHECKPOINT}.tmp"
+    meta = {**meta, "hardware": hardware()}
     save_file(tensors, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
     tmp.replace(run / CHECKPOINT)
 

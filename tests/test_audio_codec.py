@@ -71,6 +71,11 @@ def model_path(run_dir, tmp_path_factory) -> Path:
         yield path
 
 
+def cpu_name() -> str:
+    return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name"))
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "ncodec.cli.main", *map(str, args)], capture_output=True)
 
@@ -81,6 +86,8 @@ def test_training_logs_resumes_and_validates_every_bitrate(run_dir):
     assert [("adv" in r, "feat" in r) for r in records if "loss" in r][1:] == [(False, False), (True, True)]
     val = next(r["val"] for r in records if "val" in r)
     assert val["kbps"] == [1.5, 3.0, 6.0, 12.0, 24.0] and len(val["si_sdr"]) == len(val["mel"]) == 5
+    training = load_checkpoint_model(run_dir / "checkpoint.safetensors")[1]
+    assert training["steps"] == 3 and training["hardware"] == f"CPU: {cpu_name()}, 1 threads"
 
 
 def test_bitrates_select_two_to_thirty_two_stages():
