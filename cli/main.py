@@ -783,6 +783,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a skipped file in a model folder) as one `ncodec: warning:` line."""
+    print(f"ncodec: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ncodec.audio_codec import AudioError
@@ -790,12 +795,14 @@ def main(argv: list[str] | None = None) -> int:
     from ncodec.entropy.coder import DecodeError
     from ncodec.image_codec import ImageError
     from ncodec.video_io import VideoError
-    from ncodec.zoo import ModelNotFound
+    from ncodec.zoo import ModelNotFound, NotAModelFile
 
     expected = (CliError, ContainerError, ImageError, AudioError, VideoError, DecodeError, ModelNotFound,
-                OSError)
+                NotAModelFile, OSError)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            args.func(args)
     except UsageError as err:
         print(f"ncodec: error: {err}", file=sys.stderr)
         return EXIT_USAGE

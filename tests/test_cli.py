@@ -104,6 +104,19 @@ def test_models_lists_the_default_image_model():
                for m in models)
 
 
+def test_a_non_model_file_in_a_model_folder_is_skipped_with_one_warning(png, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "checkpoint.safetensors").write_bytes(b"not safetensors")
+    env = {**os.environ, "NCODEC_MODEL_PATH": str(folder)}
+    cmd = [sys.executable, "-m", "ncodec.cli.main", "encode", str(png), "-o", str(tmp_path / "a.ncz")]
+    res = subprocess.run(cmd, capture_output=True, env=env)
+    assert res.returncode == 0 and (tmp_path / "a.ncz").stat().st_size > 0
+    (line,) = res.stderr.decode().splitlines()
+    assert line.startswith(f"ncodec: warning: skipped: {folder / 'checkpoint.safetensors'} is not a readable "
+                           "safetensors file: ")
+
+
 def test_encode_decode_path_imports_no_heavy_packages():
     heavy = {"compressai", "matplotlib", "pandas", "scipy", "ray"}
     assert not heavy & imported_after("ncodec", "ncodec.image_codec", "ncodec.cli.main")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 ZOO_DIR = Path(__file__).parent
 DEFAULT_MODELS = {"image": "image-hyperprior-v1", "audio": "audio-seanet-v1", "video": "video-stprior-v1"}
@@ -18,6 +19,10 @@ DEFAULT_MODELS = {"image": "image-hyperprior-v1", "audio": "audio-seanet-v1", "v
 
 class ModelNotFound(LookupError):
     """No installed model matches the request."""
+
+
+class NotAModelFile(ValueError):
+    """A file that is not an ncodec model file (unreadable, or no model_id/modality metadata)."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,15 @@ def write_model_file(path: str | Path, tensors: dict, model_id: str, modality: s
 
 @cache
 def describe(path: Path) -> ModelInfo:
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    """The model file's id, modality, hash, size and config; NotAModelFile for any other file."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise NotAModelFile(f"{path} is not a readable safetensors file: {err}") from None
+    if "model_id" not in meta or "modality" not in meta:
+        raise NotAModelFile(f"{path} is not an ncodec model file (no model_id/modality metadata; a "
+                            "training checkpoint is exported with `ncodec train ... --export FILE`)")
     return ModelInfo(meta["model_id"], meta["modality"], path, file_sha256(path),
                      path.stat().st_size, json.loads(meta.get("config", "{}")))
 
@@ -80,8 +92,15 @@ def model_dirs() -> list[Path]:
 
 
 def installed() -> list[ModelInfo]:
-    """Shipped models first, then user models from NCODEC_MODEL_PATH."""
-    return [describe(p) for d in model_dirs() for p in sorted(d.glob("*.safetensors"))]
+    """Shipped models first, then user models from NCODEC_MODEL_PATH; other .safetensors files in
+    those folders (e.g. training checkpoints) are skipped with a warning."""
+    models = []
+    for path in (p for d in model_dirs() for p in sorted(d.glob("*.safetensors"))):
+        try:
+            models.append(describe(path))
+        except NotAModelFile as err:
+            warnings.warn(f"skipped: {err}", stacklevel=2)
+    return models
 
 
 def find(model_id: str | None, modality: str) -> ModelInfo:
