@@ -584,8 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--quality", type=float, help="images and video: 1 (smallest) .. 8 (best), default 4")
     rate.add_argument("--bpp", type=float, help="images: target bits per pixel (searches quality)")
     rate.add_argument("--bitrate", type=float,
-                      help="audio: kbps per channel, one of 1.5 3 6 12 24 (default 6); stereo codes mid "
-                           "and side at this rate each")
+                      help="audio: kbps, one of 1.5 3 6 12 24 (default 6); stereo splits it equally "
+                           "between mid and side")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
@@ -724,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_codec_options(ba, "ncodec,opus,mp3", "ncodec, opus, mp3", "opus")
     ba.add_argument("--bitrates", action="append", default=[], metavar="CODEC=KBPS,...",
                     help="bitrates to sweep for one codec instead of its defaults (repeatable). "
-                         "Defaults: ncodec=1.5,3,6,12,24 (kbps per channel, the model's rates), "
+                         "Defaults: ncodec=1.5,3,6,12,24 (kbps, the model's rates), "
                          "opus=6,8,12,16,24,32,48 and mp3=16,24,32,48,64,96,128 (kbps for all channels)")
     ba.add_argument("--speech", action=argparse.BooleanOptionalAction, default=None,
                     help="--speech: every dataset is speech (PESQ and STOI are measured); --no-speech: none "

@@ -87,7 +87,8 @@ def _read_audio(path: str | Path) -> Audio:
 
 def encode_audio(audio: Any, bitrate: float = 6.0, sample_rate: int | None = None,
                  model: str | None = None) -> bytes:
-    """Compress audio to .ncz bytes at `bitrate` kbps per channel (1.5, 3, 6, 12 or 24).
+    """Compress audio to .ncz bytes at `bitrate` kbps (1.5, 3, 6, 12 or 24; stereo splits it
+    equally between the mid and side streams).
 
     audio: a file path (WAV, FLAC, OGG, MP3), an Audio, or float samples [channels, n] / [n]
     with `sample_rate` (8-48 kHz; resampled to the model rate and back on decode).

@@ -16,7 +16,7 @@ import io
 import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -102,12 +102,14 @@ def _model_info(model_id: str | None) -> ModelInfo:
     return model_for(model_id, "audio", AudioError, "ncodec train audio --export FILE")
 
 
-def _stages_for(model: AudioCodingModel, bitrate_kbps: float) -> int:
+def _stages_for(model: AudioCodingModel, bitrate_kbps: float, channels: int) -> int:
+    """RVQ stages per stream for a total bitrate: mono takes the model's stages for that rate,
+    stereo half of them for mid and half for side (so the file's rate is the one asked for)."""
     rates = bitrates(model.cfg)
     for kbps, stages in rates.items():
-        if math.isclose(kbps, bitrate_kbps, rel_tol=1e-6):
-            return stages
-    choices = ", ".join(f"{k:g}" for k in rates)
+        if math.isclose(kbps, bitrate_kbps, rel_tol=1e-6) and stages % channels == 0:
+            return stages // channels
+    choices = ", ".join(f"{k:g}" for k, n in rates.items() if n % channels == 0)
     raise AudioError(f"bitrate must be one of {choices} kbps, got {bitrate_kbps:g}")
 
 
@@ -128,9 +130,9 @@ class AudioEncoder:
                  bitrate_kbps: float = 6.0, model_id: str | None = None, bit_depth: int = 16):
         info = _model_info(model_id)
         self.model = load_coding_model(info.path)
-        self.params = AudioParams(int(sample_rate), int(channels), int(bit_depth), int(length),
-                                  _stages_for(self.model, bitrate_kbps))
-        self.params.validate()
+        params = AudioParams(int(sample_rate), int(channels), int(bit_depth), int(length), stages=1)
+        params.validate()
+        self.params = replace(params, stages=_stages_for(self.model, bitrate_kbps, params.channels))
         cfg = self.model.cfg
         self._hop, self._frames = cfg.hop, self.params.frames(cfg)
         self._coded = self.params.coded_length(cfg)

@@ -62,12 +62,16 @@ def run_dir(audio_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def model_path(run_dir, tmp_path_factory) -> Path:
-    """The trained tiny model exported into a folder on NCODEC_MODEL_PATH for the whole session."""
+    """The trained tiny model exported into a folder on NCODEC_MODEL_PATH, and made the default audio
+    model of this process (in place of the shipped one, for speed), for the whole session."""
+    import ncodec.zoo
+
     folder = tmp_path_factory.mktemp("audio_models")
     model, training = load_checkpoint_model(run_dir / "checkpoint.safetensors")
     path = export(model, folder / "tiny-audio.safetensors", MODEL_ID, training)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NCODEC_MODEL_PATH", str(folder))
+        mp.setitem(ncodec.zoo.DEFAULT_MODELS, "audio", MODEL_ID)
         yield path
 
 
@@ -144,8 +148,11 @@ def test_unsupported_rate_and_bitrate_are_refused():
         encode_audio(tone(8000, 0.1), 8000, 5.0)
 
 
-def test_missing_audio_model_is_one_clear_line(monkeypatch):
+def test_missing_audio_model_is_one_clear_line(monkeypatch, tmp_path):
+    import ncodec.zoo
+
     monkeypatch.setenv("NCODEC_MODEL_PATH", "")
+    monkeypatch.setattr(ncodec.zoo, "ZOO_DIR", tmp_path)  # no shipped models either
     with pytest.raises(AudioError, match="no audio model installed; train one with `ncodec train audio"):
         encode_audio(tone(8000, 0.1), 8000)
 
@@ -171,7 +178,7 @@ def test_decoding_is_bit_exact_across_runs_and_thread_counts():
 
 def test_chunked_decoding_equals_whole_signal_integer_decoding(model_path):
     """Chunks decoded with their margins give exactly the whole-signal decoder output."""
-    data = encode_audio(tone(24000, 2.6), 24000, 6.0)
+    data = encode_audio(tone(24000, 2.6), 24000, 6.0, MODEL_ID)
     dec = AudioDecoder(data)
     model = load_coding_model(model_path)
     latent = torch.cat([dec._latent(c) for c in range(dec.params.chunks(model.cfg))], 2)
@@ -304,3 +311,13 @@ def test_default_model_file_fits_the_size_budget(tmp_path):
     model = AudioCodecModel(AudioModelConfig())
     size = export(model, tmp_path / "default.safetensors", "size-check").stat().st_size
     assert size < 15e6, f"default audio model file is {size / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("kbps", [1.5, 6.0, 24.0])
+def test_bitrate_is_the_files_rate_for_mono_and_stereo(kbps):
+    """Stereo splits the stages between mid and side: the same total rate as mono."""
+    seconds = 4.0
+    for channels, stages in ((1, bitrates(TINY)[kbps]), (2, bitrates(TINY)[kbps] // 2)):
+        data = encode_audio(tone(24000, seconds, channels), 24000, kbps)
+        assert AudioDecoder(data).params.stages == stages
+        assert len(data) * 8 / seconds / 1000 < kbps * 1.1 + 0.4  # container and chunk overhead

@@ -43,8 +43,8 @@ same way after every file:
     files       audio file names (relative to the dataset folder) of the last sweep
     max_seconds only the first seconds of each file were used (null: whole files)
     anchor      codec the BD-rates are measured against
-    codecs      {codec: [settings swept]} of the codecs that ran: kbps per channel for ncodec
-                (stereo: mid and side at that rate each), target kbps of all channels for opus, mp3
+    codecs      {codec: [settings swept]} of the codecs that ran: kbps of all channels for ncodec
+                (stereo: half the stages each for mid and side) and target kbps for opus, mp3
     skipped     {codec: reason} for codecs asked for that cannot run here (no ncodec audio model,
                 no libopus / libmp3lame in PyAV)
     metrics_skipped {"pesq"|"stoi": reason}: "not a speech dataset", or the package is missing

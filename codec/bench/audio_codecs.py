@@ -6,8 +6,8 @@ sample i. Encoder delays are removed with the container's own fields, as a playe
 searching for the best lag. m may differ from n by a few samples (the harness trims or zero-pads
 to n and records the difference). Each codec runs in-process on one thread.
 
-- ncodec: `ncodec.encode_audio` / `ncodec.decode_audio`; setting: kbps per channel, one of the
-  model's bitrates (stereo codes mid and side at that rate each). Bytes: the whole .ncz file;
+- ncodec: `ncodec.encode_audio` / `ncodec.decode_audio`; setting: kbps, one of the model's
+  bitrates (stereo splits the RVQ stages equally between mid and side). Bytes: the whole .ncz file;
   payload: its RVQC code chunks.
 - opus: libopus with its defaults (VBR, application "audio", 20 ms frames) in an Ogg file in
   memory. Files at 8/12/16/24/48 kHz go in at their own rate, other rates are resampled to
