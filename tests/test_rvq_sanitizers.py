@@ -20,8 +20,6 @@ def test_cpp_kernel_is_clean_under_address_and_undefined_sanitizers(tmp_path):
            "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
            "-DNCODEC_RVQ_STANDALONE", "-pthread", str(SOURCE), str(DRIVER), "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True)
-    if build.returncode and "sanitize" in build.stderr and "unrecognized" in build.stderr:
-        pytest.skip("this compiler has no sanitizers")
     assert build.returncode == 0, build.stderr[-2000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300,
                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"})
