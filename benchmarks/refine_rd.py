@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from ncodec.bench.machine import cpu_model, source_commit
 from ncodec.bench.metrics import bd_rate, psnr
 from ncodec.image_codec import decode_image, encode_image
 from ncodec.media import image_files
@@ -60,13 +59,12 @@ def main() -> None:
     curves = {0: measure(images, 0)}
     for steps in args.steps:
         curves[steps] = measure(images, steps)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit, modified = source_commit()
     result = {
         "dataset": str(args.dataset), "images": [i.name for i in images],
         "model": {"id": model.model_id, "sha256": model.sha256},
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "git_commit": commit},
+        "machine": {"cpu": cpu_model(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "git_commit": commit, "modified": modified},
         "curves": {str(k): v for k, v in curves.items()},
         "bd_rate_vs_no_refine": {str(k): bd_rate(curves[0], curves[k]) for k in args.steps},
     }

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from ncodec.bench.machine import cpu_model
 from ncodec.rvq_backends import quantize_backends, rvq_encode
 
 CASES = [(8, 1024, 128), (32, 1024, 128)]
@@ -101,12 +102,7 @@ def machine(device: str) -> dict:
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     else:
-        try:
-            names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name")]
-            info["cpu"] = names[0] if names else platform.processor()
-        except OSError:
-            info["cpu"] = platform.processor()
+        info["cpu"] = cpu_model()
     return info
 
 

@@ -15,6 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .bench.machine import cpu_model
+
 CHECKPOINT = "checkpoint.safetensors"
 ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 
@@ -60,16 +62,10 @@ def checkpoint_info(path: Path) -> tuple[int, dict]:
 
 
 def hardware() -> str:
-    """What this process trains on, for provenance: the GPU's name, else the CPU's and its cores."""
+    """What this process trains on, for provenance: the GPU's name, else the CPU's and its threads."""
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name()}"
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-    except OSError:
-        names = []
-    return f"CPU: {names[0] if names else platform.processor() or platform.machine()}, " \
-           f"{torch.get_num_threads()} threads"
+    return f"CPU: {cpu_model() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def save_checkpoint(run: Path, parts: dict[str, Part], step: int, meta: dict) -> None:

@@ -15,6 +15,7 @@ from ncodec import container as ct
 from ncodec.audio_codec import AudioDecoder, AudioError, AudioParams, decode_audio, encode_audio
 from ncodec.audio_model import TINY, AudioCodecModel, AudioModelConfig, bitrates
 from ncodec.audio_weights import export, load_coding_model, load_float_model
+from ncodec.bench.machine import cpu_model
 from ncodec.fixed_point import ACT_BITS
 from ncodec.train_audio import load_checkpoint_model, train
 
@@ -75,11 +76,6 @@ def model_path(run_dir, tmp_path_factory) -> Path:
         yield path
 
 
-def cpu_name() -> str:
-    return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name"))
-
-
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "ncodec.cli.main", *map(str, args)], capture_output=True)
 
@@ -91,7 +87,7 @@ def test_training_logs_resumes_and_validates_every_bitrate(run_dir):
     val = next(r["val"] for r in records if "val" in r)
     assert val["kbps"] == [1.5, 3.0, 6.0, 12.0, 24.0] and len(val["si_sdr"]) == len(val["mel"]) == 5
     training = load_checkpoint_model(run_dir / "checkpoint.safetensors")[1]
-    assert training["steps"] == 3 and training["hardware"] == f"CPU: {cpu_name()}, 1 threads"
+    assert training["steps"] == 3 and training["hardware"] == f"CPU: {cpu_model()}, 1 threads"
 
 
 def test_bitrates_select_two_to_thirty_two_stages():
