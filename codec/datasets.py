@@ -243,11 +243,12 @@ def fetch(name: str, dest: str | Path | None = None, progress: Progress | None =
 
     for f in dataset.files:
         target = folder / f.name
-        if not (f.extract and _extracted(folder, f)) and not _verified(target, f):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _download(_url(f), f, target, report)
-        if f.extract and not _extracted(folder, f):
-            _extract(target, folder, f)
+        if not (f.extract and _extracted(folder, f)):
+            if not _verified(target, f):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _download(_url(f), f, target, report)
+            if f.extract:
+                _extract(target, folder, f)
         files_done += 1
         bytes_done += f.size
         report()
