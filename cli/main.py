@@ -103,7 +103,7 @@ def _looks_like_audio(data: bytes) -> bool:
 # The options each kind of input takes, per command (the rest are usage errors for that input).
 FLAGS = {
     "encode": {"image": ("quality", "bpp", "refine"), "audio": ("bitrate",),
-               "video": ("quality", "gop", "frames", "start")},
+               "video": ("quality", "gop", "frames", "start", "bitrate", "no_audio")},
     "decode": {"image": (), "audio": ("start", "duration"), "video": ("start", "frames")},
 }
 
@@ -154,6 +154,7 @@ def _print_warnings(caught) -> None:
 
 def _encode_video(args: argparse.Namespace, path: str) -> None:
     """Stream a video file's frames through the video encoder into args.output."""
+    from ncodec.video_audio import DEFAULT_BITRATE, encode_track
     from ncodec.video_codec import DEFAULT_GOP, VideoEncoder
     from ncodec.video_io import VideoReader
 
@@ -164,9 +165,6 @@ def _encode_video(args: argparse.Namespace, path: str) -> None:
         reader = VideoReader(path)
     _print_warnings(caught)
     info = reader.info
-    if info.has_audio:
-        print(f"ncodec: note: the audio track of {Path(args.input).name} is dropped (ncodec codes the "
-              "video only)", file=sys.stderr)
     start = args.start or 0.0
     frames = reader.frames(start, args.frames)
     total = None
@@ -181,8 +179,11 @@ def _encode_video(args: argparse.Namespace, path: str) -> None:
         for rgb in frames:
             enc.write(rgb)
             report(enc.frames)
-        enc.close()
         report(enc.frames, final=True)
+        if info.has_audio and not args.no_audio:
+            enc.add_audio(encode_track(reader, start, enc.frames, info.frame_rate,
+                                       DEFAULT_BITRATE if args.bitrate is None else args.bitrate))
+        enc.close()
 
 
 def _bit_depth(subtype: str) -> int:
@@ -277,8 +278,8 @@ def _modality(data: bytes) -> int | None:
 
 def _decode_video(args: argparse.Namespace, source) -> None:
     """Decode (a range of) a video file frame by frame into a .y4m, .mkv or .mp4 output."""
-    from ncodec.video_codec import VideoDecoder
-    from ncodec.video_io import WRITE_SUFFIXES, VideoWriter
+    from ncodec.video_codec import Video, VideoDecoder
+    from ncodec.video_io import WRITE_SUFFIXES
 
     suffix = Path(args.output).suffix.lower() if args.output != "-" else ".y4m"
     if suffix not in WRITE_SUFFIXES:
@@ -289,11 +290,8 @@ def _decode_video(args: argparse.Namespace, source) -> None:
         report = _frame_progress("decoding", b - a)
         with warnings.catch_warnings(record=True) as caught, _atomic_output(args.output, ".y4m") as tmp:
             warnings.simplefilter("always")
-            with VideoWriter(tmp, dec.frame_rate) as out:
-                for rgb in dec.frames(a, b - a):
-                    out.write(rgb)
-                    report(out.frames)
-            report(out.frames, final=True)
+            Video(dec, a, b - a).save(tmp, progress=report)
+            report(b - a, final=True)
         _print_warnings(caught)
 
 
@@ -353,6 +351,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     for k, v in d.items():
         if k == "chunks":
             v = _chunk_summary(v)
+        elif isinstance(v, dict):
+            v = ", ".join(f"{name} {value}" for name, value in v.items())
         print(f"{k:15} {v}")
 
 
@@ -583,9 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate = e.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, help="images and video: 1 (smallest) .. 8 (best), default 4")
     rate.add_argument("--bpp", type=float, help="images: target bits per pixel (searches quality)")
-    rate.add_argument("--bitrate", type=float,
-                      help="audio: kbps, one of 1.5 3 6 12 24 (default 6); stereo splits it equally "
-                           "between mid and side")
+    e.add_argument("--bitrate", type=float,
+                   help="audio, and a video's audio track: kbps, one of 1.5 3 6 12 24 (default 6); stereo "
+                        "splits it equally between mid and side")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
@@ -595,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--frames", type=_positive_int, metavar="N", help="video: encode at most N frames")
     e.add_argument("--start", type=_non_negative_float, metavar="S",
                    help="video: start S seconds into the input (default 0)")
+    e.add_argument("--no-audio", action="store_true",
+                   help="video: drop the audio track (by default it is coded with the audio codec)")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="decompress .ncz; output format from the extension")

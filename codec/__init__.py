@@ -116,7 +116,8 @@ VIDEO_MODALITY = 3  # HEAD byte 18 (container.Modality.VIDEO)
 
 
 def _frames_from(video: Any, start: float | None, frames: int | None, frame_rate):
-    """(frame rate, iterator of RGB frames) of a path, a Video, or frames with a rate."""
+    """(frame rate, iterator of RGB frames, the VideoReader of a path or None) of a path, a Video,
+    or frames with a rate."""
     from itertools import islice
 
     from .video_codec import Video
@@ -125,31 +126,33 @@ def _frames_from(video: Any, start: float | None, frames: int | None, frame_rate
         from .video_io import VideoReader
 
         reader = VideoReader(video)
-        return reader.info.frame_rate, reader.frames(start or 0.0, frames)
+        return reader.info.frame_rate, reader.frames(start or 0.0, frames), reader
     if isinstance(video, Video):
         frame_rate = video.frame_rate
     elif frame_rate is None:
         raise ValueError("frame_rate is required when encoding raw frames")
     skip = round((start or 0) * frame_rate)
-    return frame_rate, islice(iter(video), skip, None if frames is None else skip + frames)
+    return frame_rate, islice(iter(video), skip, None if frames is None else skip + frames), None
 
 
 def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frames: int | None = None,
                  start: float | None = None, frame_rate: Any = None, model: str | None = None,
-                 output: str | Path | None = None) -> bytes | Path:
+                 output: str | Path | None = None, audio_bitrate: float | None = 6.0) -> bytes | Path:
     """Compress video to .ncz: bytes, or streamed into `output` (a path, returned).
 
-    video: a file path (.mp4 .mkv .webm .avi .mov .y4m; its audio track is not coded), a Video,
-    or RGB frames (uint8 [frames, H, W, 3] array or an iterable of (H, W, 3)) with `frame_rate`.
+    video: a file path (.mp4 .mkv .webm .avi .mov .y4m), a Video, or RGB frames (uint8
+    [frames, H, W, 3] array or an iterable of (H, W, 3)) with `frame_rate`.
     gop: an intra frame every gop frames (default 32); start (seconds) and frames (count) select a
-    range. Memory stays constant: frames are encoded as they are read.
+    range. Memory stays constant: frames are encoded as they are read. A file's audio track is
+    coded by the audio codec at `audio_bitrate` kbps into the same file (None: dropped).
     """
     import io
 
+    from .video_audio import encode_track
     from .video_codec import DEFAULT_GOP, VideoEncoder
     from .video_io import VideoError
 
-    rate, source = _frames_from(video, start, frames, frame_rate)
+    rate, source, reader = _frames_from(video, start, frames, frame_rate)
     first = next(iter(source), None)
     if first is None:
         raise VideoError("no frames to encode")
@@ -161,6 +164,8 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
                            DEFAULT_GOP if gop is None else gop, model)
         for rgb in itertools.chain([first], source):
             enc.write(rgb)
+        if reader is not None and reader.info.has_audio and audio_bitrate is not None:
+            enc.add_audio(encode_track(reader, start or 0.0, enc.frames, rate, audio_bitrate))
         enc.close()
 
     if output is None:

@@ -271,7 +271,15 @@ class AudioDecoder:
 
         The samples equal those of a whole-file decode at the same positions, bit for bit.
         """
-        a, b = self.span(start, duration)
+        return self.samples(*self.span(start, duration))
+
+    def samples(self, a: int, b: int) -> Iterator[np.ndarray]:
+        """int16 [channels, n] blocks of samples [a, b) at the original rate (0 <= a < b <= length)."""
+        if not 0 <= a < b <= self.params.length:
+            raise AudioError(f"sample range [{a}, {b}) outside 0..{self.params.length}")
+        return self._samples(a, b)
+
+    def _samples(self, a: int, b: int) -> Iterator[np.ndarray]:
         rate, coded_rate = self.params.sample_rate, self.model.cfg.sample_rate
         end = self._frames * self.model.cfg.hop  # coded samples, zero-padded to whole frames
         if rate == coded_rate:

@@ -17,7 +17,8 @@ def describe_file(source: bytes | BinaryIO) -> dict:
 
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     start = stream.tell()
-    header, chunks = ct.scan_container(stream, (*KNOWN_CHUNKS, *ac.KNOWN_CHUNKS, *vc.KNOWN_CHUNKS))
+    header, chunks = ct.scan_container(stream, (*KNOWN_CHUNKS, *ac.KNOWN_CHUNKS, *vc.KNOWN_CHUNKS),
+                                       (ct.SEEK, vc.CHUNK_AUDIO))
     size = stream.seek(0, io.SEEK_END) - start
     out = {
         "format": f"{header.major}.{header.minor}",
@@ -46,4 +47,11 @@ def describe_file(source: bytes | BinaryIO) -> dict:
                    gop=v.gop, intra_frames=len(v.intra_frames()), quality=v.quality,
                    bpp=round(size * 8 / (v.width * v.height * v.frames), 4),
                    kbps=round(size * 8 / seconds / 1000, 3))
+        audio = [c for c in chunks if c.type == vc.CHUNK_AUDIO]
+        if audio:
+            track = ct.read_container(audio[0].data, ac.KNOWN_CHUNKS)[0]
+            a = ac.AudioParams.unpack(track.params)
+            out["audio"] = {"model": track.model_id, "sample_rate": a.sample_rate, "channels": a.channels,
+                            "samples": a.length, "bytes": len(audio[0].data),
+                            "kbps": round(len(audio[0].data) * 8 / seconds / 1000, 3)}
     return out

@@ -19,7 +19,8 @@ import io
 import math
 import os
 import struct
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -34,14 +35,15 @@ from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
 from .image_codec import QUALITY_STEPS, ImageParams, _gain, _inverse_gain, _to_pixels, _z_index
 from .image_weights import GAIN_BITS
+from .video_audio import check_audio_track, interleave, track_length
 from .video_io import VideoError
 from .video_weights import VideoCodingModel, VideoModelError, load_coding_model
 from .zoo import ModelInfo, find_by_hash, model_for
 
 PARAMS = struct.Struct(">IIIIIHH")  # width, height, rate num, rate den, frames, gop, quality
-CHUNK_INTRA, CHUNK_INTER = b"IFRM", b"PFRM"
+CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"PFRM", b"AUDI"
 FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER)
-KNOWN_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, ct.SEEK)
+KNOWN_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO, ct.SEEK)
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -268,6 +270,7 @@ class VideoEncoder:
         self._writer = ct.ContainerWriter(stream, self._header)
         self._coder = FrameCoder(self.model, self.params)
         self._seek: list[tuple[int, int]] = []
+        self._audio = False
         self.frames = 0  # written so far
         self.bytes = self._writer.position
 
@@ -280,6 +283,8 @@ class VideoEncoder:
                              f"got {rgb.dtype} {rgb.shape}")
         if self._declared is not None and self.frames >= self._declared:
             raise VideoError(f"more frames than the declared {self._declared}")
+        if self._audio:
+            raise VideoError("the audio track is written: no more frames")
         ct.check_claim("video frame count", self.frames + 1, MAX_FRAMES)
         intra = p.intra(self.frames)
         data = self._coder.encode(rgb, intra)
@@ -289,6 +294,18 @@ class VideoEncoder:
         self.frames += 1
         self.bytes = self._writer.position
         return data
+
+    def add_audio(self, data: bytes) -> None:
+        """Add the audio track after the last frame: an audio .ncz (video_audio.encode_track) whose
+        length is the written frames' duration at its sample rate."""
+        from .audio_codec import AudioDecoder
+
+        if self._audio:
+            raise VideoError("the video already has an audio track")
+        check_audio_track(AudioDecoder(data), self.frames, self.params.frame_rate)
+        self._writer.add(CHUNK_AUDIO, data)
+        self._audio = True
+        self.bytes = self._writer.position
 
     def close(self) -> int:
         """Write the seek index and TAIL; returns the file size in bytes."""
@@ -349,7 +366,7 @@ class VideoDecoder:
 
     def _open(self) -> None:
         self._base = self._stream.tell()
-        header, refs = ct.scan_container(self._stream, KNOWN_CHUNKS)
+        header, refs = ct.scan_container(self._stream, KNOWN_CHUNKS, (ct.SEEK, CHUNK_AUDIO))
         if header.modality != ct.Modality.VIDEO:
             raise VideoError(f"this is an {header.modality.name.lower()} file, not a video")
         self.model = _load(find_by_hash(header.model_id, header.weights_hash))
@@ -366,6 +383,18 @@ class VideoDecoder:
         self._lengths = np.array([r.length for r in frames], dtype=np.int64)
         seek = [r for r in refs if r.type == ct.SEEK]
         self.seek_index = ct.decode_seek_index(seek[0].data) if seek else None
+        audio = [r for r in refs if r.type == CHUNK_AUDIO]
+        if len(audio) > 1:
+            raise VideoError(f"file holds {len(audio)} audio tracks (at most 1)")
+        self.audio = None  # the audio track's decoder
+        if audio:
+            from .audio_codec import AudioDecoder, AudioError
+
+            try:
+                self.audio = AudioDecoder(audio[0].data)
+            except (AudioError, ct.ContainerError) as err:
+                raise VideoError(f"audio track: {err}") from None
+            check_audio_track(self.audio, p.frames, p.frame_rate)
         if self.seek_index is not None:
             want = [(t, int(self._offsets[t])) for t in p.intra_frames()]
             if self.seek_index != want:
@@ -445,6 +474,9 @@ class Video:
         self.width, self.height = decoder.params.width, decoder.params.height
         self.frame_rate = decoder.frame_rate
         self.frame_count = end - self.first
+        track = decoder.audio.params if decoder.audio else None
+        self.audio_rate = track.sample_rate if track else 0  # Hz of the audio track (0: none)
+        self.audio_channels = track.channels if track else 0
 
     def __len__(self) -> int:
         return self.frame_count
@@ -456,11 +488,37 @@ class Video:
         return (f"Video({self.width}x{self.height}, {self.frame_count} frames at {self.frame_rate} fps, "
                 f"from frame {self.first})")
 
-    def save(self, path: str | os.PathLike, pix_fmt: str | None = None) -> Path:
-        """Write the frames to .y4m, .mkv or .mp4 (ncodec.video_io); returns the path."""
-        from .video_io import write_video
+    def audio_blocks(self) -> Iterator[np.ndarray]:
+        """The audio track's int16 samples [channels, n] that play with these frames, in blocks."""
+        if self._decoder.audio is None:
+            raise VideoError("this video has no audio track")
+        end = self.first + self.frame_count
+        return self._decoder.audio.samples(track_length(self.first, self.frame_rate, self.audio_rate),
+                                           track_length(end, self.frame_rate, self.audio_rate))
 
-        write_video(path, iter(self), self.frame_rate, pix_fmt)
+    def save(self, path: str | os.PathLike, pix_fmt: str | None = None,
+             progress: Callable[[int], None] | None = None) -> Path:
+        """Write the frames, and the audio track where the file type holds audio (.mkv: FLAC,
+        .mp4: AAC; .y4m: video only, with a VideoWarning), through ncodec.video_io; returns the
+        path. `progress(frames_written)` is called after every frame."""
+        from .video_io import AUDIO_CODECS, VideoWarning, VideoWriter
+
+        audio = self.audio_rate > 0
+        if audio and Path(path).suffix.lower() not in AUDIO_CODECS:
+            warnings.warn(f"the audio track is not written: {Path(path).suffix.lower()} holds video only "
+                          "(write .mkv or .mp4 to keep it)", VideoWarning, stacklevel=2)
+            audio = False
+        with VideoWriter(path, self.frame_rate, pix_fmt,
+                         audio=(self.audio_rate, self.audio_channels) if audio else None) as out:
+            items = interleave(iter(self), self.audio_blocks() if audio else None, self.first,
+                               self.frame_rate, self.audio_rate)
+            for kind, data in items:
+                if kind == "audio":
+                    out.write_audio(data)
+                    continue
+                out.write(data)
+                if progress:
+                    progress(out.frames)
         return Path(path)
 
     def to_array(self) -> np.ndarray:

@@ -16,6 +16,8 @@ frames, check their timestamps and find truncation. What the reader does with aw
   `VideoInfo.width/height` are the displayed size; `VideoInfo.rotation` is the rotation the file
   asked for (degrees counter-clockwise). Rotations that are not a multiple of 90 are refused.
 - Truncated or corrupt files, files without a video stream: VideoError, one line.
+- Audio (`VideoReader.audio`): the first audio stream, aligned to the frames by timestamps, as
+  float32 blocks, mono or stereo (more channels are downmixed), 8-48 kHz.
 
 Writing (`VideoWriter`, `write_video`), by extension:
 
@@ -26,6 +28,8 @@ Writing (`VideoWriter`, `write_video`), by extension:
 - .mp4: H.264 (libx264, preset medium, CRF 12: visually lossless, not exact), yuv420p when width and
   height are even; odd sizes switch to yuv444p (High 4:4:4, kept exactly, fewer players) with a
   VideoWarning rather than padding. `pix_fmt="yuv444p"` asks for it always.
+- Audio, when asked for: FLAC (lossless) in .mkv, AAC (FFmpeg's encoder, 128 kbps) in .mp4; .y4m
+  holds video only.
 
 YUV outputs use the matrix the reader assumes for untagged video of that size (above), limited
 range, and tag it where the container can. Frame rate and frame count are preserved. Output goes to
@@ -52,6 +56,8 @@ MP4_CRF = 12
 # Output pixel formats: the first is the default (mp4: the default for even sizes).
 OUTPUT_FORMATS = {".y4m": ("yuv444p", "yuv420p"), ".mkv": ("rgb", "yuv444p"), ".mp4": ("yuv420p", "yuv444p")}
 _MUXERS = {".y4m": ("yuv4mpegpipe", "rawvideo"), ".mkv": ("matroska", "ffv1"), ".mp4": ("mp4", "libx264")}
+AUDIO_CODECS = {".mkv": "flac", ".mp4": "aac"}
+AAC_BITRATE = 128_000
 _FFV1_RGB = "bgr0"  # FFV1's 8-bit RGB layout
 _RGB_FORMATS = {"rgb24", "bgr24", "rgba", "bgra", "argb", "abgr", "rgb0", "bgr0", "0rgb", "0bgr", "gbrp",
                 "gbrap"}
@@ -83,6 +89,8 @@ class VideoInfo:
     codec: str  # decoder name, e.g. h264
     variable_frame_rate: bool
     notes: tuple[str, ...] = ()  # what the reader does about this file (conversions), in words
+    audio_rate: int = 0  # samples per second of the first audio stream (0: none)
+    audio_channels: int = 0  # its channel count
 
 
 def default_matrix(width: int, height: int) -> str:
@@ -180,6 +188,8 @@ class VideoReader:
                 raise VideoError(f"{name}: no video stream")
             stream = container.streams.video[0]
             has_audio = bool(container.streams.audio)
+            audio = container.streams.audio[0].codec_context if has_audio else None
+            self._audio_format = (audio.sample_rate, audio.channels) if audio else (0, 0)
             tb = stream.time_base
             pts, ends, last, count = [], [0.0], None, 0
             try:
@@ -213,6 +223,7 @@ class VideoReader:
                 raise VideoError(f"{name}: truncated: the header says {declared_end:.2f} s, "
                                  f"the data ends at {span:.2f} s")
             self._first_pts = pts[0] if pts else None
+            self._origin = float(pts[0] * tb) if pts else 0.0  # seconds of the first frame
             self._seekable = len(pts) == count
             codec = stream.codec_context.name
         with _open(self.path) as container:
@@ -265,7 +276,7 @@ class VideoReader:
                 warnings.warn(f"{name}: {note}", VideoWarning, stacklevel=3)
         self._rotation = rotation
         return VideoInfo(width, height, rate, frames, fmt.name, depth, rotation, has_audio, duration, codec,
-                         vfr, tuple(notes))
+                         vfr, tuple(notes), *self._audio_format)
 
     def frames(self, start: float = 0.0, count: int | None = None) -> Iterator[np.ndarray]:
         """RGB frames (H, W, 3) uint8 from `start` seconds after the first frame, at most `count`."""
@@ -312,6 +323,62 @@ class VideoReader:
                                  f"({_reason(err)})") from None
 
 
+    def audio(self, start: float, samples: int) -> Iterator[np.ndarray]:
+        """The first audio stream beside the frames from `start` seconds on: float32 blocks
+        [channels, n] at `audio_rate(self.info)` summing to exactly `samples` per channel.
+
+        Sample 0 plays with the frame shown `start` seconds after the first frame (the streams'
+        timestamps align them); where the audio starts late or ends early it is padded with
+        silence. Mono stays mono, more channels are downmixed to stereo (FFmpeg's matrix).
+        """
+        if not self.info.has_audio:
+            raise VideoError(f"{self.path.name}: no audio stream")
+        return self._audio(start, samples)
+
+    def _audio(self, start: float, samples: int) -> Iterator[np.ndarray]:
+        import av
+
+        rate = audio_rate(self.info)
+        resampler = av.AudioResampler(format="fltp", layout=_layout(self.info.audio_channels), rate=rate)
+        t0 = self._origin + start
+        done, position = 0, None  # samples yielded; index (from t0) of the next decoded sample
+        with _open(self.path) as container:
+            stream = container.streams.audio[0]
+            if start > 1:
+                container.seek(int((t0 - 1) * 1_000_000), backward=True)
+            try:
+                for frame in [*container.decode(stream), None]:
+                    for out in resampler.resample(frame):
+                        if position is None:
+                            begin = float(out.pts * out.time_base) if out.pts is not None else self._origin
+                            position = round((begin - t0) * rate)
+                        x = out.to_ndarray().astype(np.float32, copy=False)
+                        if position > done:  # a gap before this block: silence
+                            yield np.zeros((x.shape[0], min(position, samples) - done), np.float32)
+                            done = min(position, samples)
+                        x = x[:, done - position : samples - position]
+                        position += out.samples
+                        if x.shape[1]:
+                            yield x
+                            done += x.shape[1]
+                        if done == samples:
+                            return
+            except av.FFmpegError as err:
+                raise VideoError(f"{self.path.name}: corrupt audio data ({_reason(err)})") from None
+        channels = 1 if self.info.audio_channels == 1 else 2
+        yield np.zeros((channels, samples - done), np.float32)
+
+
+def _layout(channels: int) -> str:
+    """The channel layout audio is read and written in: mono stays mono, the rest is stereo."""
+    return "mono" if channels == 1 else "stereo"
+
+
+def audio_rate(info: VideoInfo) -> int:
+    """The rate `VideoReader.audio` delivers: the stream's, limited to 8-48 kHz."""
+    return min(max(info.audio_rate, 8000), 48000)
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """What `VideoReader(path).info` says, without decoding more than one frame."""
     return VideoReader(path).info
@@ -341,10 +408,13 @@ class VideoWriter:
                 out.write(rgb)
 
     The file appears when the writer closes without error; `pix_fmt` picks among OUTPUT_FORMATS.
+    `audio` = (sample rate, channels) adds an audio stream (.mkv: FLAC, lossless; .mp4: AAC) that
+    `write_audio` fills; interleave its blocks with the frames in play order.
     """
 
     def __init__(self, path: str | os.PathLike, frame_rate: Fraction | int | str,
-                 pix_fmt: str | None = None, crf: int = MP4_CRF, threads: int = 0):
+                 pix_fmt: str | None = None, crf: int = MP4_CRF, threads: int = 0,
+                 audio: tuple[int, int] | None = None):
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         if self.suffix not in WRITE_SUFFIXES:
@@ -353,9 +423,13 @@ class VideoWriter:
         if pix_fmt is not None and pix_fmt not in OUTPUT_FORMATS[self.suffix]:
             raise VideoError(f"{self.suffix} output takes pixel format "
                              f"{' or '.join(OUTPUT_FORMATS[self.suffix])}, not {pix_fmt!r}")
+        if audio is not None and self.suffix not in AUDIO_CODECS:
+            raise VideoError(f"{self.path.name}: {self.suffix} holds video only (audio needs "
+                             f"{' or '.join(AUDIO_CODECS)})")
         self.frame_rate, self.pix_fmt, self.crf, self.threads = _frame_rate(frame_rate), pix_fmt, crf, threads
+        self.audio, self.samples = audio, 0
         self.frames = 0
-        self._container = self._stream = self._tmp = None
+        self._container = self._stream = self._audio_stream = self._tmp = None
         self._size: tuple[int, int] | None = None
 
     def __enter__(self) -> VideoWriter:
@@ -388,6 +462,12 @@ class VideoWriter:
         except av.FFmpegError as err:
             self.abort()
             raise VideoError(f"{self.path.name}: cannot start {codec} output ({_reason(err)})") from None
+        if self.audio is not None:
+            rate, channels = self.audio
+            self._audio_stream = self._container.add_stream(AUDIO_CODECS[self.suffix], rate=rate,
+                                                            layout=_layout(channels))
+            if self.suffix == ".mp4":
+                self._audio_stream.bit_rate = AAC_BITRATE
         stream.width, stream.height = width, height
         stream.pix_fmt = _FFV1_RGB if pix == "rgb" else pix
         stream.codec_context.thread_count = self.threads
@@ -424,11 +504,25 @@ class VideoWriter:
         self._mux(frame)
         self.frames += 1
 
-    def _mux(self, frame) -> None:
+    def write_audio(self, block: np.ndarray) -> None:
+        """Append int16 samples [channels, n] to the audio stream (after the first frame)."""
+        import av
+
+        if self._audio_stream is None:
+            raise VideoError(f"{self.path.name}: no audio stream (give `audio`) or no frame written yet")
+        block = np.ascontiguousarray(block, dtype=np.int16)
+        if block.ndim != 2 or block.shape[0] != self.audio[1]:
+            raise VideoError(f"audio blocks must be int16 [{self.audio[1]}, n], got {block.shape}")
+        frame = av.AudioFrame.from_ndarray(block, format="s16p", layout=_layout(block.shape[0]))
+        frame.sample_rate, frame.pts = self.audio[0], self.samples
+        self._mux(frame, self._audio_stream)
+        self.samples += block.shape[1]
+
+    def _mux(self, frame, stream=None) -> None:
         import av
 
         try:
-            for packet in self._stream.encode(frame):
+            for packet in (stream or self._stream).encode(frame):
                 self._container.mux(packet)
         except av.FFmpegError as err:
             self.abort()
@@ -442,6 +536,8 @@ class VideoWriter:
                 raise VideoError(f"{self.path.name}: no frames to write")
             return
         self._mux(None)
+        if self._audio_stream is not None:
+            self._mux(None, self._audio_stream)
         try:
             self._container.close()
         except Exception:

@@ -447,13 +447,17 @@ def cli(*args) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def clip_with_audio(path: Path, frames: list[np.ndarray], rate: int = 25) -> Path:
+def clip_with_audio(path: Path, frames: list[np.ndarray], samples: np.ndarray, rate: int = 25,
+                    sample_rate: int = 8000, audio_start: float = 0.0) -> Path:
+    """A lossless FFV1 + PCM .mkv: `samples` int16 [channels, n] starting `audio_start` seconds after
+    the first frame."""
     import av
 
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
     with av.open(str(path), "w") as out:
         video = out.add_stream("ffv1", rate=rate)
         video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
-        audio = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        audio = out.add_stream("pcm_s16le", rate=sample_rate, layout=layout)
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
             frame.pts = i
@@ -461,12 +465,19 @@ def clip_with_audio(path: Path, frames: list[np.ndarray], rate: int = 25) -> Pat
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-        silence = np.zeros((1, 8000 * len(frames) // rate), np.int16)
-        samples = av.AudioFrame.from_ndarray(silence, format="s16", layout="mono")
-        samples.sample_rate, samples.pts = 8000, 0
-        for packet in [*audio.encode(samples), *audio.encode()]:
+        block = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="s16p", layout=layout)
+        block.sample_rate, block.pts = sample_rate, round(audio_start * sample_rate)
+        for packet in [*audio.encode(block), *audio.encode()]:
             out.mux(packet)
     return path
+
+
+def tone(seconds: float, sample_rate: int = 8000, channels: int = 1) -> np.ndarray:
+    """int16 [channels, n]: a 440 Hz tone (and 660 Hz on the right) with a little noise."""
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    noise = np.random.default_rng(0).normal(0, 300, (channels, t.size))
+    x = np.stack([8000 * np.sin(2 * np.pi * f * t) for f in (440, 660)[:channels]]) + noise
+    return x.astype(np.int16)
 
 
 def test_cli_encodes_and_decodes_video_files(models, tmp_path):
@@ -507,11 +518,100 @@ def test_cli_info_shows_video_fields(models, tmp_path, capsys):
     assert "IFRM: 3 chunks" in text and "PFRM: 9 chunks" in text and "gop" in text
 
 
-def test_cli_says_the_audio_track_is_dropped(models, tmp_path):
-    src = clip_with_audio(tmp_path / "talk.mkv", panning(3, 48, 40))
-    code, err = cli("encode", src, "-o", tmp_path / "t.ncz", "--model", TINY_VIDEO_ID)
-    assert code == 0
-    assert err == "ncodec: note: the audio track of talk.mkv is dropped (ncodec codes the video only)\n"
+@pytest.fixture
+def shipped_audio_model(monkeypatch):
+    """The shipped audio model codes audio tracks (whatever another test made the default)."""
+    import ncodec.zoo
+
+    monkeypatch.setitem(ncodec.zoo.DEFAULT_MODELS, "audio", "audio-seanet-v1")
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        blocks = [f.to_ndarray() for f in c.decode(stream)]  # packed: [1, n * channels]
+        return np.concatenate(blocks, 1).reshape(-1, stream.channels).T, stream.sample_rate
+
+
+def test_cli_codes_the_audio_track_and_muxes_it_back(models, shipped_audio_model, tmp_path):
+    import ncodec
+    from ncodec.audio_codec import AudioDecoder
+    from ncodec.video_codec import CHUNK_AUDIO
+    from ncodec.video_io import read_frames
+
+    frames = panning(7, 48, 40)
+    source = tone(7 / 25, channels=2)
+    src = clip_with_audio(tmp_path / "talk.mkv", frames, source)
+    ncz = tmp_path / "t.ncz"
+    assert cli("encode", src, "-o", ncz, "--model", TINY_VIDEO_ID, "--gop", 3, "--bitrate", 3) == (0, "")
+    data = ncz.read_bytes()
+    from ncodec import container as ct
+
+    track = [c.data for c in ct.read_container(data, (*KNOWN, CHUNK_AUDIO))[1] if c.type == CHUNK_AUDIO]
+    # the track is exactly what the audio codec makes of the source's samples
+    with one_thread():
+        assert track == [ncodec.encode_audio(source.astype(np.float32) / 32768, 3, 8000)]
+    info = ncodec.info(ncz)
+    assert info["audio"]["sample_rate"] == 8000 and info["audio"]["channels"] == 2
+    assert info["audio"]["samples"] == 7 * 8000 // 25 and info["audio"]["bytes"] == len(track[0])
+    whole = np.concatenate(list(AudioDecoder(track[0]).blocks()), 1)
+    code, err = cli("decode", ncz, "-o", tmp_path / "out.mkv")
+    assert (code, err) == (0, "")
+    pcm, rate = read_audio(tmp_path / "out.mkv")
+    assert rate == 8000 and np.array_equal(pcm, whole)  # FLAC: exactly the decoded track
+    assert np.array_equal(np.stack(list(read_frames(tmp_path / "out.mkv"))), decode(data))
+    # a range: the samples that play with frames 4..5
+    assert cli("decode", ncz, "-o", tmp_path / "part.mkv", "--start", 4 / 25, "--frames", 2)[0] == 0
+    pcm, _ = read_audio(tmp_path / "part.mkv")
+    assert np.array_equal(pcm, whole[:, 4 * 320 : 6 * 320])
+    code, err = cli("decode", ncz, "-o", tmp_path / "out.mp4")
+    assert code == 0 and read_audio(tmp_path / "out.mp4")[1] == 8000
+    code, err = cli("decode", ncz, "-o", tmp_path / "out.y4m")
+    assert code == 0 and err == ("ncodec: warning: the audio track is not written: .y4m holds video only "
+                                 "(write .mkv or .mp4 to keep it)\n")
+    assert cli("encode", src, "-o", tmp_path / "v.ncz", "--model", TINY_VIDEO_ID, "--no-audio") == (0, "")
+    assert "audio" not in ncodec.info(tmp_path / "v.ncz")
+
+
+def test_audio_track_follows_the_frames_start_and_count(models, shipped_audio_model, tmp_path):
+    import ncodec
+    from ncodec.audio_codec import AudioDecoder
+
+    source = tone(1.0)
+    src = clip_with_audio(tmp_path / "late.mkv", panning(14, 48, 40), source, audio_start=0.1)
+    with one_thread():
+        data = ncodec.encode_video(src, model=TINY_VIDEO_ID, start=0.2, frames=6)
+        video = ncodec.decode(data)
+        assert (video.audio_rate, video.audio_channels) == (8000, 1)
+        samples = np.concatenate(list(video.audio_blocks()), 1)
+        # frames 5..10 play with the audio from 0.2 - 0.1 = 0.1 s on (sample 800), for 6 frames = 0.24 s
+        assert samples.shape == (1, 1920)
+        assert data == ncodec.encode_video(src, model=TINY_VIDEO_ID, start=0.2, frames=6)
+        direct = ncodec.encode_audio(source[:, 800:2720].astype(np.float32) / 32768, 6, 8000)
+        assert np.array_equal(samples, np.concatenate(list(AudioDecoder(direct).blocks()), 1))
+        assert "audio" not in ncodec.info(ncodec.encode_video(src, model=TINY_VIDEO_ID, frames=2,
+                                                              audio_bitrate=None))
+
+
+def test_wrong_or_repeated_audio_tracks_are_refused(models, shipped_audio_model):
+    import ncodec
+    from ncodec.video_codec import VideoEncoder
+    from ncodec.video_io import VideoError
+
+    with one_thread():
+        enc = VideoEncoder(io.BytesIO(), 48, 40, 25, model_id=TINY_VIDEO_ID)
+        for rgb in panning(2, 48, 40):
+            enc.write(rgb)
+        with pytest.raises(VideoError, match="audio track holds 639 samples at 8000 Hz; 2 frames at 25 fps "
+                                             "need 640"):
+            enc.add_audio(ncodec.encode_audio(np.zeros(639, np.float32), 6, 8000))
+        enc.add_audio(ncodec.encode_audio(np.zeros(640, np.float32), 6, 8000))
+        with pytest.raises(VideoError, match="already has an audio track"):
+            enc.add_audio(ncodec.encode_audio(np.zeros(640, np.float32), 6, 8000))
+        with pytest.raises(VideoError, match="no more frames"):
+            enc.write(panning(1, 48, 40)[0])
 
 
 def test_cli_exit_codes_for_bad_video_input(models, tmp_path):
@@ -524,7 +624,8 @@ def test_cli_exit_codes_for_bad_video_input(models, tmp_path):
     png = tmp_path / "p.png"
     Image.fromarray(panning(1, 48, 40)[0]).save(png)
     usage = [("encode", png, "-o", tmp_path / "x.ncz", "--gop", 4),
-             ("encode", src, "-o", tmp_path / "x.ncz", "--bitrate", 6),
+             ("encode", png, "-o", tmp_path / "x.ncz", "--bitrate", 6),
+             ("encode", png, "-o", tmp_path / "x.ncz", "--no-audio"),
              ("encode", src, "-o", tmp_path / "x.ncz", "--bpp", 0.5),
              ("decode", ncz, "-o", tmp_path / "x.mkv", "--duration", 1)]
     for args in usage:

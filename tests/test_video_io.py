@@ -219,6 +219,63 @@ def test_audio_is_reported(tmp_path):
     assert len(list(read_frames(path))) == N
 
 
+def with_pcm(path, frames, samples: np.ndarray, sample_rate: int, audio_start: float, layout: str):
+    """FFV1 frames at 25 fps and int16 PCM `samples` [channels, n] from `audio_start` seconds."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        sound = out.add_stream("pcm_s16le", rate=sample_rate, layout=layout)
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        block = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="s16p", layout=layout)
+        block.sample_rate, block.pts = sample_rate, round(audio_start * sample_rate)
+        out.mux(sound.encode(block))
+        out.mux(sound.encode())
+    return path
+
+
+def test_audio_is_aligned_to_the_frames_padded_and_downmixed(tmp_path):
+    pcm = np.random.default_rng(3).integers(-20000, 20000, (1, 4000)).astype(np.int16)
+    path = with_pcm(tmp_path / "late.mkv", clip(), pcm, 16000, 0.05, "mono")  # audio 0.05 .. 0.3 s
+    reader = VideoReader(path)
+    assert (reader.info.audio_rate, reader.info.audio_channels) == (16000, 1)
+    x = np.concatenate(list(reader.audio(0.0, 6000)), 1)
+    assert x.shape == (1, 6000) and x.dtype == np.float32
+    assert not x[:, :800].any() and not x[:, 4800:].any()  # silence before and after
+    assert np.array_equal(x[:, 800:4800], pcm / 32768)
+    y = np.concatenate(list(reader.audio(0.1, 100)), 1)  # 0.1 s = sample 800 of the stream
+    assert np.array_equal(y, pcm[:, 800:900] / 32768)
+    write_video(tmp_path / "silent.mkv", clip(), 25)
+    with pytest.raises(VideoError, match="no audio stream"):
+        VideoReader(tmp_path / "silent.mkv").audio(0, 1)
+    quad = np.stack([pcm[0], pcm[0] // 2, -pcm[0], np.zeros_like(pcm[0])])
+    path = with_pcm(tmp_path / "quad.mkv", clip(), quad, 96000, 0.0, "quad")
+    reader = VideoReader(path)
+    assert reader.info.audio_channels == 4
+    x = np.concatenate(list(reader.audio(0.0, 100)), 1)
+    assert x.shape == (2, 100)  # stereo, resampled to at most 48 kHz: 100 samples at 48 kHz
+
+
+def test_writer_adds_an_audio_stream_to_mkv_and_mp4_only(tmp_path):
+    pcm = np.random.default_rng(4).integers(-9000, 9000, (2, 1600)).astype(np.int16)
+    for suffix in (".mkv", ".mp4"):
+        with VideoWriter(tmp_path / f"a{suffix}", 25, audio=(8000, 2)) as out:
+            for i, rgb in enumerate(clip(4, 32, 16)):
+                out.write(rgb)
+                out.write_audio(pcm[:, 320 * i : 320 * (i + 1)])
+            with pytest.raises(VideoError, match=r"int16 \[2, n\]"):
+                out.write_audio(pcm[:1])
+        info = probe(tmp_path / f"a{suffix}")
+        assert info.frames == 4 and (info.audio_rate, info.audio_channels) == (8000, 2)
+    back = np.concatenate(list(VideoReader(tmp_path / "a.mkv").audio(0, 1280)), 1)
+    assert np.array_equal(back, pcm[:, :1280] / 32768)  # FLAC: lossless
+    with pytest.raises(VideoError, match="holds video only"):
+        VideoWriter(tmp_path / "a.y4m", 25, audio=(8000, 1))
+
+
 def test_ten_bit_video_is_converted_to_8_bit_with_a_warning(tmp_path):
     path = tmp_path / "deep.mkv"
     encode_with_pyav(path, clip(), pix_fmt="yuv444p10le")
