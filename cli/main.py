@@ -535,6 +535,25 @@ def cmd_datasets_list(args: argparse.Namespace) -> None:
               f"{r['url']}  -> {r['dest']}")
 
 
+def cmd_datasets_synth_audio(args: argparse.Namespace) -> None:
+    from ncodec.synth_audio import SynthError, synthesize
+
+    if args.music < 0 or args.speech < 0:
+        raise UsageError("--music and --speech must not be negative")
+    tty = sys.stderr.isatty()
+
+    def report(kind: str, done: int, total: int) -> None:
+        if tty or done == total or done % 50 == 0:
+            end = "\n" if done == total or not tty else ""
+            print(f"\rncodec: {kind} {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    try:
+        files = synthesize(args.out, args.music, args.speech, args.seed, args.soundfont, report)
+    except (SynthError, ModuleNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(f"{len(files)} files in {Path(args.out).resolve()}")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -782,6 +801,19 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--dest", help=dest_help)
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=cmd_datasets_list)
+    dsa = dsub.add_parser(
+        "synth-audio", help="synthesise training audio: FluidSynth music and eSpeak NG speech",
+        description="Render random General MIDI pieces (~24 s each) with FluidSynth and a GM soundfont and "
+                    "speak English sentences (~15 s each) with eSpeak NG, as FLAC files in OUT/music and "
+                    "OUT/speech for `ncodec train audio --data`. Needs the Debian packages fluidsynth, "
+                    "fluid-soundfont-gm and espeak-ng, and mido (pip install ncodec[synth]). Existing "
+                    "files are kept: reruns resume and extend the set reproducibly.")
+    dsa.add_argument("--out", required=True, help="output folder")
+    dsa.add_argument("--music", type=int, default=100, help="pieces of music (default 100)")
+    dsa.add_argument("--speech", type=int, default=200, help="speech utterances (default 200)")
+    dsa.add_argument("--seed", type=int, default=0)
+    dsa.add_argument("--soundfont", help="General MIDI .sf2 (default: the Debian FluidR3_GM)")
+    dsa.set_defaults(func=cmd_datasets_synth_audio)
     return p
 
 
