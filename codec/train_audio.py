@@ -57,21 +57,33 @@ def load_mono(path: Path, rate: int, max_seconds: float | None = None) -> np.nda
 
 
 class ClipSampler:
-    """Random fixed-length crops with random gain, half of them a mix of two clips."""
+    """Random fixed-length crops with random gain, half of them a mix of two clips.
+
+    Each folder that directly holds audio files is a group; a crop comes from a uniformly chosen
+    group, then a uniformly chosen clip of it, so 600 one-second digits do not outweigh 28 long
+    speeches, nor hours of synthesised music the few real pieces."""
 
     def __init__(self, folders: list[str], rate: int, length: int, rng: np.random.Generator):
         paths = [p for f in folders for p in audio_files(f)]
         if not paths:
             raise FileNotFoundError(f"no audio files under {folders}")
-        self.clips = [c for c in (load_mono(p, rate) for p in paths) if np.abs(c).max() > 1e-4]
-        if not self.clips:
+        groups: dict[Path, list[np.ndarray]] = {}
+        for path in paths:
+            clip = load_mono(path, rate)
+            if np.abs(clip).max() > 1e-4:
+                groups.setdefault(path.parent, []).append(clip)
+        if not groups:
             raise FileNotFoundError(f"only silent audio under {folders}")
+        self.groups = list(groups.values())
         self.length, self.rng = length, rng
-        seconds = sum(len(c) for c in self.clips) / rate
-        note(f"training on {len(self.clips)} clips ({seconds / 60:.1f} min) from {len(folders)} folder(s)")
+        clips = [c for g in self.groups for c in g]
+        seconds = sum(len(c) for c in clips) / rate
+        note(f"training on {len(clips)} clips ({seconds / 60:.1f} min) in {len(self.groups)} equally "
+             f"weighted folders: " + ", ".join(f"{k.name} {len(v)}" for k, v in groups.items()))
 
     def _crop(self) -> np.ndarray:
-        clip = self.clips[self.rng.integers(len(self.clips))]
+        group = self.groups[self.rng.integers(len(self.groups))]
+        clip = group[self.rng.integers(len(group))]
         if len(clip) < self.length:
             clip = np.pad(clip, (0, self.length - len(clip)))
         start = self.rng.integers(len(clip) - self.length + 1)

@@ -317,3 +317,21 @@ def test_bitrate_is_the_files_rate_for_mono_and_stereo(kbps):
         data = encode_audio(tone(24000, seconds, channels), 24000, kbps)
         assert AudioDecoder(data).params.stages == stages
         assert len(data) * 8 / seconds / 1000 < kbps * 1.1 + 0.4  # container and chunk overhead
+
+
+def test_clip_sampler_weights_folders_equally(tmp_path):
+    """Twenty clips in one folder and one in another: crops come from each folder about half the
+    time (a clip-uniform sampler would take the lone clip 1 time in 21)."""
+    from ncodec.train_audio import ClipSampler
+
+    many, one = tmp_path / "many", tmp_path / "one"
+    many.mkdir()
+    one.mkdir()
+    t = np.arange(8000) / 8000
+    for i in range(20):
+        sf.write(many / f"{i}.wav", 0.4 + 0.1 * np.sin(2 * np.pi * 5 * t + i), 8000)
+    sf.write(one / "0.wav", -0.4 - 0.1 * np.sin(2 * np.pi * 5 * t), 8000)
+    sampler = ClipSampler([str(tmp_path)], 8000, 800, np.random.default_rng(0))
+    assert sorted(len(g) for g in sampler.groups) == [1, 20]
+    lone = np.mean([sampler._crop().mean() < 0 for _ in range(600)])
+    assert 0.42 < lone < 0.58
