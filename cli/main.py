@@ -502,9 +502,10 @@ def cmd_datasets_fetch(args: argparse.Namespace) -> None:
 
     tty, last = sys.stderr.isatty(), -1
 
-    def report(files_done: int, files: int, done: int, total: int) -> None:
+    def report(files_done: int, files: int, done: int, total: int | None) -> None:
         nonlocal last
-        line = f"ncodec: {args.name} {files_done}/{files} files, {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        megabytes = f"{done / 1e6:.1f} MB" if total is None else f"{done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        line = f"ncodec: {args.name} {files_done}/{files} files, {megabytes}"
         if tty:
             print(f"\r{line}", end="\n" if files_done == files else "", file=sys.stderr, flush=True)
         elif files_done != last:
@@ -530,8 +531,9 @@ def cmd_datasets_list(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    for r in rows:
-        print(f"{r['name']:12} {r['files']:4} files {r['bytes'] / 1e6:8.1f} MB  {r['status']:8} "
+    for r in rows:  # a size not known in advance shows as "?"
+        megabytes = "?" if r["bytes"] is None else f"{r['bytes'] / 1e6:.1f}"
+        print(f"{r['name']:12} {r['files']:4} files {megabytes:>8} MB  {r['status']:8} "
               f"{r['url']}  -> {r['dest']}")
 
 
@@ -791,13 +793,16 @@ def build_parser() -> argparse.ArgumentParser:
     dest_help = "parent folder (default: $NCODEC_DATA, else ~/.cache/ncodec/datasets)"
     df = dsub.add_parser(
         "fetch", help="download a dataset into DEST/NAME and print that folder",
-        description="Download every file of a dataset, verify its size and sha256, and print the "
+        description="Download every file of a dataset, verify its size (where registered) and its "
+                    "registered digests (sha256; CLIC: sha1 and md5), unpack archives, and print the "
                     "folder. Verified files are skipped, so rerunning resumes. "
                     "$NCODEC_DATASETS_MIRROR replaces the source URL (files come from MIRROR/FILE).")
     df.add_argument("name", help="dataset name (see `ncodec datasets list`)")
     df.add_argument("--dest", help=dest_help)
     df.set_defaults(func=cmd_datasets_fetch)
-    dl = dsub.add_parser("list", help="registered datasets and whether they are fetched")
+    dl = dsub.add_parser("list", help="registered datasets and whether they are fetched",
+                         description="One line per dataset (size '?' where not known in advance); "
+                                     "--json gives bytes null then.")
     dl.add_argument("--dest", help=dest_help)
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=cmd_datasets_list)
