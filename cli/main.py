@@ -531,9 +531,10 @@ def cmd_datasets_list(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
+    width = max(len(r["name"]) for r in rows)
     for r in rows:  # a size not known in advance shows as "?"
         megabytes = "?" if r["bytes"] is None else f"{r['bytes'] / 1e6:.1f}"
-        print(f"{r['name']:12} {r['files']:4} files {megabytes:>8} MB  {r['status']:8} "
+        print(f"{r['name']:{width}} {r['files']:4} files {megabytes:>8} MB  {r['status']:8} "
               f"{r['url']}  -> {r['dest']}")
 
 
