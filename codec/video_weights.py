@@ -11,20 +11,19 @@ image codec does with that model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .fixed_point import IntNet, build_intnet, conv_modules, dequantize_conv, quantize_conv
 from .image_weights import ImageCodingModel, export_tensors
 from .image_weights import load_coding_model as load_image_coding_model
 from .image_weights import load_float_model as load_image_float_model
 from .video_model import PRIOR_MARGIN, TemporalPrior, VideoModel, VideoModelConfig
-from .zoo import ModelInfo, describe
+from .zoo import ModelInfo, describe, write_model_file
 
 FORMAT = "ncodec-video-stprior-1"
 
@@ -48,16 +47,8 @@ def export(model: VideoModel, path: str | Path, model_id: str, training: dict | 
     for i, layer in enumerate(conv_modules(model.prior.net)):
         for k, v in quantize_conv(layer).items():
             t[f"dec.prior.{i}.{k}"] = v.contiguous()
-    meta = {"model_id": model_id, "modality": "video", "format": FORMAT,
-            "config": json.dumps(model.cfg.as_dict())}
-    if image_model:
-        meta["image_model"] = json.dumps(image_model)
-    if training:
-        meta["training"] = json.dumps(training)
-    path = Path(path)
-    save_file(t, str(path), metadata=meta)
-    path.chmod(0o644)
-    return path
+    return write_model_file(path, t, model_id, "video", FORMAT, model.cfg.as_dict(), training,
+                            {"image_model": image_model} if image_model else None)
 
 
 @dataclass

@@ -398,7 +398,7 @@ def test_training_resumes_caches_frames_and_exports_the_frozen_image_part(models
     val = [r["val"] for r in log if "val" in r][-1]
     assert len(val["bpp_video"]) == len(val["bpp_intra"]) == len(val["psnr"]) == 8
     model, training, image_tensors = load_checkpoint_model(run / "checkpoint.safetensors")
-    out = export(model, tmp_path / "v.safetensors", "v-test", training, image_tensors,
+    out = export(model, tmp_path / "new" / "v.safetensors", "v-test", training, image_tensors,  # folder made
                  training["image_model"])
     exported, original = load_file(str(out)), load_file(str(image))
     assert all(torch.equal(exported[k], v) for k, v in original.items())

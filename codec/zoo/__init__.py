@@ -57,17 +57,23 @@ def file_sha256(path: Path) -> str:
 
 
 def write_model_file(path: str | Path, tensors: dict, model_id: str, modality: str, fmt: str, config: dict,
-                     training: dict | None = None) -> Path:
+                     training: dict | None = None, extra: dict | None = None) -> Path:
     """Save a model file as `describe` reads it: the tensors, and metadata model_id, modality,
-    format, config and training (provenance), the last two as JSON; readable by everyone."""
+    format, config, training (provenance) and any `extra` entries, all but the first three as
+    JSON. The folder is created if needed; the file appears whole (written beside, then renamed)
+    with the permissions a plain open() gives."""
     from safetensors.torch import save_file
 
+    from ..atomic import atomic_output
+
     meta = {"model_id": model_id, "modality": modality, "format": fmt, "config": json.dumps(config)}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     if training:
         meta["training"] = json.dumps(training)
     path = Path(path)
-    save_file(tensors, str(path), metadata=meta)
-    path.chmod(0o644)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
     return path
 
 
