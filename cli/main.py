@@ -433,8 +433,7 @@ def cmd_train_video(args: argparse.Namespace) -> None:
     from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
 
     tc = VideoTrainConfig(batch=args.batch, crop=args.crop, frames=args.frames, windows_per_clip=args.windows,
-                          lr=args.lr, finetune_lr=args.finetune_lr, distortion=args.distortion,
-                          prior_channels=args.prior_channels,
+                          lr=args.lr, finetune_lr=args.finetune_lr, prior_channels=args.prior_channels,
                           val_every=args.val_every)
     try:
         ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val)
@@ -706,9 +705,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames per training window (1 intra + the rest inter)")
     tv.add_argument("--windows", type=int, default=200, help="windows cached per clip")
     tv.add_argument("--lr", type=float, default=1e-4, help="learning rate of the temporal prior")
-    tv.add_argument("--distortion", action="store_true",
-                    help="frozen transforms: the prior also learns from the inter frames' distortion "
-                         "(through the synthesis; slower steps)")
     tv.add_argument("--finetune-lr", type=float, default=0.0,
                     help="also train the image transforms at this rate (default 0: frozen)")
     tv.add_argument("--prior-channels", type=int, default=64, help="width of the temporal prior")

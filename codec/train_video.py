@@ -12,10 +12,8 @@ learns (the image transforms, gains and hyperprior stay exactly as shipped): its
 of the inter frames, which is all P changes. Why frozen by default: intra frames then code exactly
 as the image codec does (the video model file carries the image model's tensors byte for byte),
 P converges in minutes, and a few video clips cannot pull the image transforms away from what
-the image training set taught them. `distortion` adds the inter frames' lambda * 255^2 * MSE to
-P's loss (through the frozen synthesis: P's mean moves the rounding grid, so a rate-only P can
-trade quality for rate unseen). `finetune_lr` > 0 also trains the transforms at that rate, with
-the full loss rate + lambda * 255^2 * MSE at sampled quality levels (as train_image does).
+the image training set taught them. `finetune_lr` > 0 also trains the transforms at that rate,
+with the full loss rate + lambda * 255^2 * MSE at sampled quality levels (as train_image does).
 """
 
 from __future__ import annotations
@@ -221,7 +219,6 @@ class VideoTrainConfig:
     windows_per_clip: int = 200
     lr: float = 1e-4
     finetune_lr: float = 0.0  # > 0: the image transforms train too, at this rate
-    distortion: bool = False  # frozen transforms: P also learns from the inter frames' distortion
     prior_channels: int = 64
     val_frames: int = 8
     val_every: int = 500
@@ -276,20 +273,19 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     lambdas = torch.tensor(LAMBDAS, device=device)[: cfg.levels]
     meta = {"cfg": cfg.as_dict(), "data": [str(f) for f in files], "val": str(val_path) if val_path else None,
             "seed": seed, "image_model": {"id": image_info.model_id, "sha256": file_sha256(init_copy)},
-            "finetune_lr": tc.finetune_lr, "distortion": tc.distortion, "lr": tc.lr, "crop": tc.crop,
-            "frames": tc.frames}
+            "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames}
     log = (run / "log.jsonl").open("a")
     start = last_save = time.monotonic()
-    what = " and the transforms" if finetune else " (rate and distortion)" if tc.distortion else ""
-    note(f"step {step}: training the temporal prior{what} on {device} "
+    note(f"step {step}: training the temporal prior{' and the transforms' if finetune else ''} on {device} "
          f"with {len(windows)} windows for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(tc.batch).to(device)
         level = torch.randint(0, cfg.levels, (tc.batch,), device=device)
-        out = model(x, level, train_transforms=finetune, reconstruct=finetune or tc.distortion)
-        coded = slice(None) if finetune else slice(1, None)  # P does not change the intra frame
-        cost = out["bpp"] + lambdas[level, None] * 255**2 * out["mse"] if "mse" in out else out["bpp"]
-        loss = cost[:, coded].mean()
+        out = model(x, level, train_transforms=finetune, reconstruct=finetune)
+        if finetune:
+            loss = (out["bpp"] + lambdas[level, None] * 255**2 * out["mse"]).mean()
+        else:
+            loss = out["bpp"][:, 1:].mean()  # the intra frame's rate does not depend on P
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -321,8 +317,7 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dic
     model = VideoModel(VideoModelConfig.from_dict(meta["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
     provenance = ("data", "val", "seed", "image_model", "finetune_lr", "lr", "crop", "frames")
-    training = {"steps": step, **{k: meta[k] for k in provenance},
-                "distortion": meta.get("distortion", False), "hardware": meta.get("hardware")}
+    training = {"steps": step, **{k: meta[k] for k in provenance}, "hardware": meta.get("hardware")}
     image_tensors = None
     if not meta["finetune_lr"]:
         from .zoo import file_sha256

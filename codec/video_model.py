@@ -89,12 +89,7 @@ class VideoModel(nn.Module):
         Frame 0 is intra (hyperprior), frames 1.. are inter (temporal prior on the previous
         frame's quantized latent). Returns bpp [B, T] (y and z bits over the frame's pixels) and,
         with `reconstruct`, x_hat [B, T, 3, H, W] and mse [B, T]. With train_transforms=False
-        the image model's parameters get no gradients: only P learns, from the rate of inter
-        frames and, through the frozen synthesis, from their distortion.
-
-        The reconstruction y_hat = round(y - mean) + mean is y plus the quantization error; the
-        error's gradient is straight-through for y (as in image training) and exact for the mean
-        (it moves the rounding grid), so distortion tells P where its mean shifts cost quality.
+        the image model runs without gradients: only P learns (the rate of inter frames).
         """
         b, t = frames.shape[:2]
         im = self.image
@@ -118,12 +113,13 @@ class VideoModel(nn.Module):
             y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5) if noise else torch.round(centred)
             y_bits.append(-torch.log2(gaussian_likelihood(y_q, scale)).sum((1, 2, 3)))
             prev = (torch.round(centred) + mean).detach()
-            y_hat.append(y[:, i] + (torch.round(centred) - centred).detach() + (mean - mean.detach()))
+            y_hat.append(_ste_round(centred) + mean)
         pixels = frames.shape[3] * frames.shape[4]
         out = {"bpp": (torch.stack(y_bits, 1) + z_bits) / pixels}
         if reconstruct:
             inv_gain = im.log_inv_gain[levels].exp()[..., None, None]
-            x_hat = im.g_s(torch.stack(y_hat, 1).flatten(0, 1) * inv_gain).float()
+            with torch.set_grad_enabled(train_transforms and torch.is_grad_enabled()):
+                x_hat = im.g_s(torch.stack(y_hat, 1).flatten(0, 1) * inv_gain).float()
             out["x_hat"] = x_hat.unflatten(0, (b, t))
             out["mse"] = (out["x_hat"] - frames).pow(2).mean((2, 3, 4))
         return out

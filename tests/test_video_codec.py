@@ -409,36 +409,6 @@ def test_training_resumes_caches_frames_and_exports_the_frozen_image_part(models
     assert meta["modality"] == "video" and json.loads(meta["training"])["steps"] == 4
 
 
-def test_distortion_reaches_the_prior_through_its_mean_and_spares_the_frozen_transforms(models, clips):
-    """The reconstruction's gradient reaches P through the mean it sets (the rounding grid), not
-    the frozen image model; a --distortion run logs the inter frames' PSNR and learns."""
-    from ncodec.video_io import read_frames
-    from ncodec.video_weights import load_float_model
-
-    model = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors")
-    model.image.requires_grad_(False)
-    frames = torch.from_numpy(np.stack(list(read_frames(clips / "pan.mkv", frames=3)))[:, :64, :64])
-    frames = frames.permute(0, 3, 1, 2).float().div(255)[None]
-    with one_thread():
-        out = model(frames, torch.tensor([3]), noise=False)
-        out["mse"][:, 1:].sum().backward()
-    grads = [p.grad for p in model.prior.parameters()]
-    assert all(g is not None and g.abs().sum() > 0 for g in grads)
-    assert all(p.grad is None for p in model.image.parameters())
-
-
-def test_distortion_training_logs_inter_psnr(models, clips, tmp_path):
-    from ncodec.train_video import VideoTrainConfig, train
-
-    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=3, prior_channels=16, val_every=100,
-                          log_every=1, distortion=True)
-    with one_thread():
-        image = str(models / f"{TINY_IMAGE_ID}.safetensors")
-        train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, image, 2, tc, val=str(clips / "pan.mkv"))
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2] and all(0 < r["psnr"] < 60 for r in log)
-
-
 def test_cli_trains_and_exports_a_usable_video_model(models, clips, tmp_path, monkeypatch):
     import os
 
