@@ -55,6 +55,18 @@ def dataset(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_video_model(tmp_path_factory):
+    """These sweeps run where no model is installed (the shipped ones hidden): the anchors alone.
+    ncodec's rows are tested with a tiny model in test_video_codec.py."""
+    import ncodec.zoo
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ncodec.zoo, "ZOO_DIR", tmp_path_factory.mktemp("no_models"))
+        mp.delenv("NCODEC_MODEL_PATH", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def swept(dataset, tmp_path_factory) -> tuple[Path, str]:
     """One sweep of the three anchors over both clips with two worker processes: (result, stderr)."""

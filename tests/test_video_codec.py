@@ -650,8 +650,10 @@ def test_cli_exit_codes_for_bad_video_input(models, tmp_path):
 
 
 def test_cli_without_a_video_model_exits_1(tmp_path, monkeypatch):
+    import ncodec.zoo
     from ncodec.video_io import write_video
 
+    monkeypatch.setattr(ncodec.zoo, "ZOO_DIR", tmp_path)  # no shipped models either
     monkeypatch.setenv("NCODEC_MODEL_PATH", str(tmp_path))
     src = tmp_path / "in.y4m"
     write_video(src, panning(2, 48, 40), 25)
