@@ -38,6 +38,8 @@ MIN_RATE, MAX_RATE = 8000, 48000
 MAX_SECONDS = 24 * 3600
 BIT_DEPTHS = (8, 16, 24, 32)
 CHUNK_FRAMES = 75  # one second at 75 frames/s
+CODER_SLACK = 8  # bytes per code chunk the range coder may add (its final words)
+PRIOR_SLACK = 0.02  # codes may cost up to 2% more than log2(K) bits under the learned prior
 MAX_CHUNK_FRAMES = 750
 RESAMPLE_MARGIN = 256  # coded-rate samples of resampler context beyond a decoded range
 INT16_SHIFT = 15 - ACT_BITS  # decoder output (ACT_BITS fraction) -> int16 (15 bits fraction)
@@ -102,15 +104,25 @@ def _model_info(model_id: str | None) -> ModelInfo:
     return model_for(model_id, "audio", AudioError, "ncodec train audio --export FILE")
 
 
-def _stages_for(model: AudioCodingModel, bitrate_kbps: float, channels: int) -> int:
-    """RVQ stages per stream for a total bitrate: mono takes the model's stages for that rate,
-    stereo half of them for mid and half for side (so the file's rate is the one asked for)."""
-    rates = bitrates(model.cfg)
-    for kbps, stages in rates.items():
-        if math.isclose(kbps, bitrate_kbps, rel_tol=1e-6) and stages % channels == 0:
-            return stages // channels
-    choices = ", ".join(f"{k:g}" for k, n in rates.items() if n % channels == 0)
-    raise AudioError(f"bitrate must be one of {choices} kbps, got {bitrate_kbps:g}")
+def _stages_for(model: AudioCodingModel, bitrate_kbps: float, params: AudioParams, header: ct.Header) -> int:
+    """RVQ stages per stream for a total bitrate B, one of the model's nominal rates: mono takes
+    B's stages, stereo half of them for mid and half for side; fewer (at least 1) where the
+    file, container included, could otherwise exceed B kbps at this length."""
+    rates, channels = bitrates(model.cfg), params.channels
+    nominal = [n for kbps, n in rates.items() if math.isclose(kbps, bitrate_kbps, rel_tol=1e-6)
+               and n % channels == 0]
+    if not nominal:
+        choices = ", ".join(f"{k:g}" for k, n in rates.items() if n % channels == 0)
+        raise AudioError(f"bitrate must be one of {choices} kbps, got {bitrate_kbps:g}")
+    cfg, chunks = model.cfg, params.chunks(model.cfg)
+    empty = [(CHUNK_CODES, b"")] * chunks + [(ct.SEEK, ct.encode_seek_index([(i, i) for i in range(chunks)]))]
+    fixed = len(ct.write_container(header, empty)) + CODER_SLACK * chunks
+    per_stage = params.frames(cfg) * channels * math.log2(cfg.codebook_size) / 8 * (1 + PRIOR_SLACK)
+    budget = bitrate_kbps * 125 * params.length / params.sample_rate  # bytes
+    stages = nominal[0] // channels
+    while stages > 1 and fixed + stages * per_stage > budget:
+        stages -= 1
+    return stages
 
 
 def _window(chunk: int, chunk_frames: int, margin: int, frames: int) -> tuple[int, int, int, int]:
@@ -132,7 +144,8 @@ class AudioEncoder:
         self.model = load_coding_model(info.path)
         params = AudioParams(int(sample_rate), int(channels), int(bit_depth), int(length), stages=1)
         params.validate()
-        self.params = replace(params, stages=_stages_for(self.model, bitrate_kbps, params.channels))
+        header = ct.Header(ct.Modality.AUDIO, info.model_id, info.weights_hash, params.pack())
+        self.params = replace(params, stages=_stages_for(self.model, bitrate_kbps, params, header))
         cfg = self.model.cfg
         self._hop, self._frames = cfg.hop, self.params.frames(cfg)
         self._coded = self.params.coded_length(cfg)

@@ -9,6 +9,7 @@ Checkpoints hold the model, the discriminator and both Adam states (safetensors)
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -135,12 +136,22 @@ def checkpoint_config(run: Path) -> AudioModelConfig | None:
     return AudioModelConfig.from_dict(checkpoint_info(path)[1]["cfg"])
 
 
+def init_training(path: str | Path) -> dict | None:
+    """The `training` provenance stored in a model file (None if it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        text = (f.metadata() or {}).get("training")
+    return json.loads(text) if text else None
+
+
 def load_checkpoint_model(path: str | Path) -> tuple[AudioCodecModel, dict]:
-    """The float model of a checkpoint and its provenance (steps, data, seed, hardware)."""
+    """The float model of a checkpoint and its provenance (steps, data, seed, hardware, and the
+    model file it started from: id, sha256 and that file's own provenance)."""
     steps, info = checkpoint_info(Path(path))
     model = AudioCodecModel(AudioModelConfig.from_dict(info["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
-    return model, {"steps": steps, **{k: info.get(k) for k in ("data", "seed", "hardware")}}
+    return model, {"steps": steps, **{k: info.get(k) for k in ("data", "seed", "hardware", "init")}}
 
 
 def train(
@@ -171,12 +182,17 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    start_model = None
+    start_model = init_info = None
     if checkpoint_config(run) is None and init:
         from .audio_weights import load_float_model
+        from .zoo import describe
 
         start_model = load_float_model(init)
+        described = describe(Path(init))
+        init_info = {"id": described.model_id, "sha256": described.sha256, "training": init_training(init)}
         note(f"initialised from {init}")
+    elif (run / CHECKPOINT).exists():
+        init_info = checkpoint_info(run / CHECKPOINT)[1].get("init")
     cfg = checkpoint_config(run) or (start_model.cfg if start_model else cfg) or AudioModelConfig()
     model = AudioCodecModel(cfg)
     if start_model is not None:
@@ -194,7 +210,7 @@ def train(
     length = max(round(seconds * cfg.sample_rate) // cfg.hop, 1) * cfg.hop
     sampler = ClipSampler(data, cfg.sample_rate, length, rng)
     val_audio = _validation_set(val, cfg.sample_rate, cfg.hop)
-    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed}
+    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info}
     log = (run / "log.jsonl").open("a")
     start = time.monotonic()
     last_save = start
