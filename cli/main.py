@@ -606,8 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--quality", type=float, help="images and video: 1 (smallest) .. 8 (best), default 4")
     rate.add_argument("--bpp", type=float, help="images: target bits per pixel (searches quality)")
     e.add_argument("--bitrate", type=float,
-                   help="audio, and a video's audio track: kbps, one of 1.5 3 6 12 24 (default 6); stereo "
-                        "splits it equally between mid and side")
+                   help="audio, and a video's audio track: kbps, one of 1.5 3 6 12 24 (default 6), a "
+                        "ceiling on the file's rate; stereo splits it equally between mid and side")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "

@@ -205,11 +205,12 @@ def synthesize(out_dir: str | Path, music: int, speech: int, seed: int = 0, soun
             if progress:
                 progress("music", i + 1, music)
     if speech:
-        text = sentences()
+        text: list[str] = []  # read when the first missing utterance needs it
         (out / "speech").mkdir(parents=True, exist_ok=True)
         for i in range(speech):
             path = out / "speech" / f"speech_{i:05d}.flac"
             if not path.exists():
+                text = text or sentences()
                 rng = np.random.default_rng([seed, 1, i])
                 words = " ".join(text[k] for k in rng.choice(len(text), 4, replace=False))
                 voice = str(rng.choice(VOICES)) + str(rng.choice(VARIANTS))

@@ -9,7 +9,6 @@ Checkpoints hold the model, the discriminator and both Adam states (safetensors)
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -136,15 +135,6 @@ def checkpoint_config(run: Path) -> AudioModelConfig | None:
     return AudioModelConfig.from_dict(checkpoint_info(path)[1]["cfg"])
 
 
-def init_training(path: str | Path) -> dict | None:
-    """The `training` provenance stored in a model file (None if it has none)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        text = (f.metadata() or {}).get("training")
-    return json.loads(text) if text else None
-
-
 def load_checkpoint_model(path: str | Path) -> tuple[AudioCodecModel, dict]:
     """The float model of a checkpoint and its provenance (steps, data, seed, hardware, and the
     model file it started from: id, sha256 and that file's own provenance)."""
@@ -189,7 +179,7 @@ def train(
 
         start_model = load_float_model(init)
         described = describe(Path(init))
-        init_info = {"id": described.model_id, "sha256": described.sha256, "training": init_training(init)}
+        init_info = {"id": described.model_id, "sha256": described.sha256, "training": described.training}
         note(f"initialised from {init}")
     elif (run / CHECKPOINT).exists():
         init_info = checkpoint_info(run / CHECKPOINT)[1].get("init")

@@ -38,6 +38,7 @@ a temporary file in the same folder, renamed when the writer closes; on any erro
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -347,7 +348,7 @@ class VideoReader:
             if start > 1:
                 container.seek(int((t0 - 1) * 1_000_000), backward=True)
             try:
-                for frame in [*container.decode(stream), None]:
+                for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
                     for out in resampler.resample(frame):
                         if position is None:
                             begin = float(out.pts * out.time_base) if out.pts is not None else self._origin

@@ -33,6 +33,7 @@ class ModelInfo:
     sha256: str
     size_bytes: int
     config: dict
+    training: dict | None = None  # the file's provenance (steps, data, ...), if it records one
 
     @property
     def card(self) -> Path:
@@ -79,7 +80,8 @@ def write_model_file(path: str | Path, tensors: dict, model_id: str, modality: s
 
 @cache
 def describe(path: Path) -> ModelInfo:
-    """The model file's id, modality, hash, size and config; NotAModelFile for any other file."""
+    """The model file's id, modality, hash, size, config and provenance; NotAModelFile for any
+    other file."""
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -88,8 +90,9 @@ def describe(path: Path) -> ModelInfo:
     if "model_id" not in meta or "modality" not in meta:
         raise NotAModelFile(f"{path} is not an ncodec model file (no model_id/modality metadata; a "
                             "training checkpoint is exported with `ncodec train ... --export FILE`)")
+    training = json.loads(meta["training"]) if "training" in meta else None
     return ModelInfo(meta["model_id"], meta["modality"], path, file_sha256(path),
-                     path.stat().st_size, json.loads(meta.get("config", "{}")))
+                     path.stat().st_size, json.loads(meta.get("config", "{}")), training)
 
 
 def model_dirs() -> list[Path]:
