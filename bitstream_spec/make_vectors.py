@@ -1,6 +1,7 @@
-"""Regenerate the golden test vectors for the installed default image and audio models.
+"""Regenerate the golden test vectors for the installed default image and audio models and the
+shipped RVQ-latent image model.
 
-    python bitstream_spec/make_vectors.py [image|audio ...]   (default: both)
+    python bitstream_spec/make_vectors.py [image|audio|rvq ...]   (default: all)
 
 Writes vectors/<name>.ncz and vectors/<name>.sha256: the SHA-256 of the decoded image's mode,
 size and raw bytes (`decoded_digest`), or of the decoded audio's rate, shape and int16 samples
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).parent / "vectors"
+RVQ_MODEL = "image-rvq-v1"
 
 
 def decoded_digest(image: Image.Image) -> str:
@@ -69,7 +71,7 @@ def write(name: str, data: bytes, digest: str) -> None:
 
 
 def main() -> None:
-    kinds = sys.argv[1:] or ["image", "audio"]
+    kinds = sys.argv[1:] or ["image", "audio", "rvq"]
     HERE.mkdir(exist_ok=True)
     if "image" in kinds:
         from ncodec.image_codec import decode_image, encode_image
@@ -77,6 +79,13 @@ def main() -> None:
         for name, (image, quality) in sources().items():
             data = encode_image(image, quality)
             write(name, data, decoded_digest(decode_image(data)))
+    if "rvq" in kinds:
+        from ncodec.image_codec import decode_image, encode_image
+
+        for name in ("rgba_67x45_q5.5", "rgb_67x45_q1"):
+            image, quality = sources()[name]
+            data = encode_image(image, quality, RVQ_MODEL)
+            write(f"rvq_{name}", data, decoded_digest(decode_image(data)))
     if "audio" in kinds:
         from ncodec.audio_codec import decode_audio, encode_audio
 

@@ -395,22 +395,26 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def cmd_train_image(args: argparse.Namespace) -> None:
-    from ncodec.image_model import ImageHyperprior
+    from ncodec.image_model import ImageHyperprior, ImageModelConfig
     from ncodec.image_weights import export
     from ncodec.train_image import train
+    from ncodec.training import CHECKPOINT, checkpoint_info
 
+    run_ckpt = Path(args.run) / CHECKPOINT
+    if run_ckpt.exists():  # a resumed run keeps the layout it started with
+        cfg = ImageModelConfig(**checkpoint_info(run_ckpt)[1]["cfg"])
+    else:
+        cfg = ImageModelConfig(res_units=args.res_units)
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr,
-                 args.seed, args.val, args.val_every, args.init, precision=args.precision)
+                 args.seed, args.val, args.val_every, args.init, cfg=cfg, precision=args.precision)
     if args.export:
-        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        model = ImageHyperprior()
+        model = ImageHyperprior(cfg)
         t = load_file(str(ckpt))
         model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        with safe_open(str(ckpt), "pt") as f:
-            meta = f.metadata()
-        training = {"steps": int(meta["step"]), **json.loads(meta["meta"])}
+        step, meta = checkpoint_info(ckpt)
+        training = {"steps": step, **meta}
         export(model, Path(args.export), args.model_id, training)
         print(f"exported {args.export}", file=sys.stderr)
 
@@ -427,6 +431,18 @@ def cmd_train_audio(args: argparse.Namespace) -> None:
         model, training = load_checkpoint_model(ckpt)
         export(model, Path(args.export), args.model_id, training)
         print(f"exported {args.export}", file=sys.stderr)
+
+
+def cmd_train_image_rvq(args: argparse.Namespace) -> None:
+    from ncodec.train_image_rvq import fit_rvq_image
+
+    try:
+        path = fit_rvq_image(args.init, args.data, args.export, args.model_id, args.batches,
+                             args.prior_batches, args.batch, args.crop, args.stages, args.codebook_size,
+                             args.seed)
+    except (ValueError, FileNotFoundError, LookupError) as err:
+        raise CliError(str(err)) from None
+    print(f"exported {path}", file=sys.stderr)
 
 
 def cmd_train_video(args: argparse.Namespace) -> None:
@@ -660,6 +676,9 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--val", help="validation image folder")
     ti.add_argument("--val-every", type=int, default=500)
     ti.add_argument("--init", help="start from a shipped model file (fine-tuning)")
+    ti.add_argument("--res-units", type=int, default=1,
+                    help="residual units per coarse scale of the transforms (new runs; units the "
+                         "--init model lacks start as identity)")
     ti.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
                          "where the hardware computes bf16 natively")
@@ -688,6 +707,24 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--export", help="write the trained model as a model file")
     ta.add_argument("--model-id", default="audio-seanet-v1")
     ta.set_defaults(func=cmd_train_audio)
+
+    tr = tsub.add_parser(
+        "image-rvq", help="fit the RVQ-latent image model on a hyperprior model's latents",
+        description="Take a hyperprior image model's transforms, train residual-VQ codebooks of its latent "
+                    "vectors (EMA k-means) on random training crops and per-stage categorical priors, and "
+                    "write the model file (quality 1..8 codes 2..S stages).")
+    tr.add_argument("--init", required=True, help="hyperprior image model file or id")
+    tr.add_argument("--data", nargs="+", required=True, help="folders of training images")
+    tr.add_argument("--export", required=True, help="model file to write")
+    tr.add_argument("--model-id", default="image-rvq-v1")
+    tr.add_argument("--batches", type=int, default=200, help="batches of crops for the codebooks")
+    tr.add_argument("--prior-batches", type=int, default=50, help="further batches for the priors")
+    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--crop", type=int, default=256, help="crop side, a multiple of 16")
+    tr.add_argument("--stages", type=int, default=32)
+    tr.add_argument("--codebook-size", type=int, default=256)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(func=cmd_train_image_rvq)
 
     tv = tsub.add_parser(
         "video", help="train the video model's temporal prior from an image model",

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
-from .fixed_point import ACT_BITS, ACT_LIMIT
+from .fixed_point import ACT_BITS, ACT_LIMIT, join_codebooks, split_codebooks
 from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
 from .zoo import ModelInfo, describe, write_model_file
 
@@ -43,20 +43,6 @@ def export(model: AudioCodecModel, path: str | Path, model_id: str, training: di
     t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
     t["train.rvq.cluster_size"] = model.rvq.cluster_size.detach().float().contiguous()
     return write_model_file(path, t, model_id, "audio", FORMAT, model.cfg.as_dict(), training)
-
-
-def split_codebooks(embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float codewords [stages, K, D] -> (int16 mantissas, int8 per-stage left shifts)."""
-    fixed = embed.double() * 2**ACT_BITS
-    peak = fixed.abs().flatten(1).amax(1).clamp(min=1)
-    shift = torch.ceil(torch.log2(peak / 32767)).clamp(min=0)
-    stored = torch.round(fixed / 2 ** shift[:, None, None]).clamp(-32768, 32767)  # one rounding
-    return stored.to(torch.int16).contiguous(), shift.to(torch.int8).contiguous()
-
-
-def join_codebooks(t: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The exact integer codewords (int64, ACT_BITS fraction) of a model file's tensors."""
-    return t["dec.codebooks"].long() << t["dec.codebook_shift"].long()[:, None, None]
 
 
 @dataclass

@@ -8,12 +8,14 @@ count and device. Rescaling is a multiply by a power of two followed by floor, a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .layers import Residual
 
 ACT_BITS = 12
 ACT_LIMIT = float(2**23)  # activations are clamped to +-ACT_LIMIT (i.e. +-2048.0)
@@ -58,23 +60,44 @@ def dequantize_conv(conv: nn.Conv2d, p: dict[str, torch.Tensor]) -> None:
     conv.bias.data = (p["bias"].double() / 2.0**ACT_BITS).float()
 
 
+def split_codebooks(embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float codewords [stages, K, D] -> (int16 mantissas, int8 per-stage left shifts)."""
+    fixed = embed.double() * 2**ACT_BITS
+    peak = fixed.abs().flatten(1).amax(1).clamp(min=1)
+    shift = torch.ceil(torch.log2(peak / 32767)).clamp(min=0)
+    stored = torch.round(fixed / 2 ** shift[:, None, None]).clamp(-32768, 32767)  # one rounding
+    return stored.to(torch.int16).contiguous(), shift.to(torch.int8).contiguous()
+
+
+def join_codebooks(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The exact integer codewords (int64, ACT_BITS fraction) of a model file's tensors."""
+    return t["dec.codebooks"].long() << t["dec.codebook_shift"].long()[:, None, None]
+
+
 def leaky(x: torch.Tensor) -> torch.Tensor:
     """x >= 0: x; x < 0: floor(x / 8) (which is >= x for negative integers)."""
     return torch.maximum(x, torch.floor(x * 2.0**-LEAK_SHIFT))
 
 
-class IntNet:
-    """A sequence of IntConv, pixel shuffle and leaky ReLU steps, mirroring an nn.Sequential."""
+class IntSequence:
+    """Steps applied in order; a residual unit is an IntSequence with `skip` set."""
 
-    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]], upscale: int):
-        self.steps = steps
-        self.upscale = upscale
+    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]], skip: bool = False):
+        self.steps, self.skip = steps, skip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for step in self.steps:
+            y = step(y)
+        return (y + x).clamp_(-ACT_LIMIT, ACT_LIMIT) if self.skip else y
+
+
+class IntNet(IntSequence):
+    """A whole integer network (convs, pixel shuffles, leaky ReLUs, residual units), exact."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.backends.cudnn.flags(enabled=False):  # no FFT/Winograd: exact GEMM convs
-            for step in self.steps:
-                x = step(x)
-        return x
+            return super().__call__(x)
 
 
 def leaves(seq: nn.Module) -> list[nn.Module]:
@@ -87,26 +110,43 @@ def conv_modules(seq: nn.Module) -> list[nn.Conv2d]:
     return [m for m in leaves(seq) if isinstance(m, nn.Conv2d)]
 
 
-def build_intnet(seq: nn.Module, params: list[dict[str, torch.Tensor]], device="cpu") -> IntNet:
-    """Mirror `seq` (Conv2d / PixelShuffle / LeakyReLU leaves) with integer parameters."""
-    steps, it, upscale = [], iter(params), 1
+def _mirror(m: nn.Module, params: Iterator[dict[str, torch.Tensor]], device) -> Callable:
+    if isinstance(m, nn.Conv2d):
+        if m.stride != (1, 1):
+            raise ValueError("integer decoder supports stride-1 convs only")
+        p = next(params)
+        return IntConv(p["weight"].double().to(device), p["shift"].double().to(device),
+                       p["bias"].double().to(device))
+    if isinstance(m, nn.PixelShuffle):
+        return nn.PixelShuffle(m.upscale_factor)
+    if isinstance(m, nn.LeakyReLU):
+        if m.negative_slope != 2.0**-LEAK_SHIFT:
+            raise ValueError("integer decoder needs LeakyReLU slope 1/8")
+        return leaky
+    if isinstance(m, nn.Sequential):
+        return IntSequence([_mirror(k, params, device) for k in m], skip=isinstance(m, Residual))
+    raise ValueError(f"no integer mirror for {type(m).__name__}")
+
+
+def build_intnet(seq: nn.Sequential, params: list[dict[str, torch.Tensor]], device="cpu") -> IntNet:
+    """Mirror `seq` (Conv2d / PixelShuffle / LeakyReLU / Residual) with integer parameters."""
+    it = iter(params)
+    steps = [_mirror(m, it, device) for m in seq]
+    if next(it, None) is not None:
+        raise ValueError("more integer parameters than convolutions")
+    return IntNet(steps)
+
+
+def receptive_radius(seq: nn.Module) -> float:
+    """How far (in input positions) an output of `seq` looks on each side: a tiling margin."""
+    radius, step = 0.0, 1.0  # step: input positions per position of the current layer
     for m in leaves(seq):
         if isinstance(m, nn.Conv2d):
-            if m.stride != (1, 1):
-                raise ValueError("integer decoder supports stride-1 convs only")
-            p = next(it)
-            steps.append(IntConv(p["weight"].double().to(device), p["shift"].double().to(device),
-                                 p["bias"].double().to(device)))
+            radius += (m.kernel_size[0] // 2) * m.dilation[0] * step
+            step *= m.stride[0]
         elif isinstance(m, nn.PixelShuffle):
-            steps.append(nn.PixelShuffle(m.upscale_factor))
-            upscale *= m.upscale_factor
-        elif isinstance(m, nn.LeakyReLU):
-            if m.negative_slope != 2.0**-LEAK_SHIFT:
-                raise ValueError("integer decoder needs LeakyReLU slope 1/8")
-            steps.append(leaky)
-        else:
-            raise ValueError(f"no integer mirror for {type(m).__name__}")
-    return IntNet(steps, upscale)
+            step /= m.upscale_factor
+    return radius
 
 
 def run_tiled(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fixed_point import ACT_BITS, ACT_LIMIT, EXACT_LIMIT, LEAK_SHIFT, WEIGHT_LIMIT
+from .fixed_point import ACT_BITS, ACT_LIMIT, EXACT_LIMIT, LEAK_SHIFT, WEIGHT_LIMIT, IntSequence
 from .layers import Residual
 
 Step = Callable[[torch.Tensor], torch.Tensor]
@@ -71,19 +71,6 @@ class IntConv1d:
         else:
             acc = F.conv1d(x, self.weight, stride=self.stride, padding=self.padding, dilation=self.dilation)
         return acc.mul_(self.scale).floor_().add_(self.bias).clamp_(-ACT_LIMIT, ACT_LIMIT)
-
-
-class IntSequence:
-    """Steps applied in order; a residual unit is an IntSequence with `skip` set."""
-
-    def __init__(self, steps: list[Step], skip: bool = False):
-        self.steps, self.skip = steps, skip
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        for step in self.steps:
-            y = step(y)
-        return (y + x).clamp_(-ACT_LIMIT, ACT_LIMIT) if self.skip else y
 
 
 class IntNet1d(IntSequence):

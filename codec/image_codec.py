@@ -20,9 +20,11 @@ from ncodec.entropy import coder
 from PIL import Image, ImageOps
 
 from . import container as ct
+from . import image_rvq
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
+from .image_rvq import RVQImageCodingModel
 from .image_weights import GAIN_BITS, ImageCodingModel, load_coding_model
-from .zoo import find, find_by_hash
+from .zoo import ModelInfo, find, find_by_hash
 
 PARAMS = struct.Struct(">IIBBH")  # width, height, mode, bit depth, quality (1/256 steps above 1)
 MODES = {1: "L", 2: "RGB", 3: "RGBA", 4: "LA"}
@@ -138,11 +140,13 @@ def encode_image(
     refine: steps of encoder-side latent refinement (0 = off); same decoder, better RD, slower.
     """
     info = find(model_id, "image")
-    model = load_coding_model(info.path)
+    model = _load(info)
     if not 1 <= quality <= model.cfg.levels:
         raise ImageError(f"quality must be within 1..{model.cfg.levels}, got {quality}")
     if not 0 <= refine <= 1000:
         raise ImageError(f"refine steps must be within 0..1000, got {refine}")
+    if refine and isinstance(model, RVQImageCodingModel):
+        raise ImageError(f"--refine needs a hyperprior model; {info.model_id} is an RVQ-latent model")
     mode, rgb, alpha = split_alpha(image)
     params = ImageParams(rgb.width, rgb.height, mode, round((quality - 1) * QUALITY_STEPS))
     if rgb.width > MAX_SIDE or rgb.height > MAX_SIDE or rgb.width * rgb.height > MAX_PIXELS:
@@ -150,9 +154,32 @@ def encode_image(
     hp, wp = params.padded
     x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float().div_(255)
     x = F.pad(x, (0, wp - rgb.width, 0, hp - rgb.height), mode="replicate")
+    if isinstance(model, RVQImageCodingModel):
+        with torch.inference_mode():
+            y = image_rvq.analysis(model, x)
+        stages = image_rvq.stages_for_quality(params.quality_fx, model.cfg, QUALITY_STEPS)
+        chunks = [(CHUNK_Y, c) for c in image_rvq.encode_tiles(model, y, stages, params.y_tiles())]
+    else:
+        chunks = _hyperprior_chunks(info.path, model, x, params, refine, progress)
+    if alpha is not None:
+        chunks.append((CHUNK_ALPHA, zlib.compress(alpha, 9)))
+    header = ct.Header(ct.Modality.IMAGE, info.model_id, info.weights_hash, params.pack())
+    return ct.write_container(header, chunks)
+
+
+def _load(info: ModelInfo) -> ImageCodingModel | RVQImageCodingModel:
+    if info.format == image_rvq.FORMAT:
+        return image_rvq.load_coding_model(info.path)
+    return load_coding_model(info.path)
+
+
+def _hyperprior_chunks(path, model: ImageCodingModel, x: torch.Tensor, params: ImageParams, refine: int,
+                       progress: Progress | None) -> list[tuple[bytes, bytes]]:
+    """ZLAT and YLAT chunks of a padded image x [1, 3, H, W] in [0, 1]."""
+    hp, wp = params.padded
     m = model.cfg.m
     with torch.inference_mode():
-        y = run_tiled(model.g_a, x, 1 / 16, tile=1024, margin=64,
+        y = run_tiled(model.g_a, x, 1 / 16, tile=1024, margin=model.analysis_margin,
                       out=torch.empty(1, m, hp // 16, wp // 16), progress=_stage(progress, "analysis"))
         y = y * _gain(model, params.quality_fx)
         z = run_tiled(model.h_a, y, 1 / 4, tile=256, margin=16,
@@ -161,16 +188,13 @@ def encode_image(
         mean, index = _hyper(model, z_sym)
     mean_f = mean.double() * 2.0**-ACT_BITS
     if refine > 0:
-        y = _refine(info.path, model, x, y, mean_f, index, params.quality_fx, refine, progress)
+        y = _refine(path, model, x, y, mean_f, index, params.quality_fx, refine, progress)
     sym = torch.round(y.double() - mean_f).long()
     chunks = [(CHUNK_Z, coder.encode(z_sym.numpy(), _z_index(z_sym), model.z_tables))]
     for y0, y1, x0, x1 in params.y_tiles():
         chunks.append((CHUNK_Y, coder.encode(sym[..., y0:y1, x0:x1].numpy(),
                                              index[..., y0:y1, x0:x1].numpy(), model.y_tables)))
-    if alpha is not None:
-        chunks.append((CHUNK_ALPHA, zlib.compress(alpha, 9)))
-    header = ct.Header(ct.Modality.IMAGE, info.model_id, info.weights_hash, params.pack())
-    return ct.write_container(header, chunks)
+    return chunks
 
 
 def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
@@ -209,35 +233,27 @@ def decode_image(data: bytes, progress: Progress | None = None) -> Image.Image:
     if header.modality != ct.Modality.IMAGE:
         raise ImageError(f"this is a {header.modality.name.lower()} file, not an image")
     info = find_by_hash(header.model_id, header.weights_hash)
-    model = load_coding_model(info.path)
+    model = _load(info)
     p = ImageParams.unpack(header.params, model.cfg.levels)
     by_type = {t: [c.data for c in chunks if c.type == t] for t in KNOWN_CHUNKS}
     tiles = p.y_tiles()
     want_alpha = p.mode in ("RGBA", "LA")
+    rvq = isinstance(model, RVQImageCodingModel)
     if (len(by_type[CHUNK_Z]), len(by_type[CHUNK_Y]), len(by_type[CHUNK_ALPHA])) != (
-            1, len(tiles), int(want_alpha)):
+            int(not rvq), len(tiles), int(want_alpha)):
         raise ImageError("file does not hold the chunks its image size requires")
     hp, wp = p.padded
-    m, n = model.cfg.m, model.cfg.n
     try:
-        z_shape = (1, n, hp // 64, wp // 64)
-        z_sym = torch.zeros(z_shape, dtype=torch.long)
-        z_sym.view(-1)[:] = torch.from_numpy(
-            coder.decode(by_type[CHUNK_Z][0], _z_index(z_sym), model.z_tables))
-        mean, index = _hyper(model, z_sym)
-        inv = _inverse_gain(model, p.quality_fx)
-        y_hat = torch.empty(1, m, hp // 16, wp // 16, dtype=torch.int32)
-        for (y0, y1, x0, x1), payload in zip(tiles, by_type[CHUNK_Y], strict=True):
-            idx = index[..., y0:y1, x0:x1]
-            sym = torch.from_numpy(coder.decode(payload, idx.numpy(), model.y_tables))
-            sym = sym.view(idx.shape).clamp_(-(1 << 20), 1 << 20)
-            fixed = (sym * (1 << ACT_BITS) + mean[..., y0:y1, x0:x1]) * inv >> GAIN_BITS
-            y_hat[..., y0:y1, x0:x1] = fixed.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
+        if rvq:
+            stages = image_rvq.stages_for_quality(p.quality_fx, model.cfg, QUALITY_STEPS)
+            y_hat = image_rvq.decode_latent(model, by_type[CHUNK_Y], stages, tiles, (hp // 16, wp // 16))
+        else:
+            y_hat = _hyperprior_latent(model, by_type, p)
     except coder.DecodeError as err:
         raise ImageError(str(err)) from None
     pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
-    run_tiled(lambda t: _to_pixels(model.g_s(t.double())), y_hat, 16, tile=24, margin=2, out=pixels,
-              progress=_stage(progress, "synthesis"))
+    run_tiled(lambda t: _to_pixels(model.g_s(t.double())), y_hat, 16, tile=24, margin=model.synthesis_margin,
+              out=pixels, progress=_stage(progress, "synthesis"))
     rgb = pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy()
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if p.mode in ("L", "LA"):
@@ -247,6 +263,24 @@ def decode_image(data: bytes, progress: Progress | None = None) -> Image.Image:
         image = image.convert(p.mode[:-1] + "A") if p.mode == "LA" else image.convert("RGBA")
         image.putalpha(Image.frombytes("L", (p.width, p.height), alpha))
     return image
+
+
+def _hyperprior_latent(model: ImageCodingModel, by_type: dict[bytes, list[bytes]],
+                       p: ImageParams) -> torch.Tensor:
+    """The exact integer latent y_hat [1, M, h, w] of a hyperprior file's ZLAT and YLAT chunks."""
+    hp, wp = p.padded
+    z_sym = torch.zeros((1, model.cfg.n, hp // 64, wp // 64), dtype=torch.long)
+    z_sym.view(-1)[:] = torch.from_numpy(coder.decode(by_type[CHUNK_Z][0], _z_index(z_sym), model.z_tables))
+    mean, index = _hyper(model, z_sym)
+    inv = _inverse_gain(model, p.quality_fx)
+    y_hat = torch.empty(1, model.cfg.m, hp // 16, wp // 16, dtype=torch.int32)
+    for (y0, y1, x0, x1), payload in zip(p.y_tiles(), by_type[CHUNK_Y], strict=True):
+        idx = index[..., y0:y1, x0:x1]
+        sym = torch.from_numpy(coder.decode(payload, idx.numpy(), model.y_tables))
+        sym = sym.view(idx.shape).clamp_(-(1 << 20), 1 << 20)
+        fixed = (sym * (1 << ACT_BITS) + mean[..., y0:y1, x0:x1]) * inv >> GAIN_BITS
+        y_hat[..., y0:y1, x0:x1] = fixed.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
+    return y_hat
 
 
 def _inflate(data: bytes, size: int) -> bytes:

@@ -14,7 +14,7 @@ from ncodec.entropy.factorized import FactorizedDensity
 from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 from torch import nn
 
-from .layers import GDN, SubpixelUp, conv
+from .layers import GDN, Residual, SubpixelUp, conv
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 LEAK = 0.125  # LeakyReLU slope in the decoder: a power of two, exact in fixed point
@@ -25,9 +25,18 @@ class ImageModelConfig:
     n: int = 112
     m: int = 192
     levels: int = len(LAMBDAS)
+    res_units: int = 0  # residual units at g_s's 1/16, 1/8, 1/4 scales and g_a's 1/8 (0: v1 layout)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def residual_unit(channels: int, hidden: int) -> Residual:
+    """x + conv(leaky(conv(x))); the last conv starts at zero, so a new unit starts as identity."""
+    unit = Residual(conv(channels, hidden, 3), nn.LeakyReLU(LEAK), conv(hidden, channels, 3))
+    nn.init.zeros_(unit[2].weight)
+    nn.init.zeros_(unit[2].bias)
+    return unit
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -41,13 +50,18 @@ class ImageHyperprior(nn.Module):
         super().__init__()
         n, m = cfg.n, cfg.m
         self.cfg = cfg
+
+        def units(channels: int) -> list[Residual]:
+            return [residual_unit(channels, n // 2) for _ in range(cfg.res_units)]
+
         self.g_a = nn.Sequential(
             conv(3, n, 5, 2), GDN(n), conv(n, n, 5, 2), GDN(n),
-            conv(n, n, 5, 2), GDN(n), conv(n, m, 5, 2),
+            conv(n, n, 5, 2), GDN(n), *units(n), conv(n, m, 5, 2),
         )
         act = nn.LeakyReLU(LEAK)
         self.g_s = nn.Sequential(
-            SubpixelUp(m, n), act, SubpixelUp(n, n), act, SubpixelUp(n, n), act, SubpixelUp(n, 3),
+            *units(m), SubpixelUp(m, n), act, *units(n), SubpixelUp(n, n), act, *units(n),
+            SubpixelUp(n, n), act, SubpixelUp(n, 3),
         )
         self.h_a = nn.Sequential(
             conv(m, n, 3), nn.LeakyReLU(LEAK), conv(n, n, 5, 2), nn.LeakyReLU(LEAK), conv(n, n, 5, 2),
@@ -93,3 +107,23 @@ class ImageHyperprior(nn.Module):
         pixels = x.shape[2] * x.shape[3]
         bpp = (y_bits.sum((1, 2, 3)) + z_bits.sum((1, 2, 3))) / pixels
         return {"x_hat": x_hat, "bpp": bpp}
+
+
+def warm_start(model: ImageHyperprior, source: ImageHyperprior) -> None:
+    """Load `source`'s parameters into `model`, which may add residual units to its layout.
+
+    The units `source` lacks keep their zero-initialised output conv, so `model` starts out
+    computing exactly what `source` computes.
+    """
+    for name in ("g_a", "h_a", "g_s", "h_s"):
+        dst, src = getattr(model, name), getattr(source, name)
+        trunk = [[m for m in net if not isinstance(m, Residual)] for net in (dst, src)]
+        for a, b in zip(*trunk, strict=True):
+            a.load_state_dict(b.state_dict())
+        units = [[m for m in net if isinstance(m, Residual)] for net in (dst, src)]
+        if units[1]:
+            for a, b in zip(*units, strict=True):
+                a.load_state_dict(b.state_dict())
+    model.z_density.load_state_dict(source.z_density.state_dict())
+    model.log_gain.data.copy_(source.log_gain.data)
+    model.log_inv_gain.data.copy_(source.log_inv_gain.data)

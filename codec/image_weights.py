@@ -7,6 +7,7 @@ integer CDF tables and scale thresholds; train.* float parameters only training 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -25,10 +26,12 @@ from .fixed_point import (
     conv_modules,
     dequantize_conv,
     quantize_conv,
+    receptive_radius,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
-from .zoo import ModelInfo, describe, write_model_file
+from .zoo import ModelInfo, describe, find, write_model_file
 
+FORMAT = "ncodec-image-hyperprior-1"
 GAIN_BITS = 16
 Z_RADIUS = 64
 DECODER_NETS = ("g_s", "h_s")
@@ -40,7 +43,7 @@ def export(model: ImageHyperprior, path: Path, model_id: str, training: dict | N
 
     training: provenance (steps, data, ...) stored as JSON in the file's metadata.
     """
-    return write_model_file(path, export_tensors(model), model_id, "image", "ncodec-image-hyperprior-1",
+    return write_model_file(path, export_tensors(model), model_id, "image", FORMAT,
                             model.cfg.as_dict(), training)
 
 
@@ -86,6 +89,8 @@ class ImageCodingModel:
     thresholds: torch.Tensor  # float64 integer-valued, ACT_BITS fraction
     y_tables: TableSet
     z_tables: TableSet
+    analysis_margin: int  # pixels of context around a g_a tile (a multiple of 16)
+    synthesis_margin: int  # latent positions of context around a g_s tile
 
 
 def _skeleton(info: ModelInfo) -> ImageHyperprior:
@@ -124,6 +129,8 @@ def load_coding_model(path: Path) -> ImageCodingModel:
         y_tables=TableSet(t["tables.y.counts"].numpy(), 2 * radii + 1, -radii),
         z_tables=TableSet(z_counts, np.full(len(z_counts), 2 * Z_RADIUS + 1),
                           np.full(len(z_counts), -Z_RADIUS)),
+        analysis_margin=16 * math.ceil(receptive_radius(skel.g_a) / 16),
+        synthesis_margin=math.ceil(receptive_radius(skel.g_s)),
     )
 
 
@@ -142,3 +149,12 @@ def load_float_model(path: str | Path) -> ImageHyperprior:
     zd = {k[len("train.z_density.") :]: v for k, v in t.items() if k.startswith("train.z_density.")}
     model.z_density.load_state_dict(zd)
     return model
+
+
+def resolve_hyperprior(init: str) -> Path:
+    """A hyperprior image model file, given as a path or as an installed model id."""
+    path = Path(init)
+    info = describe(path) if path.is_file() else find(init, "image")
+    if info.modality != "image" or info.format not in ("", FORMAT):
+        raise ValueError(f"{init!r} is not an image hyperprior model ({info.modality}, {info.format})")
+    return info.path

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .image_model import LAMBDAS, ImageHyperprior, ImageModelConfig
+from .image_model import LAMBDAS, ImageHyperprior, ImageModelConfig, warm_start
 from .media import image_files, load_rgb
 from .training import (
     CHECKPOINT,
     Part,
+    checkpoint_info,
     load_checkpoint,
     note,
     record,
@@ -106,16 +107,21 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     parts = {"model": Part(model, opt, "adam")}
     step = load_checkpoint(run, parts)
+    init_info = checkpoint_info(run / CHECKPOINT)[1].get("init") if step else None
     if step == 0 and init:
         from .image_weights import load_float_model
+        from .zoo import describe
 
-        model.load_state_dict(load_float_model(init).state_dict())
+        warm_start(model, load_float_model(init).to(device))
+        source = describe(Path(init))
+        init_info = {"id": source.model_id, "sha256": source.sha256, "training": source.training}
         note(f"initialised from {init}")
     rng = np.random.default_rng(seed + step)
     sampler = CropSampler(data, crop, rng)
     val_images = _validation_set(val)
     lambdas = torch.tensor(LAMBDAS, device=device)
     log = (run / "log.jsonl").open("a")
+    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info}
     start = time.monotonic()
     last_save = start
     note(f"step {step}: training on {device} ({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
@@ -140,8 +146,8 @@ def train(
         if val_images is not None and step % val_every == 0:
             record(log, {"step": step, "val": validate(model, val_images.to(device))})
         if time.monotonic() - last_save > 300:
-            save_checkpoint(run, parts, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
+            save_checkpoint(run, parts, step, meta)
             last_save = time.monotonic()
-    save_checkpoint(run, parts, step, {"cfg": cfg.as_dict(), "data": data, "seed": seed})
+    save_checkpoint(run, parts, step, meta)
     note(f"stopped at step {step}; checkpoint in {run}")
     return run / CHECKPOINT

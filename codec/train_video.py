@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from .image_model import LAMBDAS
+from .image_weights import resolve_hyperprior
 from .training import (
     CHECKPOINT,
     Part,
@@ -198,19 +199,6 @@ def validate(model: VideoModel, clip: torch.Tensor) -> dict[str, list[float]]:
     return out
 
 
-def resolve_image_model(init: str) -> Path:
-    """An image model file, given as a path or as an installed model id."""
-    path = Path(init)
-    if path.is_file():
-        return path
-    from .zoo import find
-
-    info = find(init, "image")
-    if info.modality != "image":
-        raise ValueError(f"{init!r} is an {info.modality} model, not an image model")
-    return info.path
-
-
 @dataclass(frozen=True)
 class VideoTrainConfig:
     batch: int = 8
@@ -239,7 +227,7 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     if not init_copy.exists():
         if not init_image:
             raise ValueError("a new run needs --init-image (an image model file or id)")
-        shutil.copyfile(resolve_image_model(init_image), init_copy)
+        shutil.copyfile(resolve_hyperprior(init_image), init_copy)
         note(f"initialised from {init_image}")
     from .image_weights import load_float_model
     from .zoo import describe, file_sha256

@@ -192,7 +192,7 @@ class FrameCoder:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
-            y = run_tiled(im.g_a, x, 1 / 16, tile=1024, margin=64,
+            y = run_tiled(im.g_a, x, 1 / 16, tile=1024, margin=im.analysis_margin,
                           out=torch.empty(1, im.cfg.m, hp // 16, wp // 16))
             y = y * _gain(im, self.params.quality_fx)
             z = run_tiled(im.h_a, y, 1 / 4, tile=256, margin=16,
@@ -228,7 +228,8 @@ class FrameCoder:
         if not synthesize:
             return None
         pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
-        run_tiled(lambda v: _to_pixels(im.g_s(v.double())), y_hat, 16, tile=24, margin=2, out=pixels)
+        run_tiled(lambda v: _to_pixels(im.g_s(v.double())), y_hat, 16, tile=24, margin=im.synthesis_margin,
+                  out=pixels)
         return np.ascontiguousarray(pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy())
 
 

@@ -35,10 +35,11 @@ class VideoModelConfig:
     m: int = 192
     levels: int = 8
     prior_channels: int = 64  # width of the temporal prior's hidden layers
+    res_units: int = 0  # the image part's residual units (ImageModelConfig)
 
     @property
     def image(self) -> ImageModelConfig:
-        return ImageModelConfig(self.n, self.m, self.levels)
+        return ImageModelConfig(self.n, self.m, self.levels, self.res_units)
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoModelConfig:

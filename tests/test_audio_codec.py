@@ -292,7 +292,7 @@ def test_python_api_encodes_paths_arrays_and_decodes_by_modality(tmp_path):
 
 
 def test_codebooks_are_stored_as_int16_with_per_stage_shifts():
-    from ncodec.audio_weights import join_codebooks, split_codebooks
+    from ncodec.fixed_point import join_codebooks, split_codebooks
 
     embed = (torch.rand(3, 16, 4) * 2 - 1) * torch.tensor([0.5, 7.9, 90.0])[:, None, None]
     embed[:, 0, 0] = torch.tensor([0.5, -7.9, 90.0])  # int16 at 12 bits, 11x beyond

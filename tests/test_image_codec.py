@@ -92,7 +92,7 @@ def test_tiled_integer_synthesis_equals_whole_image_synthesis(rng):
     model = load_coding_model(find(None, "image").path)
     y = torch.from_numpy(rng.integers(-3 << ACT_BITS, 3 << ACT_BITS, (1, model.cfg.m, 20, 28)))
     whole = model.g_s(y.double())
-    tiled = run_tiled(model.g_s, y.double(), 16, tile=6, margin=2,
+    tiled = run_tiled(model.g_s, y.double(), 16, tile=6, margin=model.synthesis_margin,
                       out=torch.empty(1, 3, 320, 448, dtype=torch.float64))
     assert torch.equal(whole, tiled)
 

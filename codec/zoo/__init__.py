@@ -34,6 +34,7 @@ class ModelInfo:
     size_bytes: int
     config: dict
     training: dict | None = None  # the file's provenance (steps, data, ...), if it records one
+    format: str = ""  # the file's layout name (e.g. ncodec-image-rvq-1)
 
     @property
     def card(self) -> Path:
@@ -92,7 +93,8 @@ def describe(path: Path) -> ModelInfo:
                             "training checkpoint is exported with `ncodec train ... --export FILE`)")
     training = json.loads(meta["training"]) if "training" in meta else None
     return ModelInfo(meta["model_id"], meta["modality"], path, file_sha256(path),
-                     path.stat().st_size, json.loads(meta.get("config", "{}")), training)
+                     path.stat().st_size, json.loads(meta.get("config", "{}")), training,
+                     meta.get("format", ""))
 
 
 def model_dirs() -> list[Path]:
