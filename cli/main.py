@@ -761,7 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Rerunning into the same --out computes only the rows it lacks.")
     bi.add_argument("--dataset", required=True, help="folder of images (searched recursively)")
     _add_codec_options(bi, "ncodec,jpeg,webp,avif,jxl",
-                       "ncodec, jpeg, webp, avif, jxl, compressai:ARCH[@CHECKPOINTS]", "webp")
+                       "ncodec, ncodec:MODEL (another installed image model), jpeg, webp, avif, jxl, "
+                       "compressai:ARCH[@CHECKPOINTS]", "webp")
     bi.add_argument("--settings", action="append", default=[], metavar="CODEC=V,V,...",
                     help="settings to sweep for one codec instead of its defaults, e.g. jpeg=20,50,80 "
                          "(repeatable)")

@@ -157,6 +157,28 @@ def test_ncodec_rows_record_the_model(dataset, tmp_path):
     assert np.all(np.diff([r["bytes"] for r in rows]) > 0)
 
 
+def test_one_run_compares_several_ncodec_models(dataset, tmp_path, monkeypatch):
+    import torch
+    from ncodec.image_model import ImageHyperprior, ImageModelConfig
+    from ncodec.image_weights import export
+    from ncodec.zoo import find
+
+    torch.manual_seed(0)
+    export(ImageHyperprior(ImageModelConfig(n=16, m=24)), tmp_path / "zoo" / "tiny.safetensors", "tiny-bench")
+    monkeypatch.setenv("NCODEC_MODEL_PATH", str(tmp_path / "zoo"))
+    code, err = bench("--dataset", dataset, "--codecs", "ncodec,ncodec:tiny-bench,webp",
+                      "--settings", "ncodec=2", "--settings", "ncodec:tiny-bench=2,6",
+                      "--settings", "webp=50", "--limit", 1, "--out", tmp_path / "out")
+    assert code == 0, err
+    doc = load(tmp_path / "out" / f"image_{dataset.name}.json")
+    assert [m["id"] for m in doc["machine"]["models"]] == [find(None, "image").model_id, "tiny-bench"]
+    rows = {(r["codec"], r["setting"]): r["bytes"] for r in doc["rows"]}
+    assert set(rows) == {("ncodec", 2), ("ncodec:tiny-bench", 2), ("ncodec:tiny-bench", 6), ("webp", 50)}
+    assert rows["ncodec", 2] != rows["ncodec:tiny-bench", 2]
+    code, err = bench("--dataset", dataset, "--codecs", "ncodec:nope,webp", "--out", tmp_path / "out2")
+    assert code == 1 and "'nope' is not installed" in err
+
+
 @pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")
 def test_ray_executor_gives_the_same_rows(dataset, tmp_path):
     code, err = bench("--dataset", dataset, "--codecs", "jpeg,webp", "--settings", "jpeg=40",

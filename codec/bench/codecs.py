@@ -3,7 +3,9 @@
 Every codec runs in-process. JPEG and WebP go through Pillow (4:2:0, Pillow defaults; WebP method
 6), AVIF through libavif (imagecodecs; 4:4:4, speed 6) and JPEG XL through libjxl (imagecodecs;
 effort 7), each with one thread. `compressai:ARCH[@CHECKPOINTS]` is a CompressAI model, pretrained or
-the user's (ncodec.bench.compressai_codec), imported only in the worker that runs it.
+the user's (ncodec.bench.compressai_codec), imported only in the worker that runs it. `ncodec:MODEL`
+is the installed ncodec image model MODEL (plain `ncodec`: the --model one, else the default), so
+one run can compare several ncodec models.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SETTINGS: dict[str, list[Setting]] = {
     "avif": [2, 8, 20, 35, 50, 65, 80, 90],
     "jxl": [25.0, 18.0, 12.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.7],
 }
+NCODEC_PREFIX = "ncodec:"
 IMAGECODECS_MISSING = "imagecodecs is not installed (needed for avif and jxl); pip install 'ncodec[bench]'"
 
 
@@ -44,15 +47,29 @@ def check_codec(name: str) -> None:
         if find_spec("compressai") is None:
             raise BenchError(compressai_codec.MISSING)
         return
+    if name.startswith(NCODEC_PREFIX):
+        from ncodec.zoo import ModelNotFound, find
+
+        try:
+            find(name[len(NCODEC_PREFIX):], "image")
+        except ModelNotFound as err:
+            raise BenchError(str(err)) from None
+        return
     if name not in SETTINGS:
-        known = ", ".join([*SETTINGS, "compressai:ARCH[@CHECKPOINTS]"])
+        known = ", ".join([*SETTINGS, "ncodec:MODEL", "compressai:ARCH[@CHECKPOINTS]"])
         raise BenchError(f"unknown codec {name!r} (known: {known})")
     if name in ("avif", "jxl") and find_spec("imagecodecs") is None:
         raise BenchError(IMAGECODECS_MISSING)
 
 
+def is_ncodec(name: str) -> bool:
+    return name == "ncodec" or name.startswith(NCODEC_PREFIX)
+
+
 def default_settings(name: str) -> list[Setting]:
-    return compressai_codec.settings(name) if name.startswith(compressai_codec.PREFIX) else SETTINGS[name]
+    if name.startswith(compressai_codec.PREFIX):
+        return compressai_codec.settings(name)
+    return SETTINGS["ncodec" if is_ncodec(name) else name]
 
 
 def parse_setting(text: str) -> Setting:
@@ -109,6 +126,8 @@ def get_codec(name: str, model: str | None = None) -> Codec:
     """The codec called `name`; `model` is the ncodec model id (None: the default model)."""
     if name == "ncodec":
         return _ncodec(model)
+    if name.startswith(NCODEC_PREFIX):
+        return _ncodec(name[len(NCODEC_PREFIX):])
     if name == "jpeg":
         return _pillow("JPEG")
     if name == "webp":

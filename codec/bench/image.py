@@ -17,7 +17,7 @@ from typing import TextIO
 import numpy as np
 
 from . import BenchError
-from .codecs import Setting, check_codec, default_settings, get_codec
+from .codecs import NCODEC_PREFIX, Setting, check_codec, default_settings, get_codec, is_ncodec
 from .executors import run_jobs
 from .machine import machine_info
 from .metrics import ms_ssim, psnr
@@ -106,12 +106,11 @@ def summarise(rows: list[dict], images: list[str], codecs: dict[str, list[Settin
 
 
 def _models(codecs: list[str], model: str | None) -> list[dict]:
-    if "ncodec" not in codecs:
-        return []
+    """Id and hash of each ncodec model the codecs name."""
     from ncodec.zoo import find
 
-    info = find(model, "image")
-    return [{"id": info.model_id, "sha256": info.sha256}]
+    ids = [model if c == "ncodec" else c[len(NCODEC_PREFIX):] for c in codecs if is_ncodec(c)]
+    return [{"id": info.model_id, "sha256": info.sha256} for info in (find(i, "image") for i in ids)]
 
 
 def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",

@@ -78,7 +78,7 @@ def drop_unavailable(sweep: dict[str, list[Setting]], unavailable: Callable[[str
 
 def check_models(out: Path, rows: list[dict], before: list[dict], now: list[dict]) -> None:
     """BenchError when `out` holds ncodec rows of other models (`before`) than this run's (`now`)."""
-    if now and before != now and any(r["codec"] == "ncodec" for r in rows):
+    if now and before != now and any(r["codec"].startswith("ncodec") for r in rows):
         raise BenchError(f"{out} holds ncodec rows of model {before}, this run uses {now}; "
                          "pick another --out")
 
