@@ -156,7 +156,7 @@ def encode_image(
     x = F.pad(x, (0, wp - rgb.width, 0, hp - rgb.height), mode="replicate")
     if isinstance(model, RVQImageCodingModel):
         with torch.inference_mode():
-            y = image_rvq.analysis(model, x)
+            y = image_rvq.analysis(model, x, _stage(progress, "analysis"))
         stages = image_rvq.stages_for_quality(params.quality_fx, model.cfg, QUALITY_STEPS)
         chunks = [(CHUNK_Y, c) for c in image_rvq.encode_tiles(model, y, stages, params.y_tiles())]
     else:

@@ -15,6 +15,7 @@ training needs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -172,8 +173,9 @@ def decode_latent(model: RVQImageCodingModel, payloads: list[bytes], stages: int
     return y.clamp_(-ACT_LIMIT, ACT_LIMIT)
 
 
-def analysis(model: RVQImageCodingModel, x: torch.Tensor) -> torch.Tensor:
+def analysis(model: RVQImageCodingModel, x: torch.Tensor,
+             progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Float latent [1, M, H/16, W/16] of a padded image x [1, 3, H, W] in [0, 1], tiled."""
     _, _, h, w = x.shape
     return run_tiled(model.g_a, x, 1 / 16, tile=1024, margin=model.analysis_margin,
-                     out=torch.empty(1, model.cfg.m, h // 16, w // 16))
+                     out=torch.empty(1, model.cfg.m, h // 16, w // 16), progress=progress)
