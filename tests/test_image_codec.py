@@ -127,7 +127,7 @@ def test_file_made_with_other_weights_is_refused_by_name(photo):
     header, chunks = read_container(bytes(data), KNOWN_CHUNKS)
     forged = Header(Modality.IMAGE, header.model_id, bytes(32), header.params)
     blob = write_container(forged, [(c.type, c.data) for c in chunks])
-    with pytest.raises(LookupError, match="needs model image-hyperprior-v1@000000000000"):
+    with pytest.raises(LookupError, match=f"needs model {header.model_id}@000000000000"):
         decode_image(blob)
 
 

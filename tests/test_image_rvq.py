@@ -15,15 +15,16 @@ RVQ_ID = "tiny-rvq"
 
 @pytest.fixture(scope="module")
 def rvq_model(tmp_path_factory):
-    """An RVQ model (6 stages of 32 codewords) fitted on the shipped hyperprior's latents of the sample."""
+    """An RVQ model (6 stages of 32 codewords) fitted on the default hyperprior's latents of the sample."""
     from ncodec.train_image_rvq import fit_rvq_image
+    from ncodec.zoo import find
 
     data = tmp_path_factory.mktemp("rvq_data")
     with Image.open(SAMPLE) as im:
         im.save(data / "a.png")
     folder = tmp_path_factory.mktemp("rvq_models")
-    fit_rvq_image("image-hyperprior-v1", [str(data)], str(folder / "rvq.safetensors"), RVQ_ID, batches=3,
-                  prior_batches=2, batch=4, crop=64, stages=6, codebook_size=32)
+    fit_rvq_image(find(None, "image").model_id, [str(data)], str(folder / "rvq.safetensors"), RVQ_ID,
+                  batches=3, prior_batches=2, batch=4, crop=64, stages=6, codebook_size=32)
     return folder
 
 
