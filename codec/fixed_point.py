@@ -75,8 +75,8 @@ def join_codebooks(t: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def leaky(x: torch.Tensor) -> torch.Tensor:
-    """x >= 0: x; x < 0: floor(x / 8) (which is >= x for negative integers)."""
-    return torch.maximum(x, torch.floor(x * 2.0**-LEAK_SHIFT))
+    """Integer x >= 0: x; x < 0: floor(x / 8)."""
+    return F.leaky_relu(x, 2.0**-LEAK_SHIFT).floor_()
 
 
 class IntSequence:
@@ -110,31 +110,47 @@ def conv_modules(seq: nn.Module) -> list[nn.Conv2d]:
     return [m for m in leaves(seq) if isinstance(m, nn.Conv2d)]
 
 
-def _mirror(m: nn.Module, params: Iterator[dict[str, torch.Tensor]], device) -> Callable:
-    if isinstance(m, nn.Conv2d):
-        if m.stride != (1, 1):
-            raise ValueError("integer decoder supports stride-1 convs only")
-        p = next(params)
-        return IntConv(p["weight"].double().to(device), p["shift"].double().to(device),
-                       p["bias"].double().to(device))
-    if isinstance(m, nn.PixelShuffle):
-        return nn.PixelShuffle(m.upscale_factor)
-    if isinstance(m, nn.LeakyReLU):
-        if m.negative_slope != 2.0**-LEAK_SHIFT:
-            raise ValueError("integer decoder needs LeakyReLU slope 1/8")
-        return leaky
-    if isinstance(m, nn.Sequential):
-        return IntSequence([_mirror(k, params, device) for k in m], skip=isinstance(m, Residual))
-    raise ValueError(f"no integer mirror for {type(m).__name__}")
+Leaf = Callable[[nn.Module, Iterator[dict[str, torch.Tensor]]], Callable | None]
+
+
+def mirror_steps(net: nn.Sequential, params: list[dict[str, torch.Tensor]], leaf: Leaf) -> list[Callable]:
+    """Integer steps mirroring `net`: `leaf` maps the dimension-specific modules (convolutions,
+    pixel shuffle) given the parameter iterator, or returns None; LeakyReLU (slope 1/8) and
+    nn.Sequential (Residual: with the skip) are mirrored here."""
+    it = iter(params)
+
+    def mirror(m: nn.Module) -> Callable:
+        step = leaf(m, it)
+        if step is not None:
+            return step
+        if isinstance(m, nn.LeakyReLU):
+            if m.negative_slope != 2.0**-LEAK_SHIFT:
+                raise ValueError("integer decoder needs LeakyReLU slope 1/8")
+            return leaky
+        if isinstance(m, nn.Sequential):
+            return IntSequence([mirror(k) for k in m], skip=isinstance(m, Residual))
+        raise ValueError(f"no integer mirror for {type(m).__name__}")
+
+    steps = [mirror(m) for m in net]
+    if next(it, None) is not None:
+        raise ValueError("more integer parameters than convolutions")
+    return steps
 
 
 def build_intnet(seq: nn.Sequential, params: list[dict[str, torch.Tensor]], device="cpu") -> IntNet:
     """Mirror `seq` (Conv2d / PixelShuffle / LeakyReLU / Residual) with integer parameters."""
-    it = iter(params)
-    steps = [_mirror(m, it, device) for m in seq]
-    if next(it, None) is not None:
-        raise ValueError("more integer parameters than convolutions")
-    return IntNet(steps)
+    def leaf(m: nn.Module, it: Iterator[dict[str, torch.Tensor]]) -> Callable | None:
+        if isinstance(m, nn.Conv2d):
+            if m.stride != (1, 1):
+                raise ValueError("integer decoder supports stride-1 convs only")
+            p = next(it)
+            return IntConv(p["weight"].double().to(device), p["shift"].double().to(device),
+                           p["bias"].double().to(device))
+        if isinstance(m, nn.PixelShuffle):
+            return nn.PixelShuffle(m.upscale_factor)
+        return None
+
+    return IntNet(mirror_steps(seq, params, leaf))
 
 
 def receptive_radius(seq: nn.Module) -> float:

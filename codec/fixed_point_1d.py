@@ -8,16 +8,14 @@ any summation order, thread count or device; rescaling multiplies by 2**-shift a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fixed_point import ACT_BITS, ACT_LIMIT, EXACT_LIMIT, LEAK_SHIFT, WEIGHT_LIMIT, IntSequence
-from .layers import Residual
+from .fixed_point import ACT_BITS, ACT_LIMIT, EXACT_LIMIT, WEIGHT_LIMIT, IntSequence, mirror_steps
 
-Step = Callable[[torch.Tensor], torch.Tensor]
 ConvLike = nn.Conv1d | nn.ConvTranspose1d
 
 
@@ -81,32 +79,14 @@ class IntNet1d(IntSequence):
             return super().__call__(x)
 
 
-def leaky(x: torch.Tensor) -> torch.Tensor:
-    """x >= 0: x; x < 0: floor(x / 8), as `fixed_point.leaky` in two passes instead of three."""
-    return F.leaky_relu(x, 2.0**-LEAK_SHIFT).floor_()
-
-
 def conv1d_modules(net: nn.Module) -> list[ConvLike]:
     """Convolutions in call order: the order of their parameters in a model file."""
     return [m for m in net.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
 
 
-def _mirror(m: nn.Module, params: Iterator[dict[str, torch.Tensor]], device) -> Step:
-    if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
-        return IntConv1d(m, next(params), device)
-    if isinstance(m, nn.LeakyReLU):
-        if m.negative_slope != 2.0**-LEAK_SHIFT:
-            raise ValueError("integer decoder needs LeakyReLU slope 1/8")
-        return leaky
-    if isinstance(m, nn.Sequential):
-        return IntSequence([_mirror(k, params, device) for k in m], skip=isinstance(m, Residual))
-    raise ValueError(f"no integer mirror for {type(m).__name__}")
-
-
 def build_intnet1d(net: nn.Sequential, params: list[dict[str, torch.Tensor]], device="cpu") -> IntNet1d:
     """Mirror `net` (Conv1d / ConvTranspose1d / LeakyReLU / Residual) with integer parameters."""
-    it = iter(params)
-    steps = [_mirror(m, it, device) for m in net]
-    if next(it, None) is not None:
-        raise ValueError("more integer parameters than convolutions")
-    return IntNet1d(steps)
+    def leaf(m: nn.Module, it: Iterator[dict[str, torch.Tensor]]) -> IntConv1d | None:
+        return IntConv1d(m, next(it), device) if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) else None
+
+    return IntNet1d(mirror_steps(net, params, leaf))
