@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import torch
 from ncodec.entropy.coder import TableSet
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
-from .fixed_point import ACT_BITS, ACT_LIMIT, join_codebooks, split_codebooks
+from .fixed_point import ACT_BITS, ACT_LIMIT, code_tables, join_codebooks, rvq_code_tensors
 from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
 from .zoo import ModelInfo, describe, write_model_file
 
@@ -38,10 +37,7 @@ def export(model: AudioCodecModel, path: str | Path, model_id: str, training: di
     for i, conv in enumerate(conv1d_modules(model.decoder)):
         for k, v in quantize_conv1d(conv).items():
             t[f"dec.{i}.{k}"] = v.contiguous()
-    t["dec.codebooks"], t["dec.codebook_shift"] = split_codebooks(model.rvq.embed[0].detach())
-    t["tables.codes.counts"] = torch.from_numpy(model.prior.table_set().counts.astype(np.int32))
-    t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
-    t["train.rvq.cluster_size"] = model.rvq.cluster_size.detach().float().contiguous()
+    t.update(rvq_code_tensors(model.rvq, model.prior))
     return write_model_file(path, t, model_id, "audio", FORMAT, model.cfg.as_dict(), training)
 
 
@@ -89,12 +85,11 @@ def load_coding_model(path: Path) -> AudioCodingModel:
     codebooks = join_codebooks(t)
     skel.rvq.embed[0] = codebooks.double().div(2**ACT_BITS).float()
     params = _decoder_params(t, len(conv1d_modules(skel.decoder)))
-    counts = t["tables.codes.counts"].numpy()
     cfg = skel.cfg
     return AudioCodingModel(
         info=info, cfg=cfg, encoder=skel.encoder.eval(), rvq=skel.rvq.eval(),
         decoder=build_intnet1d(skel.decoder, params), codebooks=codebooks,
-        tables=TableSet(counts, np.full(len(counts), cfg.codebook_size), np.zeros(len(counts), np.int64)),
+        tables=code_tables(t, cfg.codebook_size),
         margin=max(reach_frames(skel.decoder, 1), reach_frames(skel.encoder, 1 / cfg.hop)),
     )
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from ncodec.entropy.coder import TableSet
 from torch import nn
 
 from .layers import Residual
@@ -72,6 +74,22 @@ def split_codebooks(embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def join_codebooks(t: dict[str, torch.Tensor]) -> torch.Tensor:
     """The exact integer codewords (int64, ACT_BITS fraction) of a model file's tensors."""
     return t["dec.codebooks"].long() << t["dec.codebook_shift"].long()[:, None, None]
+
+
+def rvq_code_tensors(rvq: nn.Module, prior: nn.Module) -> dict[str, torch.Tensor]:
+    """Model-file tensors of an RVQ and its per-stage categorical prior: integer codebooks and
+    shifts, the prior's coding tables, and the float state fine-tuning resumes from."""
+    books, shift = split_codebooks(rvq.embed[0].detach())
+    return {"dec.codebooks": books, "dec.codebook_shift": shift,
+            "tables.codes.counts": torch.from_numpy(prior.table_set().counts.astype(np.int32)),
+            "train.prior.logits": prior.logits.detach().float().contiguous(),
+            "train.rvq.cluster_size": rvq.cluster_size.detach().float().contiguous()}
+
+
+def code_tables(t: dict[str, torch.Tensor], codebook_size: int) -> TableSet:
+    """The per-stage coding tables of a model file's `tables.codes.counts` (values 0..K-1)."""
+    counts = t["tables.codes.counts"].numpy()
+    return TableSet(counts, np.full(len(counts), codebook_size), np.zeros(len(counts), np.int64))
 
 
 def leaky(x: torch.Tensor) -> torch.Tensor:

@@ -33,12 +33,13 @@ from .fixed_point import (
     ACT_LIMIT,
     IntNet,
     build_intnet,
+    code_tables,
     conv_modules,
     join_codebooks,
     quantize_conv,
     receptive_radius,
     run_tiled,
-    split_codebooks,
+    rvq_code_tensors,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
 from .rvq import ResidualVectorQuantizer
@@ -99,9 +100,7 @@ def export(model: RVQImageModel, path: Path, model_id: str, training: dict | Non
     for i, conv in enumerate(conv_modules(model.g_s)):
         for k, v in quantize_conv(conv).items():
             t[f"dec.g_s.{i}.{k}"] = v.contiguous()
-    t["dec.codebooks"], t["dec.codebook_shift"] = split_codebooks(model.rvq.embed[0])
-    t["tables.codes.counts"] = torch.from_numpy(model.prior.table_set().counts.astype(np.int32))
-    t["train.prior.logits"] = model.prior.logits.detach().float().contiguous()
+    t.update(rvq_code_tensors(model.rvq, model.prior))
     return write_model_file(path, t, model_id, "image", FORMAT, model.cfg.as_dict(), training)
 
 
@@ -133,11 +132,10 @@ def load_coding_model(path: Path) -> RVQImageCodingModel:
     params = [{k: t[f"dec.g_s.{i}.{k}"] for k in ("weight", "shift", "bias")}
               for i in range(len(conv_modules(skel.g_s)))]
     codebooks = join_codebooks(t)
-    counts = t["tables.codes.counts"].numpy()
     return RVQImageCodingModel(
         info=info, cfg=cfg, g_a=skel.g_a.eval(), g_s=build_intnet(skel.g_s, params),
         codebooks=codebooks, search_codebooks=codebooks.double().mul(2.0**-ACT_BITS).float(),
-        tables=TableSet(counts, np.full(len(counts), cfg.codebook_size), np.zeros(len(counts), np.int64)),
+        tables=code_tables(t, cfg.codebook_size),
         analysis_margin=16 * math.ceil(receptive_radius(skel.g_a) / 16),
         synthesis_margin=math.ceil(receptive_radius(skel.g_s)),
     )
