@@ -398,22 +398,18 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     from ncodec.image_model import ImageHyperprior, ImageModelConfig
     from ncodec.image_weights import export
     from ncodec.train_image import train
-    from ncodec.training import CHECKPOINT, checkpoint_info
+    from ncodec.training import checkpoint_info
 
-    run_ckpt = Path(args.run) / CHECKPOINT
-    if run_ckpt.exists():  # a resumed run keeps the layout it started with
-        cfg = ImageModelConfig(**checkpoint_info(run_ckpt)[1]["cfg"])
-    else:
-        cfg = ImageModelConfig(res_units=args.res_units)
-    ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr,
-                 args.seed, args.val, args.val_every, args.init, cfg=cfg, precision=args.precision)
+    ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr, args.seed,
+                 args.val, args.val_every, args.init, cfg=ImageModelConfig(res_units=args.res_units),
+                 precision=args.precision)
     if args.export:
         from safetensors.torch import load_file
 
-        model = ImageHyperprior(cfg)
+        step, meta = checkpoint_info(ckpt)
+        model = ImageHyperprior(ImageModelConfig(**meta["cfg"]))
         t = load_file(str(ckpt))
         model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-        step, meta = checkpoint_info(ckpt)
         training = {"steps": step, **meta}
         export(model, Path(args.export), args.model_id, training)
         print(f"exported {args.export}", file=sys.stderr)

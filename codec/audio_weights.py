@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .audio_model import AudioCodecModel, AudioModelConfig, reach_frames
-from .fixed_point import ACT_BITS, ACT_LIMIT, code_tables, join_codebooks, rvq_code_tensors
+from .fixed_point import ACT_BITS, code_tables, join_codebooks, rvq_code_tensors, sum_codewords
 from .fixed_point_1d import IntNet1d, build_intnet1d, conv1d_modules, dequantize_conv1d, quantize_conv1d
 from .zoo import ModelInfo, describe, write_model_file
 
@@ -56,10 +56,7 @@ class AudioCodingModel:
 
     def latent(self, codes: torch.Tensor) -> torch.Tensor:
         """Exact integer latent [B, D, T] of codes [B, T, n]: codeword sums, clamped, float64."""
-        total = torch.zeros(*codes.shape[:2], self.cfg.dim, dtype=torch.int64)
-        for s in range(codes.shape[2]):
-            total += self.codebooks[s][codes[:, :, s]]
-        return total.transpose(1, 2).double().clamp_(-ACT_LIMIT, ACT_LIMIT)
+        return sum_codewords(self.codebooks, codes).transpose(1, 2).double()
 
 
 def _check_format(info: ModelInfo, path: Path) -> None:

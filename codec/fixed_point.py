@@ -8,6 +8,7 @@ count and device. Rescaling is a multiply by a power of two followed by floor, a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -74,6 +75,15 @@ def split_codebooks(embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def join_codebooks(t: dict[str, torch.Tensor]) -> torch.Tensor:
     """The exact integer codewords (int64, ACT_BITS fraction) of a model file's tensors."""
     return t["dec.codebooks"].long() << t["dec.codebook_shift"].long()[:, None, None]
+
+
+def sum_codewords(codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Exact int64 sums [..., D] of the integer codewords `codebooks` [S, K, D] picked by codes
+    [..., n] (stage s in column s), clamped to the activation range."""
+    total = torch.zeros(*codes.shape[:-1], codebooks.shape[-1], dtype=torch.int64)
+    for s in range(codes.shape[-1]):
+        total += codebooks[s][codes[..., s]]
+    return total.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
 
 
 def rvq_code_tensors(rvq: nn.Module, prior: nn.Module) -> dict[str, torch.Tensor]:
@@ -181,6 +191,11 @@ def receptive_radius(seq: nn.Module) -> float:
         elif isinstance(m, nn.PixelShuffle):
             step /= m.upscale_factor
     return radius
+
+
+def tiling_margins(g_a: nn.Module, g_s: nn.Module) -> tuple[int, int]:
+    """(pixels of context around a g_a tile, a multiple of 16; latent positions around a g_s tile)."""
+    return 16 * math.ceil(receptive_radius(g_a) / 16), math.ceil(receptive_radius(g_s))
 
 
 def run_tiled(

@@ -14,7 +14,6 @@ training needs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import cache
@@ -30,16 +29,16 @@ from torch import nn
 
 from .fixed_point import (
     ACT_BITS,
-    ACT_LIMIT,
     IntNet,
     build_intnet,
     code_tables,
     conv_modules,
     join_codebooks,
     quantize_conv,
-    receptive_radius,
     run_tiled,
     rvq_code_tensors,
+    sum_codewords,
+    tiling_margins,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
 from .rvq import ResidualVectorQuantizer
@@ -132,12 +131,12 @@ def load_coding_model(path: Path) -> RVQImageCodingModel:
     params = [{k: t[f"dec.g_s.{i}.{k}"] for k in ("weight", "shift", "bias")}
               for i in range(len(conv_modules(skel.g_s)))]
     codebooks = join_codebooks(t)
+    margins = tiling_margins(skel.g_a, skel.g_s)
     return RVQImageCodingModel(
         info=info, cfg=cfg, g_a=skel.g_a.eval(), g_s=build_intnet(skel.g_s, params),
         codebooks=codebooks, search_codebooks=codebooks.double().mul(2.0**-ACT_BITS).float(),
         tables=code_tables(t, cfg.codebook_size),
-        analysis_margin=16 * math.ceil(receptive_radius(skel.g_a) / 16),
-        synthesis_margin=math.ceil(receptive_radius(skel.g_s)),
+        analysis_margin=margins[0], synthesis_margin=margins[1],
     )
 
 
@@ -164,11 +163,9 @@ def decode_latent(model: RVQImageCodingModel, payloads: list[bytes], stages: int
         codes = torch.from_numpy(coder.decode(payload, index, model.tables)).view(count, stages)
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= model.cfg.codebook_size):
             raise coder.DecodeError("RVQ code outside the codebook")
-        total = torch.zeros(count, model.cfg.m, dtype=torch.int64)
-        for s in range(stages):
-            total += model.codebooks[s][codes[:, s]]
+        total = sum_codewords(model.codebooks, codes)
         y[0, :, y0:y1, x0:x1] = total.T.reshape(model.cfg.m, y1 - y0, x1 - x0).double()
-    return y.clamp_(-ACT_LIMIT, ACT_LIMIT)
+    return y
 
 
 def analysis(model: RVQImageCodingModel, x: torch.Tensor,

@@ -7,7 +7,6 @@ integer CDF tables and scale thresholds; train.* float parameters only training 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -26,7 +25,7 @@ from .fixed_point import (
     conv_modules,
     dequantize_conv,
     quantize_conv,
-    receptive_radius,
+    tiling_margins,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
 from .zoo import ModelInfo, describe, find, write_model_file
@@ -122,6 +121,7 @@ def load_coding_model(path: Path) -> ImageCodingModel:
             for net in DECODER_NETS}
     radii = t["tables.y.radii"].numpy().astype(np.int64)
     z_counts = t["tables.z.counts"].numpy()
+    margins = tiling_margins(skel.g_a, skel.g_s)
     return ImageCodingModel(
         info=info, cfg=skel.cfg, g_a=skel.g_a.eval(), h_a=skel.h_a.eval(),
         log_gain=t["enc.log_gain"].float(), g_s=nets["g_s"], h_s=nets["h_s"],
@@ -129,8 +129,7 @@ def load_coding_model(path: Path) -> ImageCodingModel:
         y_tables=TableSet(t["tables.y.counts"].numpy(), 2 * radii + 1, -radii),
         z_tables=TableSet(z_counts, np.full(len(z_counts), 2 * Z_RADIUS + 1),
                           np.full(len(z_counts), -Z_RADIUS)),
-        analysis_margin=16 * math.ceil(receptive_radius(skel.g_a) / 16),
-        synthesis_margin=math.ceil(receptive_radius(skel.g_s)),
+        analysis_margin=margins[0], synthesis_margin=margins[1],
     )
 
 

@@ -92,14 +92,18 @@ def train(
     cfg: ImageModelConfig | None = None,
     precision: str = "auto",
 ) -> Path:
-    """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors.
+    """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors
+    (with the checkpoint's model config; `cfg` applies to a new run).
 
     precision: "fp32", "bf16" (autocast of the transforms; latents and rates stay fp32) or
     "auto" (bf16 where the device computes it natively, e.g. AMX/AVX512-BF16 CPUs, else fp32).
     """
-    cfg = cfg or ImageModelConfig()
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    resumed = checkpoint_info(run / CHECKPOINT)[1] if (run / CHECKPOINT).exists() else None
+    if resumed:  # a resumed run keeps the layout it started with
+        cfg = ImageModelConfig(**resumed["cfg"])
+    cfg = cfg or ImageModelConfig()
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = ImageHyperprior(cfg).to(device, memory_format=torch.channels_last)
@@ -107,7 +111,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     parts = {"model": Part(model, opt, "adam")}
     step = load_checkpoint(run, parts)
-    init_info = checkpoint_info(run / CHECKPOINT)[1].get("init") if step else None
+    init_info = resumed.get("init") if resumed else None
     if step == 0 and init:
         from .image_weights import load_float_model
         from .zoo import describe
