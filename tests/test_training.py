@@ -63,3 +63,19 @@ def test_training_refuses_an_empty_data_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
         train([str(tmp_path / "empty")], str(tmp_path / "run"), minutes=1, steps=1, cfg=TINY)
+
+
+def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it_natively(tmp_path):
+    from ncodec.training import cpu_flags, resolve_precision
+
+    assert resolve_precision("auto", "cpu", {"avx2", "avx512f", "avx512bw"}) == "fp32"  # emulated bf16
+    assert resolve_precision("auto", "cpu", {"avx512f", "avx512_bf16"}) == "bf16"
+    assert resolve_precision("auto", "cpu", {"amx_bf16", "amx_tile"}) == "bf16"
+    assert resolve_precision("fp32", "cpu", {"amx_bf16"}) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", "cpu")
+    info = tmp_path / "cpuinfo"
+    cpu = "flags\t\t: fpu avx2 amx_bf16\n"
+    info.write_text(f"processor\t: 0\n{cpu}\nprocessor\t: 1\n{cpu}")
+    assert cpu_flags(info) == {"fpu", "avx2", "amx_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()
