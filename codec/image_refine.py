@@ -26,7 +26,8 @@ from .training import resolve_precision
 
 
 @cache
-def _float_model(path: Path) -> ImageHyperprior:
+def float_model(path: Path) -> ImageHyperprior:
+    """The float model of a model file (eval mode, no gradients), loaded once per path."""
     model = load_float_model(path).eval().to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -48,7 +49,7 @@ def refine_latent(
 
     y, mean, scale: [1, M, H/16, W/16] float; inv_gain [1, M, 1, 1]. Returns a tensor like y.
     """
-    g_s = _float_model(Path(model_path)).g_s
+    g_s = float_model(Path(model_path)).g_s
     lam = quality_lambda(quality) * 255**2
     scale = scale.clamp_min(SCALE_MIN)
     pixels = x.shape[2] * x.shape[3]

@@ -5,9 +5,13 @@ Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   intra frame (t % gop == 0): (mean, scale) = (mean_h, scale_h)        exactly the image codec
   inter frame: (mean, scale) = (mean_h, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
-  -> one IFRM / PFRM chunk per frame; a seek index lists the intra frames (random access).
-The only state carried from frame to frame is y_q[t] = symbols * 2^12 + mean, an integer latent
-that encoder and decoder compute identically (the encoder never needs to synthesize pixels).
+  -> one IFRM / SFRM chunk per frame; a seek index lists the intra frames (random access).
+An inter frame may skip blocks of 4x4 latent positions (64x64 pixels): a skipped block copies the
+previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
+The encoder skips a block when that lowers rate + lambda * distortion (lambda of the quality, the
+distortion measured on a float synthesis of both choices); the decoder just follows the skip map.
+The only state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied
+latent), an integer latent that encoder and decoder compute identically.
 Decoding mirrors it with integer arithmetic only, so the output never depends on the machine.
 Memory stays constant: frames stream through, the container is read chunk by chunk.
 Layout of the HEAD params and chunks: bitstream_spec/SPEC.md section 7.
@@ -41,9 +45,13 @@ from .video_weights import VideoCodingModel, VideoModelError, load_coding_model
 from .zoo import ModelInfo, find_by_hash, model_for
 
 PARAMS = struct.Struct(">IIIIIHH")  # width, height, rate num, rate den, frames, gop, quality
-CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"PFRM", b"AUDI"
-FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER)
-KNOWN_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO, ct.SEEK)
+CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"SFRM", b"AUDI"
+CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier writers; still read)
+FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1)
+KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
+SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
+MAP_NONE, MAP_ALL, MAP_CODED = 0, 1, 2  # skip map kinds: no block skipped, all skipped, coded flags
+Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -133,35 +141,93 @@ def pack_frame(z: bytes, ys: list[bytes]) -> bytes:
 
 def unpack_frame(data: bytes, tiles: int, t: int) -> tuple[bytes, list[bytes]]:
     """(z payload, y payloads) of frame t's chunk data, every length checked against the data."""
+    pieces = _payloads(data, 1 + tiles, t)
+    return pieces[0], pieces[1:]
+
+
+def _payloads(data: bytes, count: int, t: int, rest: bool = False) -> list[bytes]:
+    """`count` length-prefixed payloads that make up `data` exactly (rest: and what follows them)."""
     pieces, pos = [], 0
-    for _ in range(1 + tiles):
+    for _ in range(count):
         if pos + 4 > len(data):
-            raise VideoError(f"frame {t}: chunk holds {len(pieces)} of {1 + tiles} payloads")
+            raise VideoError(f"frame {t}: chunk holds {len(pieces)} of {count} payloads")
         (n,) = _U32.unpack_from(data, pos)
         if n > len(data) - pos - 4:
             raise VideoError(f"frame {t}: payload {len(pieces)} claims {n} bytes, "
                              f"{len(data) - pos - 4} remain")
         pieces.append(data[pos + 4 : pos + 4 + n])
         pos += 4 + n
+    if rest:
+        return [*pieces, data[pos:]]
     if pos != len(data):
         raise VideoError(f"frame {t}: {len(data) - pos} stray bytes after the payloads")
-    return pieces[0], pieces[1:]
+    return pieces
+
+
+def _skip_tables(p: int) -> coder.TableSet:
+    """A block is skipped with probability p / 256 (bin 2: escape, never written)."""
+    return coder.TableSet(np.array([[256 - p, p, 1]]), np.array([2]), np.array([0]))
+
+
+def pack_skip_map(skip: np.ndarray, z_copied: bool = False) -> bytes:
+    """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL or MAP_CODED, plus Z_COPIED
+    when the frame reuses the last coded z); MAP_CODED adds u8 p (skip probability * 256) and the
+    range-coded flags, row-major over the blocks."""
+    flag = Z_COPIED if z_copied else 0
+    if not skip.any():
+        return bytes([MAP_NONE | flag])
+    if skip.all():
+        return bytes([MAP_ALL])
+    p = min(max(round(256 * float(skip.mean())), 1), 255)
+    flags = skip.ravel().astype(np.int64)
+    return bytes([MAP_CODED | flag, p]) + coder.encode(flags, np.zeros_like(flags), _skip_tables(p))
+
+
+def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.ndarray, bool]:
+    """(skip flags [blocks down, blocks across], z copied) of an inter frame's first payload, checked."""
+    kind, z_copied = (data[0] & ~Z_COPIED, bool(data[0] & Z_COPIED)) if data else (None, False)
+    if len(data) == 1 and kind in (MAP_NONE, MAP_ALL) and not (kind == MAP_ALL and z_copied):
+        return np.full(shape, kind == MAP_ALL), z_copied
+    if len(data) < 2 or kind != MAP_CODED or not 1 <= data[1] <= 255:
+        raise VideoError(f"frame {t}: invalid skip map")
+    try:
+        flags = coder.decode(data[2:], np.zeros(shape[0] * shape[1], np.int64), _skip_tables(data[1]))
+    except coder.DecodeError as err:
+        raise VideoError(f"frame {t}: skip map: {err}") from None
+    if ((flags != 0) & (flags != 1)).any():
+        raise VideoError(f"frame {t}: skip map holds values other than 0 and 1")
+    return flags.reshape(shape).astype(bool), z_copied
+
+
+def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
+    """Sums of a [H, W] tensor over block x block squares (zero-extended at the far edges)."""
+    h, w = a.shape
+    a = F.pad(a, (0, -w % block, 0, -h % block))
+    return a.view(a.shape[0] // block, block, a.shape[1] // block, block).sum((1, 3))
 
 
 class FrameCoder:
     """The per-frame steps shared by encoder and decoder, and the latent carried between frames.
 
-    `encode(rgb, intra)` returns a frame chunk's data, `decode(data, intra)` the frame's pixels;
-    both update `latent` (y_q of the frame, int32), which the next inter frame is coded against.
+    `encode(rgb, intra)` returns a frame chunk (type, data), `decode(kind, data, t)` the frame's
+    pixels; both update `latent` (y_q of the frame, int32), which the next inter frame is coded
+    against. `synthesis` (the float g_s, encoder only) enables skipped blocks in inter frames.
     """
 
-    def __init__(self, model: VideoCodingModel, params: VideoParams):
+    def __init__(self, model: VideoCodingModel, params: VideoParams,
+                 synthesis: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.model, self.params = model, params
         self.im = model.image
         self.geometry = params.image
         self.tiles = self.geometry.y_tiles()
         self.inv = _inverse_gain(self.im, params.quality_fx)
         self.latent: torch.Tensor | None = None
+        self.z_sym: torch.Tensor | None = None  # the last z coded (an inter frame may copy it)
+        hp, wp = self.geometry.padded
+        self.blocks = (-(-hp // (16 * SKIP_BLOCK)), -(-wp // (16 * SKIP_BLOCK)))
+        self.synthesis = synthesis
+        self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame
+        self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
 
     def entropy_params(self, z_sym: torch.Tensor, intra: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact (mean [int64, ACT_BITS fraction], scale index [uint8]) of every y element."""
@@ -186,7 +252,37 @@ class FrameCoder:
         q = sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) * (1 << ACT_BITS) + mean
         return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
 
-    def encode(self, rgb: np.ndarray, intra: bool) -> bytes:
+    def _positions(self, skip: np.ndarray) -> torch.Tensor:
+        """Per-block flags [blocks down, blocks across] -> per latent position [H/16, W/16]."""
+        hp, wp = self.geometry.padded
+        full = np.repeat(np.repeat(skip, SKIP_BLOCK, 0), SKIP_BLOCK, 1)
+        return torch.from_numpy(np.ascontiguousarray(full[: hp // 16, : wp // 16]))
+
+    def _synthesize(self, q: torch.Tensor) -> torch.Tensor:
+        """Float pixels [1, 3, H, W] (padded) of integer latents q (encoder-side estimate)."""
+        hp, wp = self.geometry.padded
+        y = q.double() * 2.0**-ACT_BITS * (self.inv.double() * 2.0**-GAIN_BITS)
+        return run_tiled(lambda v: self.synthesis(v.float()).float().clamp_(0, 1), y, 16, tile=32,
+                         margin=self.im.synthesis_margin, out=torch.empty(1, 3, hp, wp))
+
+    def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor
+                      ) -> tuple[np.ndarray, torch.Tensor]:
+        """Skip flags per block (rate + lambda * SSE of copying vs coding) and the coded synthesis."""
+        from .image_refine import quality_lambda
+
+        p = self.geometry
+        coded = self._synthesize(q)
+        valid = torch.zeros(x.shape[2:])
+        valid[: p.height, : p.width] = 1
+        px = 16 * SKIP_BLOCK
+        sse_coded = _block_sums(((coded - x) ** 2).sum((0, 1)) * valid, px)
+        sse_copied = _block_sums(((self.recon - x) ** 2).sum((0, 1)) * valid, px)
+        bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
+        bits = _block_sums(torch.from_numpy(bits), SKIP_BLOCK)
+        lam = quality_lambda(self.params.quality) * 255**2 / 3  # per unit of SSE over 3 channels
+        return (lam * (sse_copied - sse_coded) <= bits).numpy(), coded
+
+    def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
         p, im = self.geometry, self.im
         hp, wp = p.padded
         with torch.inference_mode():
@@ -199,38 +295,115 @@ class FrameCoder:
                           out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
             z_sym = torch.round(z).long()
             mean, index = self.entropy_params(z_sym, intra)
-            sym = torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
-            self.latent = self._carry(sym, mean)[1]
-        ys = [coder.encode(sym[..., y0:y1, x0:x1].numpy(), index[..., y0:y1, x0:x1].numpy(), im.y_tables)
-              for y0, y1, x0, x1 in self.tiles]
-        return pack_frame(coder.encode(z_sym.numpy(), _z_index(z_sym), im.z_tables), ys)
+            sym = self._symbols(y, mean)
+            skip, coded, z_copied = np.zeros(self.blocks, dtype=bool), None, False
+            if not intra and self.synthesis is not None:
+                skip, coded = self._choose_skips(x, self._carry(sym, mean)[0], sym, index)
+            if not intra and self.synthesis is not None and not skip.all():
+                keep = ~self._positions(skip)
+                old_mean, old_index = self.entropy_params(self.z_sym, intra)
+                old_sym = self._symbols(y, old_mean)
+                z_bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), im.z_tables).sum()
+                if self._y_bits(old_sym, old_index, keep) < self._y_bits(sym, index, keep) + z_bits:
+                    z_copied, z_sym, mean, index, sym = True, self.z_sym, old_mean, old_index, old_sym
+                    coded = None  # (synthesized from other latents)
+            q, latent = self._carry(sym, mean)
+            if skip.any():
+                copied = self._positions(skip)
+                latent = torch.where(copied, self.latent, latent)
+                q = torch.where(copied, self.latent.long(), q)
+            if self.synthesis is not None and not skip.all():  # what the next frame's choices compare with
+                self.recon = coded if coded is not None and not skip.any() else self._synthesize(q)
+            self.latent = latent
+            if not skip.all():  # z is coded (or copied): the decoder holds it from here on
+                self.z_sym = z_sym
+        if intra:
+            return CHUNK_INTRA, pack_frame(self._code_z(z_sym), self._code_y(sym, index))
+        head = pack_skip_map(skip, z_copied)
+        if skip.all():
+            return CHUNK_INTER, pack_frame(head, [])
+        ys = self._code_y(sym, index, ~self._positions(skip))
+        return CHUNK_INTER, pack_frame(head, ys if z_copied else [self._code_z(z_sym), *ys])
 
-    def decode(self, data: bytes, intra: bool, t: int, synthesize: bool = True) -> np.ndarray | None:
-        """Frame t's RGB pixels (H, W, 3) uint8; synthesize=False only updates the latent."""
+    @staticmethod
+    def _symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        return torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
+
+    def _y_bits(self, sym: torch.Tensor, index: torch.Tensor, keep: torch.Tensor) -> float:
+        """Estimated bits of the symbols at positions `keep`."""
+        return float(coder.cost_bits(sym[..., keep].numpy(), index[..., keep].long().numpy(),
+                                     self.im.y_tables).sum())
+
+    def _code_z(self, z_sym: torch.Tensor) -> bytes:
+        return coder.encode(z_sym.numpy(), _z_index(z_sym), self.im.z_tables)
+
+    def _code_y(self, sym: torch.Tensor, index: torch.Tensor,
+                keep: torch.Tensor | None = None) -> list[bytes]:
+        """Payload per latent tile: its symbols (channel by channel, positions row-major), only
+        those at positions `keep` where given."""
+        out = []
+        for y0, y1, x0, x1 in self.tiles:
+            s, i = sym[..., y0:y1, x0:x1], index[..., y0:y1, x0:x1]
+            if keep is not None:
+                s, i = s[..., keep[y0:y1, x0:x1]], i[..., keep[y0:y1, x0:x1]]
+            out.append(coder.encode(s.numpy(), i.numpy(), self.im.y_tables))
+        return out
+
+    def decode(self, kind: bytes, data: bytes, t: int, synthesize: bool = True) -> np.ndarray | None:
+        """Frame t's RGB pixels (H, W, 3) uint8 from its chunk (type `kind`, `data`);
+        synthesize=False only updates the latent."""
         p, im = self.geometry, self.im
         hp, wp = p.padded
-        m, n = im.cfg.m, im.cfg.n
-        z_payload, y_payloads = unpack_frame(data, len(self.tiles), t)
-        try:
-            z_sym = torch.zeros((1, n, hp // 64, wp // 64), dtype=torch.long)
-            z_sym.view(-1)[:] = torch.from_numpy(coder.decode(z_payload, _z_index(z_sym), im.z_tables))
-            mean, index = self.entropy_params(z_sym, intra)
-            y_hat = torch.empty(1, m, hp // 16, wp // 16, dtype=torch.int32)
-            latent = torch.empty_like(y_hat)
-            for (y0, y1, x0, x1), payload in zip(self.tiles, y_payloads, strict=True):
-                idx = index[..., y0:y1, x0:x1]
-                sym = torch.from_numpy(coder.decode(payload, idx.numpy(), im.y_tables)).view(idx.shape)
-                q, latent[..., y0:y1, x0:x1] = self._carry(sym, mean[..., y0:y1, x0:x1])
-                y_hat[..., y0:y1, x0:x1] = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
-        except coder.DecodeError as err:
-            raise VideoError(f"frame {t}: {err}") from None
+        skip, z_copied = np.zeros(self.blocks, dtype=bool), False
+        if kind == CHUNK_INTER:
+            head, data = _payloads(data, 1, t, rest=True)
+            skip, z_copied = unpack_skip_map(head, self.blocks, t)
+        if skip.all():
+            _payloads(data, 0, t)  # nothing may follow
+            q, latent = self.latent.long(), self.latent
+        else:
+            q, latent = self._decode_coded(data, kind == CHUNK_INTRA, t, ~self._positions(skip), z_copied)
+        y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
         self.latent = latent
         if not synthesize:
+            self._shown = None
             return None
+        if self._shown is not None and torch.equal(self._shown[0], y_hat):
+            return self._shown[1].copy()  # same latents, same pixels
         pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
         run_tiled(lambda v: _to_pixels(im.g_s(v.double())), y_hat, 16, tile=24, margin=im.synthesis_margin,
                   out=pixels)
-        return np.ascontiguousarray(pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy())
+        rgb = np.ascontiguousarray(pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy())
+        self._shown = (y_hat, rgb)
+        return rgb.copy()
+
+    def _decode_coded(self, data: bytes, intra: bool, t: int, keep: torch.Tensor, z_copied: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q [int64], latent [int32]) of a frame with coded symbols at positions `keep`; the other
+        positions copy the previous latent. z_copied: the chunk holds no z, the last one serves."""
+        im, (hp, wp) = self.im, self.geometry.padded
+        m, n = im.cfg.m, im.cfg.n
+        if z_copied:
+            y_payloads, z_sym = _payloads(data, len(self.tiles), t), self.z_sym
+        else:
+            z_payload, y_payloads = unpack_frame(data, len(self.tiles), t)
+        try:
+            if not z_copied:
+                z_sym = torch.zeros((1, n, hp // 64, wp // 64), dtype=torch.long)
+                z_sym.view(-1)[:] = torch.from_numpy(coder.decode(z_payload, _z_index(z_sym), im.z_tables))
+                self.z_sym = z_sym
+            mean, index = self.entropy_params(z_sym, intra)
+            q = torch.empty(1, m, hp // 16, wp // 16, dtype=torch.long)
+            if not keep.all():
+                q.copy_(self.latent)
+            for (y0, y1, x0, x1), payload in zip(self.tiles, y_payloads, strict=True):
+                k = keep[y0:y1, x0:x1]
+                idx = index[..., y0:y1, x0:x1][..., k]
+                sym = torch.from_numpy(coder.decode(payload, idx.numpy(), im.y_tables)).view(idx.shape)
+                q[..., y0:y1, x0:x1][..., k] = self._carry(sym, mean[..., y0:y1, x0:x1][..., k])[0]
+        except coder.DecodeError as err:
+            raise VideoError(f"frame {t}: {err}") from None
+        return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
 
 
 def _frame_rate(rate) -> Fraction:
@@ -254,7 +427,8 @@ class VideoEncoder:
     """
 
     def __init__(self, stream: BinaryIO, width: int, height: int, frame_rate, quality: float = 4.0,
-                 gop: int = DEFAULT_GOP, model_id: str | None = None, frames: int | None = None):
+                 gop: int = DEFAULT_GOP, model_id: str | None = None, frames: int | None = None,
+                 skip_blocks: bool = True):
         info = _model_info(model_id)
         self.model = _load(info)
         levels = self.model.cfg.levels
@@ -269,14 +443,19 @@ class VideoEncoder:
         self._info, self._declared = info, frames
         self._header = ct.Header(ct.Modality.VIDEO, info.model_id, info.weights_hash, self.params.pack())
         self._writer = ct.ContainerWriter(stream, self._header)
-        self._coder = FrameCoder(self.model, self.params)
+        synthesis = None
+        if skip_blocks:
+            from .image_refine import float_model
+
+            synthesis = float_model(info.path).g_s
+        self._coder = FrameCoder(self.model, self.params, synthesis)
         self._seek: list[tuple[int, int]] = []
         self._audio = False
         self.frames = 0  # written so far
         self.bytes = self._writer.position
 
-    def write(self, rgb: np.ndarray) -> bytes:
-        """Encode the next frame; returns its chunk's data (what FrameCoder.decode takes)."""
+    def write(self, rgb: np.ndarray) -> ct.Chunk:
+        """Encode the next frame; returns its chunk (type and data, what FrameCoder.decode takes)."""
         rgb = np.asarray(rgb)
         p = self.params
         if rgb.dtype != np.uint8 or rgb.shape != (p.height, p.width, 3):
@@ -288,13 +467,13 @@ class VideoEncoder:
             raise VideoError("the audio track is written: no more frames")
         ct.check_claim("video frame count", self.frames + 1, MAX_FRAMES)
         intra = p.intra(self.frames)
-        data = self._coder.encode(rgb, intra)
-        offset = self._writer.add(CHUNK_INTRA if intra else CHUNK_INTER, data)
+        kind, data = self._coder.encode(rgb, intra)
+        offset = self._writer.add(kind, data)
         if intra:
             self._seek.append((self.frames, offset))
         self.frames += 1
         self.bytes = self._writer.position
-        return data
+        return ct.Chunk(kind, data, offset)
 
     def add_audio(self, data: bytes) -> None:
         """Add the audio track after the last frame: an audio .ncz (video_audio.encode_track) whose
@@ -325,8 +504,11 @@ class VideoEncoder:
 
 
 def encode_video(frames: Iterable[np.ndarray], frame_rate, quality: float = 4.0, gop: int = DEFAULT_GOP,
-                 model_id: str | None = None) -> bytes:
-    """Compress RGB frames (H, W, 3) uint8 at `frame_rate` to .ncz bytes."""
+                 model_id: str | None = None, skip_blocks: bool = True) -> bytes:
+    """Compress RGB frames (H, W, 3) uint8 at `frame_rate` to .ncz bytes.
+
+    skip_blocks=False codes every block of every inter frame (no copies from the previous frame).
+    """
     buf = io.BytesIO()
     enc = None
     for rgb in frames:
@@ -334,7 +516,8 @@ def encode_video(frames: Iterable[np.ndarray], frame_rate, quality: float = 4.0,
             rgb = np.asarray(rgb)
             if rgb.ndim != 3:
                 raise VideoError(f"frames must be (H, W, 3) uint8 arrays, got shape {rgb.shape}")
-            enc = VideoEncoder(buf, rgb.shape[1], rgb.shape[0], frame_rate, quality, gop, model_id)
+            enc = VideoEncoder(buf, rgb.shape[1], rgb.shape[0], frame_rate, quality, gop, model_id,
+                               skip_blocks=skip_blocks)
         enc.write(rgb)
     if enc is None:
         raise VideoError("no frames to encode")
@@ -376,10 +559,11 @@ class VideoDecoder:
         if len(frames) != p.frames:
             raise VideoError(f"file holds {len(frames)} frame chunks, its header says {p.frames} frames")
         for t, ref in enumerate(frames):
-            want = CHUNK_INTRA if p.intra(t) else CHUNK_INTER
-            if ref.type != want:
+            want = (CHUNK_INTRA,) if p.intra(t) else (CHUNK_INTER, CHUNK_INTER_V1)
+            if ref.type not in want:
                 raise VideoError(f"frame {t} is a {ref.type.decode()} chunk; with GOP {p.gop} it must be "
-                                 f"{want.decode()}")
+                                 f"{' or '.join(w.decode() for w in want)}")
+        self._types = [r.type for r in frames]
         self._offsets = np.array([r.offset for r in frames], dtype=np.int64)
         self._lengths = np.array([r.length for r in frames], dtype=np.int64)
         seek = [r for r in refs if r.type == ct.SEEK]
@@ -453,10 +637,9 @@ class VideoDecoder:
     def _frames(self, a: int, b: int) -> Iterator[np.ndarray]:
         coder_ = FrameCoder(self.model, self.params)
         for t in range(self.key_frame(a), b):
-            ref = ct.ChunkRef(CHUNK_INTRA if self.params.intra(t) else CHUNK_INTER, int(self._offsets[t]),
-                              int(self._lengths[t]))
+            ref = ct.ChunkRef(self._types[t], int(self._offsets[t]), int(self._lengths[t]))
             data = ct.read_chunk(self._stream, ref, self._base)
-            rgb = coder_.decode(data, self.params.intra(t), t, synthesize=t >= a)
+            rgb = coder_.decode(ref.type, data, t, synthesize=t >= a)
             if rgb is not None:
                 yield rgb
 

@@ -8,6 +8,7 @@ zig-zag value in 16-bit pieces under a uniform model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import constriction
@@ -97,6 +98,25 @@ def encode(symbols: np.ndarray, index: np.ndarray, tables: TableSet) -> bytes:
         escaped.append(symbols[pos][out])
     _encode_escapes(enc, np.concatenate(escaped) if escaped else np.zeros(0, np.int64))
     return enc.get_compressed().astype("<u4").tobytes()
+
+
+def cost_bits(symbols: np.ndarray, index: np.ndarray, tables: TableSet) -> np.ndarray:
+    """Ideal code length in bits of each symbol (what `encode` spends on it, up to rounding).
+
+    An escaped value costs its escape bin plus the bits of its bit-length and 16-bit pieces.
+    """
+    symbols = np.asarray(symbols, dtype=np.int64)
+    index = np.asarray(index, dtype=np.int64)
+    used = np.arange(tables.counts.shape[1]) <= tables.sizes[:, None]
+    totals = np.where(used, tables.counts, 0).sum(1)
+    rel = symbols - tables.offsets[index]
+    sizes = tables.sizes[index]
+    out = (rel < 0) | (rel >= sizes)
+    bits = np.log2(totals[index] / tables.counts[index, np.where(out, sizes, rel)])
+    if out.any():
+        length = np.array([int(v).bit_length() for v in _zigzag(symbols[out])])
+        bits[out] += math.log2(_ESCAPE_BITS) + 16 * -(-length // 16)
+    return bits
 
 
 def decode(payload: bytes, index: np.ndarray, tables: TableSet) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from ncodec.entropy.coder import DecodeError, TableSet, decode, encode
+from ncodec.entropy.coder import DecodeError, TableSet, cost_bits, decode, encode
 from ncodec.entropy.factorized import FactorizedDensity
 from ncodec.entropy.gaussian import gaussian_tables, scale_table, scale_thresholds
 from ncodec.entropy.tables import PRECISION, pmf_to_counts
@@ -46,6 +46,18 @@ def test_rate_is_within_half_a_percent_of_the_information_content(rng, gauss):
     ideal_bits = -np.log2(probs).sum()
     actual_bits = len(encode(symbols, index, gauss)) * 8
     assert actual_bits <= ideal_bits * 1.005 + 64
+
+
+def test_cost_bits_predicts_the_payload_size_symbol_by_symbol(rng, gauss):
+    symbols, index = draw(rng, gauss, 20_000)
+    symbols[:5] = [10**6, -(10**9), 70_000, 300, -400]  # escapes
+    index[:5] = 0
+    bits = cost_bits(symbols, index, gauss)
+    assert bits.shape == symbols.shape and (bits > 0).all()
+    assert bits[:5].min() > 16 + np.log2(64)  # escape bin + bit-length + at least one 16-bit piece
+    assert abs(8 * len(encode(symbols, index, gauss)) - bits.sum()) < 0.005 * bits.sum() + 64
+    likely = symbols == 0
+    assert bits[likely & (index == 39)].mean() > bits[likely & (index == 0)].mean()  # wide vs narrow
 
 
 def test_encoding_is_deterministic(rng, gauss):

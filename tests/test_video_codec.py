@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from conftest import SAMPLE, psnr
 from PIL import Image
 
 TINY_IMAGE_ID, TINY_VIDEO_ID, UNTRAINED_VIDEO_ID = "tiny-vimage", "tiny-video", "tiny-video-untrained"
-KNOWN = (b"IFRM", b"PFRM", b"seek")
+KNOWN = (b"IFRM", b"SFRM", b"PFRM", b"seek")
 
 
 def texture() -> np.ndarray:
@@ -105,11 +106,11 @@ def models(tiny_models, monkeypatch) -> Path:
     return tiny_models
 
 
-def encode(frames, gop=4, quality=4.0, model=TINY_VIDEO_ID, rate=25) -> bytes:
+def encode(frames, gop=4, quality=4.0, model=TINY_VIDEO_ID, rate=25, skip_blocks=True) -> bytes:
     from ncodec.video_codec import encode_video
 
     with one_thread():
-        return encode_video(frames, rate, quality, gop, model)
+        return encode_video(frames, rate, quality, gop, model, skip_blocks)
 
 
 def decode(data, first=0, count=None) -> np.ndarray:
@@ -163,19 +164,23 @@ def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
 
 
 def test_untrained_prior_codes_inter_frames_exactly_like_intra_frames(models):
+    """With no skipped block, an inter chunk is a skip map saying so, then an intra chunk's payloads."""
+    from ncodec.video_codec import MAP_NONE, pack_frame
+
     frames = panning(4, 48, 40, 1)
     intra = frame_chunks(encode(frames, gop=1, model=UNTRAINED_VIDEO_ID))
-    inter = frame_chunks(encode(frames, gop=4, model=UNTRAINED_VIDEO_ID))
-    assert [c.type for c in inter] == [b"IFRM", b"PFRM", b"PFRM", b"PFRM"]
-    assert [c.data for c in inter] == [c.data for c in intra]
+    inter = frame_chunks(encode(frames, gop=4, model=UNTRAINED_VIDEO_ID, skip_blocks=False))
+    assert [c.type for c in inter] == [b"IFRM", b"SFRM", b"SFRM", b"SFRM"]
+    assert inter[0].data == intra[0].data
+    assert [c.data for c in inter[1:]] == [pack_frame(bytes([MAP_NONE]), []) + c.data for c in intra[1:]]
 
 
 @pytest.mark.parametrize("step", [0, 1], ids=["static", "panning"])
 def test_inter_frames_cost_fewer_bits_than_intra_frames_after_training(models, step):
     frames = panning(6, 96, 80, step)
-    intra, video = encode(frames, gop=1), encode(frames, gop=6)
-    sizes = {t: [len(c.data) for c in frame_chunks(video) if c.type == t] for t in (b"IFRM", b"PFRM")}
-    assert max(sizes[b"PFRM"]) < sizes[b"IFRM"][0]
+    intra, video = encode(frames, gop=1), encode(frames, gop=6, skip_blocks=False)
+    sizes = {t: [len(c.data) for c in frame_chunks(video) if c.type == t] for t in (b"IFRM", b"SFRM")}
+    assert max(sizes[b"SFRM"]) < sizes[b"IFRM"][0]
     assert len(video) < 0.8 * len(intra)
     # the trained prior changes the rate, not the reconstruction's quality
     q_intra = np.mean([psnr(a, b) for a, b in zip(frames, decode(intra), strict=True)])
@@ -187,6 +192,146 @@ def test_quality_sets_the_rate(models):
     frames = panning(3, 64, 48)
     sizes = [len(encode(frames, quality=q)) for q in (1, 4, 8)]
     assert sizes[0] < sizes[1] < sizes[2]
+
+
+# ---------------------------------------------------------------- skipped blocks
+
+
+def half_moving(n: int, width: int = 160, height: int = 64) -> list[np.ndarray]:
+    """The left 64 columns pan over the photo, the rest of the frame stands still."""
+    still, moving = panning(1, width, height, 0)[0], panning(n, 64, height, 3)
+    return [np.concatenate([m, still[:, 64:]], 1) for m in moving]
+
+
+def heads(data: bytes) -> list[int]:
+    """The first byte of each inter frame's skip map (kind | Z_COPIED)."""
+    from ncodec.video_codec import _payloads
+
+    chunks = enumerate(frame_chunks(data))
+    return [_payloads(c.data, 1, t, rest=True)[0][0] for t, c in chunks if c.type == b"SFRM"]
+
+
+def test_a_static_clip_skips_every_block_and_repeats_the_first_frame(models):
+    from ncodec.video_codec import MAP_ALL, pack_frame
+
+    frames = panning(6, 96, 80, 0)
+    data, full = encode(frames, gop=6), encode(frames, gop=6, skip_blocks=False)
+    chunks = frame_chunks(data)
+    # coding may still pay where it improves on the intra frame; after that, nothing changes
+    assert [c.data for c in chunks[-3:]] == [pack_frame(bytes([MAP_ALL]), [])] * 3  # no z, no symbols
+    assert len(data) < len(full) - 5 * 100
+    out = decode(data)
+    assert all(np.array_equal(out[2], frame) for frame in out[3:])
+    assert np.array_equal(out[0], decode(full)[0])
+
+
+@pytest.fixture
+def left_blocks_coded(monkeypatch):
+    """The encoder codes the leftmost column of blocks of every inter frame and skips the rest (the
+    tiny model reconstructs too poorly for its own choices to be predictable)."""
+    from ncodec.video_codec import FrameCoder
+
+    choose = FrameCoder._choose_skips
+
+    def forced(self, *args):
+        skip, coded = choose(self, *args)
+        skip[:] = True
+        skip[:, 0] = False
+        return skip, coded
+
+    monkeypatch.setattr(FrameCoder, "_choose_skips", forced)
+
+
+def test_skipped_blocks_copy_the_previous_latent_exactly(models, left_blocks_coded):
+    from ncodec.video_codec import CHUNK_INTER, MAP_CODED, SKIP_BLOCK, Z_COPIED, FrameCoder, VideoDecoder
+
+    frames = half_moving(5)
+    data, full = encode(frames, gop=5), encode(frames, gop=5, skip_blocks=False)
+    assert {h & ~Z_COPIED for h in heads(data)} == {MAP_CODED}
+    assert len(data) < 0.8 * len(full)
+    out = decode(data)
+    assert np.array_equal(out, decode(data)) and np.array_equal(decode(data, first=3), out[3:])
+    with VideoDecoder(data) as dec:
+        fc = FrameCoder(dec.model, dec.params)
+        chunks = frame_chunks(data)
+        fc.decode(chunks[0].type, chunks[0].data, 0)
+        for t, chunk in enumerate(chunks[1:], 1):
+            before = fc.latent.clone()
+            assert chunk.type == CHUNK_INTER
+            fc.decode(chunk.type, chunk.data, t)
+            assert torch.equal(fc.latent[..., SKIP_BLOCK:], before[..., SKIP_BLOCK:])  # copied
+            assert not torch.equal(fc.latent[..., :SKIP_BLOCK], before[..., :SKIP_BLOCK])  # coded
+
+
+def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
+    """lambda * (SSE copied - SSE coded) against the coded block's bits, block by block."""
+    from ncodec.video_codec import FrameCoder, VideoParams
+    from ncodec.video_weights import load_coding_model
+
+    x = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(0))
+    fc = FrameCoder(load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors"),
+                    VideoParams(192, 64, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: x)  # codes perfectly
+    fc.recon = x.clone()
+    fc.recon[..., :, 64:128] += 0.2  # the middle block changed: copying it costs distortion
+    sym = torch.ones(1, 24, 4, 12, dtype=torch.long)
+    index = torch.full(sym.shape, 10, dtype=torch.uint8)
+    skip, coded = fc._choose_skips(x, sym << 12, sym, index)
+    assert skip.tolist() == [[True, False, True]] and torch.equal(coded, x)
+
+
+def test_an_inter_frame_may_reuse_the_last_coded_z(models, left_blocks_coded, monkeypatch):
+    """Forced both ways by the price of symbols (zero bits: z is always copied; infinite: never):
+    a copied z saves its bytes, and the decoder, given no z, rebuilds the encoder's latents."""
+    from ncodec.video_codec import Z_COPIED, FrameCoder
+
+    frames = half_moving(4)
+    coded = {}
+    for price in (0.0, float("inf")):
+        monkeypatch.setattr(FrameCoder, "_y_bits", lambda *args, price=price: price)
+        coded[price] = encode(frames, gop=4)
+    assert all(h & Z_COPIED for h in heads(coded[0.0]))
+    assert not any(h & Z_COPIED for h in heads(coded[math.inf]))
+    assert len(coded[0.0]) < len(coded[math.inf])
+    for data in coded.values():
+        out = decode(data)
+        assert np.array_equal(out, decode(data)) and np.array_equal(decode(data, first=2), out[2:])
+
+
+def test_files_of_earlier_writers_with_pfrm_chunks_still_decode(models):
+    """PFRM (no skip map) is what an SFRM without skipped blocks holds after its map."""
+    from ncodec import container as ct
+    from ncodec.video_codec import _payloads
+
+    data = encode(panning(4, 48, 40, 1), gop=4, skip_blocks=False)
+    header, chunks = ct.read_container(data, KNOWN)
+    body = [(b"PFRM", _payloads(c.data, 1, 0, rest=True)[1]) if c.type == b"SFRM" else (c.type, c.data)
+            for c in chunks if c.type != ct.SEEK]
+    offset = ct.read_container(ct.write_container(header, body), KNOWN)[1][0].offset
+    old = ct.write_container(header, [*body, (ct.SEEK, ct.encode_seek_index([(0, offset)]))])
+    assert [c.type for c in frame_chunks(old)] == [b"IFRM", b"PFRM", b"PFRM", b"PFRM"]
+    assert np.array_equal(decode(old), decode(data))
+
+
+def test_skip_maps_round_trip_and_bad_ones_are_refused():
+    from ncodec.video_codec import MAP_ALL, MAP_CODED, MAP_NONE, Z_COPIED, pack_skip_map, unpack_skip_map
+    from ncodec.video_io import VideoError
+
+    rng = np.random.default_rng(0)
+    for density in (0.0, 0.1, 0.5, 0.97, 1.0):
+        skip = rng.random((5, 7)) < density
+        for z_copied in (False, True):  # (a frame that skips every block has no z to copy)
+            data = pack_skip_map(skip, z_copied)
+            got, copied = unpack_skip_map(data, (5, 7), 0)
+            assert np.array_equal(got, skip) and copied == (z_copied and not skip.all())
+    assert len(pack_skip_map(rng.random((30, 40)) < 0.05)) < 0.5 * 30 * 40 / 8  # entropy-coded flags
+    coded = pack_skip_map(rng.random((5, 7)) < 0.5)
+    bad = {"empty": b"", "unknown kind": bytes([3]), "all skipped yet z copied": bytes([MAP_ALL | Z_COPIED]),
+           "bytes after none": bytes([MAP_NONE, 0]), "zero probability": bytes([MAP_CODED, 0]) + coded[2:],
+           "no probability": bytes([MAP_CODED]), "truncated flags": coded[:3]}
+    for name, data in bad.items():
+        with pytest.raises(VideoError, match="skip map"):
+            unpack_skip_map(data, (5, 7), 0)
+        assert name
 
 
 # ---------------------------------------------------------------- exactness
@@ -324,7 +469,7 @@ def test_forged_claims_are_refused_before_decoding(models):
     cases = {
         "header says 4 frames": (dict(params=PARAMS.pack(w, h, num, den, 4, gop, q)), "3 frame chunks"),
         "frame dropped": (dict(drop=2), "2 frame chunks"),
-        "inter frame marked intra": (dict(swap=True), "must be PFRM"),
+        "inter frame marked intra": (dict(swap=True), "must be SFRM or PFRM"),
         "huge frames": (dict(params=PARAMS.pack(10000, 10000, num, den, n, gop, q)), "pixels per frame"),
         "wide frames": (dict(params=PARAMS.pack(60000, 1, num, den, n, gop, q)), "width 60000"),
         "zero rate": (dict(params=PARAMS.pack(w, h, 0, den, n, gop, q)), "frame rate"),
@@ -515,7 +660,7 @@ def test_cli_info_shows_video_fields(models, tmp_path, capsys):
     assert d["bpp"] == round(d["bytes"] * 8 / (48 * 40 * 12), 4) and d["fps"] == 25.0
     assert main(["info", str(ncz)]) == 0
     text = capsys.readouterr().out
-    assert "IFRM: 3 chunks" in text and "PFRM: 9 chunks" in text and "gop" in text
+    assert "IFRM: 3 chunks" in text and "SFRM: 9 chunks" in text and "gop" in text
 
 
 @pytest.fixture

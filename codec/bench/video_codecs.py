@@ -155,10 +155,10 @@ class NcodecSession:
             return
         t = self.encoder.frames
         t0 = clock()
-        data = self.encoder.write(rgb)
+        chunk = self.encoder.write(rgb)
         self.result.enc_s += clock() - t0
         t0 = clock()
-        out = self.decoder.decode(data, self.encoder.params.intra(t), t)
+        out = self.decoder.decode(chunk.type, chunk.data, t)
         self.result.dec_s += clock() - t0
         self.result.frames += 1
         yield out
