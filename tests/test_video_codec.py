@@ -441,6 +441,33 @@ def test_truncated_and_bit_flipped_files_are_refused_with_one_line(models):
             VideoDecoder(bytes(bad))
 
 
+def test_forged_inter_chunks_decode_or_are_refused_with_a_video_error(models, left_blocks_coded):
+    """Bit flips inside SFRM data, under valid CRCs: a skip map, z or symbols that do not parse is a
+    VideoError, never another exception."""
+    from ncodec import container as ct
+    from ncodec.video_io import VideoError
+
+    data = encode(half_moving(3), gop=3)
+    header, chunks = ct.read_container(data, KNOWN)
+    frames = [c for c in chunks if c.type != ct.SEEK]
+    rng = np.random.default_rng(2)
+    refused = 0
+    for _ in range(60):
+        t = int(rng.integers(1, len(frames)))
+        bad = bytearray(frames[t].data)
+        pos = int(rng.integers(min(len(bad), 12)) if rng.random() < 0.5 else rng.integers(len(bad)))
+        bad[pos] ^= 1 << int(rng.integers(8))
+        body = [(c.type, bytes(bad) if i == t else c.data) for i, c in enumerate(frames)]
+        offset = ct.read_container(ct.write_container(header, body), KNOWN)[1][0].offset
+        forged = ct.write_container(header, [*body, (ct.SEEK, ct.encode_seek_index([(0, offset)]))])
+        try:
+            decode(forged)
+        except VideoError as err:
+            assert "\n" not in str(err)
+            refused += 1
+    assert refused > 10
+
+
 def _forged(data: bytes, params=None, drop: int | None = None, swap: bool = False, seek=None) -> bytes:
     """The file rewritten with valid CRCs but other content (a seek index of its intra chunks)."""
     from ncodec import container as ct
