@@ -300,13 +300,10 @@ class FrameCoder:
             if not intra and self.synthesis is not None:
                 skip, coded = self._choose_skips(x, self._carry(sym, mean)[0], sym, index)
             if not intra and self.synthesis is not None and not skip.all():
-                keep = ~self._positions(skip)
-                old_mean, old_index = self.entropy_params(self.z_sym, intra)
-                old_sym = self._symbols(y, old_mean)
-                z_bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), im.z_tables).sum()
-                if self._y_bits(old_sym, old_index, keep) < self._y_bits(sym, index, keep) + z_bits:
-                    z_copied, z_sym, mean, index, sym = True, self.z_sym, old_mean, old_index, old_sym
-                    coded = None  # (synthesized from other latents)
+                copy = self._with_last_z(y, z_sym, sym, index, ~self._positions(skip))
+                if copy is not None:
+                    z_copied, coded = True, None  # (coded is of the other latents)
+                    z_sym, (mean, index, sym) = self.z_sym, copy
             q, latent = self._carry(sym, mean)
             if skip.any():
                 copied = self._positions(skip)
@@ -328,6 +325,17 @@ class FrameCoder:
     @staticmethod
     def _symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         return torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
+
+    def _with_last_z(self, y: torch.Tensor, z_sym: torch.Tensor, sym: torch.Tensor, index: torch.Tensor,
+                     keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(mean, index, symbols) of an inter frame coded with the last coded z, when that costs
+        fewer estimated bits at positions `keep` than coding its own z and symbols; else None."""
+        mean, index_old = self.entropy_params(self.z_sym, False)
+        sym_old = self._symbols(y, mean)
+        z_bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables).sum()
+        if self._y_bits(sym_old, index_old, keep) < self._y_bits(sym, index, keep) + z_bits:
+            return mean, index_old, sym_old
+        return None
 
     def _y_bits(self, sym: torch.Tensor, index: torch.Tensor, keep: torch.Tensor) -> float:
         """Estimated bits of the symbols at positions `keep`."""
