@@ -1,11 +1,11 @@
-"""Regenerate the golden test vectors for the installed default image and audio models and the
-shipped RVQ-latent image model.
+"""Regenerate the golden test vectors for the installed default image, audio and video models and
+the shipped RVQ-latent image model.
 
-    python bitstream_spec/make_vectors.py [image|audio|rvq ...]   (default: all)
+    python bitstream_spec/make_vectors.py [image|audio|rvq|video ...]   (default: all)
 
 Writes vectors/<name>.ncz and vectors/<name>.sha256: the SHA-256 of the decoded image's mode,
-size and raw bytes (`decoded_digest`), or of the decoded audio's rate, shape and int16 samples
-(`audio_digest`). Vectors are frozen once a model ships: a changed decoder that alters any
+size and raw bytes (`decoded_digest`), of the decoded audio's rate, shape and int16 samples
+(`audio_digest`), or of the decoded video's shape and frames (`video_digest`). Vectors are frozen once a model ships: a changed decoder that alters any
 digest is a bitstream break, not a test to update.
 """
 
@@ -33,6 +33,29 @@ def audio_digest(pcm: np.ndarray, sample_rate: int) -> str:
     h = hashlib.sha256(f"{sample_rate} {pcm.shape[0]}x{pcm.shape[1]}\n".encode())
     h.update(np.round(pcm * 32768).astype("<i2").tobytes())
     return h.hexdigest()
+
+
+def video_digest(frames: np.ndarray) -> str:
+    """Digest of decoded video: uint8 [frames, height, width, 3]."""
+    h = hashlib.sha256("x".join(map(str, frames.shape)).encode() + b"\n")
+    h.update(np.ascontiguousarray(frames, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
+    """Short deterministic clips (frames, quality, GOP): a gradient whose left part slides while the
+    rest stands still (inter frames that skip some blocks), a still one (frames that skip all) and
+    one that moves everywhere (frames that skip none)."""
+    y, x = np.mgrid[0:72, 0:137]
+    still = np.stack([x * 255 // 136, y * 255 // 71, (x * y) % 256], -1).astype(np.uint8)
+    moving = []
+    for t in range(6):
+        frame = still.copy()
+        frame[:, :60] = np.roll(still[:, :60], 4 * t, axis=1)
+        moving.append(frame)
+    panning = [np.roll(still, (3 * t, 5 * t), axis=(0, 1)) for t in range(3)]
+    return {"video_137x72_q3_gop4": (moving, 3.0, 4), "video_still_137x72_q5": ([still] * 4, 5.0, 32),
+            "video_pan_137x72_q7": (panning, 7.0, 32)}
 
 
 def sources() -> dict[str, tuple[Image.Image, float]]:
@@ -71,7 +94,7 @@ def write(name: str, data: bytes, digest: str) -> None:
 
 
 def main() -> None:
-    kinds = sys.argv[1:] or ["image", "audio", "rvq"]
+    kinds = sys.argv[1:] or ["image", "audio", "rvq", "video"]
     HERE.mkdir(exist_ok=True)
     if "image" in kinds:
         from ncodec.image_codec import decode_image, encode_image
@@ -92,6 +115,12 @@ def main() -> None:
         for name, (samples, rate, kbps) in audio_sources().items():
             data = encode_audio(samples, rate, kbps)
             write(name, data, audio_digest(*decode_audio(data)))
+    if "video" in kinds:
+        from ncodec.video_codec import decode_video, encode_video
+
+        for name, (frames, quality, gop) in video_sources().items():
+            data = encode_video(frames, 25, quality, gop)
+            write(name, data, video_digest(decode_video(data).to_array()))
 
 
 if __name__ == "__main__":
