@@ -5,8 +5,9 @@ the shipped RVQ-latent image model.
 
 Writes vectors/<name>.ncz and vectors/<name>.sha256: the SHA-256 of the decoded image's mode,
 size and raw bytes (`decoded_digest`), of the decoded audio's rate, shape and int16 samples
-(`audio_digest`), or of the decoded video's shape and frames (`video_digest`). Vectors are frozen once a model ships: a changed decoder that alters any
-digest is a bitstream break, not a test to update.
+(`audio_digest`), or of the decoded video's shape and frames (`video_digest`). Vectors are
+frozen once a model ships: a changed decoder that alters any digest is a bitstream break, not a
+test to update.
 """
 
 from __future__ import annotations
