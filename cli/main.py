@@ -103,7 +103,7 @@ def _looks_like_audio(data: bytes) -> bool:
 # The options each kind of input takes, per command (the rest are usage errors for that input).
 FLAGS = {
     "encode": {"image": ("quality", "bpp", "refine"), "audio": ("bitrate",),
-               "video": ("quality", "gop", "frames", "start", "bitrate", "no_audio")},
+               "video": ("quality", "gop", "frames", "start", "bitrate", "no_audio", "refine")},
     "decode": {"image": (), "audio": ("start", "duration"), "video": ("start", "frames")},
 }
 
@@ -155,7 +155,7 @@ def _print_warnings(caught) -> None:
 def _encode_video(args: argparse.Namespace, path: str) -> None:
     """Stream a video file's frames through the video encoder into args.output."""
     from ncodec.video_audio import DEFAULT_BITRATE, encode_track
-    from ncodec.video_codec import DEFAULT_GOP, VideoEncoder
+    from ncodec.video_codec import DEFAULT_GOP, DEFAULT_REFINE, VideoEncoder
     from ncodec.video_io import VideoReader
 
     if not Path(path).is_file():
@@ -175,7 +175,8 @@ def _encode_video(args: argparse.Namespace, path: str) -> None:
     with _atomic_output(args.output) as tmp, open(tmp, "w+b") as out:
         enc = VideoEncoder(out, info.width, info.height, info.frame_rate,
                            4.0 if args.quality is None else args.quality,
-                           DEFAULT_GOP if args.gop is None else args.gop, args.model)
+                           DEFAULT_GOP if args.gop is None else args.gop, args.model,
+                           refine=DEFAULT_REFINE if args.refine is None else args.refine)
         for rgb in frames:
             enc.write(rgb)
             report(enc.frames)
@@ -241,11 +242,11 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
     image = _open_image(_read_input(args.input) if data is None else data, args.input)
     if args.bpp is not None:
-        data, quality = encode_to_bpp(image, args.bpp, args.model, args.refine)
+        data, quality = encode_to_bpp(image, args.bpp, args.model, args.refine or 0)
         print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
     else:
         quality = 4.0 if args.quality is None else args.quality
-        data = encode_image(image, quality, args.model, progress=_progress(), refine=args.refine)
+        data = encode_image(image, quality, args.model, progress=_progress(), refine=args.refine or 0)
     with _atomic_output(args.output) as tmp:
         Path(tmp).write_bytes(data)
 
@@ -621,9 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio, and a video's audio track: kbps, one of 1.5 3 6 12 24 (default 6), a "
                         "ceiling on the file's rate; stereo splits it equally between mid and side")
     e.add_argument("--model", help="model id (see `ncodec models`)")
-    e.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                   help="encoder-side latent refinement steps (e.g. 20): better rate-distortion "
-                        "from the same decoder, at ~1 s per step per megapixel")
+    e.add_argument("--refine", type=int, metavar="STEPS",
+                   help="encoder-side latent refinement steps: better rate-distortion from the same "
+                        "decoder, at ~1-3 s per step per megapixel; images: default 0 (e.g. 20), "
+                        "video: intra frames, default 10")
     e.add_argument("--gop", type=_positive_int, metavar="N",
                    help="video: an intra frame every N frames (default 32; 1: every frame intra)")
     e.add_argument("--frames", type=_positive_int, metavar="N", help="video: encode at most N frames")

@@ -137,7 +137,8 @@ def _frames_from(video: Any, start: float | None, frames: int | None, frame_rate
 
 def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frames: int | None = None,
                  start: float | None = None, frame_rate: Any = None, model: str | None = None,
-                 output: str | Path | None = None, audio_bitrate: float | None = 6.0) -> bytes | Path:
+                 output: str | Path | None = None, audio_bitrate: float | None = 6.0,
+                 refine: int | None = None) -> bytes | Path:
     """Compress video to .ncz: bytes, or streamed into `output` (a path, returned).
 
     video: a file path (.mp4 .mkv .webm .avi .mov .y4m), a Video, or RGB frames (uint8
@@ -145,11 +146,12 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
     gop: an intra frame every gop frames (default 32); start (seconds) and frames (count) select a
     range. Memory stays constant: frames are encoded as they are read. A file's audio track is
     coded by the audio codec at `audio_bitrate` kbps into the same file (None: dropped).
+    refine: latent refinement steps of intra frames (default 10; 0: off, faster).
     """
     import io
 
     from .video_audio import encode_track
-    from .video_codec import DEFAULT_GOP, VideoEncoder
+    from .video_codec import DEFAULT_GOP, DEFAULT_REFINE, VideoEncoder
     from .video_io import VideoError
 
     rate, source, reader = _frames_from(video, start, frames, frame_rate)
@@ -161,7 +163,8 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
         import itertools
 
         enc = VideoEncoder(stream, first.shape[1], first.shape[0], rate, quality,
-                           DEFAULT_GOP if gop is None else gop, model)
+                           DEFAULT_GOP if gop is None else gop, model,
+                           refine=DEFAULT_REFINE if refine is None else refine)
         for rgb in itertools.chain([first], source):
             enc.write(rgb)
         if reader is not None and reader.info.has_audio and audio_bitrate is not None:
@@ -214,30 +217,32 @@ def _is_video(obj: Any, frame_rate: Any) -> bool:
     return type(obj).__name__ == "Video" and type(obj).__module__ == "ncodec.video_codec"
 
 
-def encode(obj: Any, quality: float | None = None, model: str | None = None, refine: int = 0,
+def encode(obj: Any, quality: float | None = None, model: str | None = None, refine: int | None = None,
            bitrate: float | None = None, sample_rate: int | None = None, gop: int | None = None,
            frames: int | None = None, start: float | None = None, frame_rate: Any = None) -> bytes:
     """Compress media to .ncz bytes.
 
-    Images (PIL image, uint8 array, image path): `quality` 1..8 (default 4), `refine`.
+    Images (PIL image, uint8 array, image path): `quality` 1..8 (default 4), `refine` (default 0).
     Audio (audio path, Audio, or samples with `sample_rate`): `bitrate` kbps (default 6).
-    Video (video path, Video, or frames with `frame_rate`): `quality`, `gop`, `frames`, `start`.
+    Video (video path, Video, or frames with `frame_rate`): `quality`, `gop`, `frames`, `start`,
+    `refine` (intra frames; default 10).
     """
     video_options = {"gop": gop, "frames": frames, "start": start}
     if _is_video(obj, frame_rate):
-        if bitrate is not None or refine or sample_rate is not None:
-            raise ValueError("bitrate, sample_rate and refine do not apply to video")
-        return encode_video(obj, 4.0 if quality is None else quality, gop, frames, start, frame_rate, model)
+        if bitrate is not None or sample_rate is not None:
+            raise ValueError("bitrate and sample_rate do not apply to video")
+        return encode_video(obj, 4.0 if quality is None else quality, gop, frames, start, frame_rate, model,
+                            refine=refine)
     given = [k for k, v in video_options.items() if v is not None]
     if given:
         raise ValueError(f"{given[0]} applies to video only")
     if _is_audio(obj, sample_rate):
         if quality is not None or refine:
-            raise ValueError("quality and refine apply to images; use bitrate for audio")
+            raise ValueError("quality and refine apply to images and video; use bitrate for audio")
         return encode_audio(obj, 6.0 if bitrate is None else bitrate, sample_rate, model)
     if bitrate is not None:
         raise ValueError("bitrate applies to audio; use quality for images")
-    return encode_image(obj, 4.0 if quality is None else quality, model, refine)
+    return encode_image(obj, 4.0 if quality is None else quality, model, refine or 0)
 
 
 def decode(data: bytes | str | Path):

@@ -37,7 +37,7 @@ from ncodec.entropy import coder
 
 from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
-from .image_codec import QUALITY_STEPS, ImageParams, _gain, _inverse_gain, _to_pixels, _z_index
+from .image_codec import QUALITY_STEPS, ImageParams, _gain, _inverse_gain, _refine, _to_pixels, _z_index
 from .image_weights import GAIN_BITS
 from .video_audio import check_audio_track, interleave, track_length
 from .video_io import VideoError
@@ -58,6 +58,7 @@ MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
 MAX_GOP = 65535
 MAX_RATE = 1000  # frames per second
 DEFAULT_GOP = 32
+DEFAULT_REFINE = 10  # latent refinement steps of intra frames (image_refine; 0: off)
 SYMBOL_LIMIT = 1 << 20  # decoded symbols are clamped to +-SYMBOL_LIMIT (as images are)
 _U32 = struct.Struct(">I")
 
@@ -211,11 +212,12 @@ class FrameCoder:
 
     `encode(rgb, intra)` returns a frame chunk (type, data), `decode(kind, data, t)` the frame's
     pixels; both update `latent` (y_q of the frame, int32), which the next inter frame is coded
-    against. `synthesis` (the float g_s, encoder only) enables skipped blocks in inter frames.
+    against. Encoder only: `synthesis` (the float g_s) enables skipped blocks in inter frames,
+    `refine` > 0 refines intra latents for that many steps (as `image_codec.encode_image` does).
     """
 
     def __init__(self, model: VideoCodingModel, params: VideoParams,
-                 synthesis: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 synthesis: Callable[[torch.Tensor], torch.Tensor] | None = None, refine: int = 0):
         self.model, self.params = model, params
         self.im = model.image
         self.geometry = params.image
@@ -225,7 +227,7 @@ class FrameCoder:
         self.z_sym: torch.Tensor | None = None  # the last z coded (an inter frame may copy it)
         hp, wp = self.geometry.padded
         self.blocks = (-(-hp // (16 * SKIP_BLOCK)), -(-wp // (16 * SKIP_BLOCK)))
-        self.synthesis = synthesis
+        self.synthesis, self.refine = synthesis, refine
         self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame
         self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
 
@@ -295,6 +297,10 @@ class FrameCoder:
                           out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
             z_sym = torch.round(z).long()
             mean, index = self.entropy_params(z_sym, intra)
+            if intra and self.refine:
+                with torch.inference_mode(False):  # (gradients through the synthesis)
+                    y = _refine(self.model.info.path, im, x, y, mean.double() * 2.0**-ACT_BITS, index,
+                                self.params.quality_fx, self.refine, None)
             sym = self._symbols(y, mean)
             skip, coded, z_copied = np.zeros(self.blocks, dtype=bool), None, False
             if not intra and self.synthesis is not None:
@@ -436,7 +442,7 @@ class VideoEncoder:
 
     def __init__(self, stream: BinaryIO, width: int, height: int, frame_rate, quality: float = 4.0,
                  gop: int = DEFAULT_GOP, model_id: str | None = None, frames: int | None = None,
-                 skip_blocks: bool = True):
+                 skip_blocks: bool = True, refine: int = DEFAULT_REFINE):
         info = _model_info(model_id)
         self.model = _load(info)
         levels = self.model.cfg.levels
@@ -444,6 +450,8 @@ class VideoEncoder:
             raise VideoError(f"quality must be within 1..{levels}, got {quality}")
         if not isinstance(gop, int) or not 1 <= gop <= MAX_GOP:
             raise VideoError(f"GOP must be an integer within 1..{MAX_GOP}, got {gop}")
+        if not isinstance(refine, int) or not 0 <= refine <= 1000:
+            raise VideoError(f"refine steps must be an integer within 0..1000, got {refine}")
         rate = _frame_rate(frame_rate)
         self.params = VideoParams(int(width), int(height), rate.numerator, rate.denominator, frames or 0,
                                   gop, round((quality - 1) * QUALITY_STEPS))
@@ -456,7 +464,7 @@ class VideoEncoder:
             from .image_refine import float_model
 
             synthesis = float_model(info.path).g_s
-        self._coder = FrameCoder(self.model, self.params, synthesis)
+        self._coder = FrameCoder(self.model, self.params, synthesis, refine)
         self._seek: list[tuple[int, int]] = []
         self._audio = False
         self.frames = 0  # written so far
@@ -512,10 +520,12 @@ class VideoEncoder:
 
 
 def encode_video(frames: Iterable[np.ndarray], frame_rate, quality: float = 4.0, gop: int = DEFAULT_GOP,
-                 model_id: str | None = None, skip_blocks: bool = True) -> bytes:
+                 model_id: str | None = None, skip_blocks: bool = True,
+                 refine: int = DEFAULT_REFINE) -> bytes:
     """Compress RGB frames (H, W, 3) uint8 at `frame_rate` to .ncz bytes.
 
-    skip_blocks=False codes every block of every inter frame (no copies from the previous frame).
+    skip_blocks=False codes every block of every inter frame (no copies from the previous frame);
+    refine: latent refinement steps of intra frames (0: off).
     """
     buf = io.BytesIO()
     enc = None
@@ -525,7 +535,7 @@ def encode_video(frames: Iterable[np.ndarray], frame_rate, quality: float = 4.0,
             if rgb.ndim != 3:
                 raise VideoError(f"frames must be (H, W, 3) uint8 arrays, got shape {rgb.shape}")
             enc = VideoEncoder(buf, rgb.shape[1], rgb.shape[0], frame_rate, quality, gop, model_id,
-                               skip_blocks=skip_blocks)
+                               skip_blocks=skip_blocks, refine=refine)
         enc.write(rgb)
     if enc is None:
         raise VideoError("no frames to encode")

@@ -106,11 +106,12 @@ def models(tiny_models, monkeypatch) -> Path:
     return tiny_models
 
 
-def encode(frames, gop=4, quality=4.0, model=TINY_VIDEO_ID, rate=25, skip_blocks=True) -> bytes:
-    from ncodec.video_codec import encode_video
+def encode(frames, gop=4, quality=4.0, model=TINY_VIDEO_ID, rate=25, skip_blocks=True, refine=None) -> bytes:
+    from ncodec.video_codec import DEFAULT_REFINE, encode_video
 
     with one_thread():
-        return encode_video(frames, rate, quality, gop, model, skip_blocks)
+        return encode_video(frames, rate, quality, gop, model, skip_blocks,
+                            DEFAULT_REFINE if refine is None else refine)
 
 
 def decode(data, first=0, count=None) -> np.ndarray:
@@ -146,16 +147,17 @@ def test_round_trip_keeps_frame_count_rate_and_odd_sizes(models, size):
 
 def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
     """gop 1: every frame chunk carries exactly the image file's ZLAT and YLAT payloads (the video model
-    holds the image model's tensors byte for byte), and decodes to the same pixels."""
+    holds the image model's tensors byte for byte; intra frames are refined as `--refine` refines
+    images), and decodes to the same pixels."""
     from ncodec import container as ct
     from ncodec.image_codec import decode_image, encode_image
-    from ncodec.video_codec import unpack_frame
+    from ncodec.video_codec import DEFAULT_REFINE, unpack_frame
 
     frames = panning(3, 48, 40, 2)
     data = encode(frames, gop=1)
     decoded = decode(data)
     for rgb, chunk, out in zip(frames, frame_chunks(data), decoded, strict=True):
-        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID)
+        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID, refine=DEFAULT_REFINE)
         pieces = {t: [c.data for c in ct.read_container(image_file, (b"ZLAT", b"YLAT"))[1] if c.type == t]
                   for t in (b"ZLAT", b"YLAT")}
         assert chunk.type == b"IFRM"
@@ -168,8 +170,8 @@ def test_untrained_prior_codes_inter_frames_exactly_like_intra_frames(models):
     from ncodec.video_codec import MAP_NONE, pack_frame
 
     frames = panning(4, 48, 40, 1)
-    intra = frame_chunks(encode(frames, gop=1, model=UNTRAINED_VIDEO_ID))
-    inter = frame_chunks(encode(frames, gop=4, model=UNTRAINED_VIDEO_ID, skip_blocks=False))
+    intra = frame_chunks(encode(frames, gop=1, model=UNTRAINED_VIDEO_ID, refine=0))
+    inter = frame_chunks(encode(frames, gop=4, model=UNTRAINED_VIDEO_ID, skip_blocks=False, refine=0))
     assert [c.type for c in inter] == [b"IFRM", b"SFRM", b"SFRM", b"SFRM"]
     assert inter[0].data == intra[0].data
     assert [c.data for c in inter[1:]] == [pack_frame(bytes([MAP_NONE]), []) + c.data for c in intra[1:]]
@@ -674,6 +676,13 @@ def test_cli_encodes_and_decodes_video_files(models, tmp_path):
     code, _ = cli("encode", src, "-o", tmp_path / "r.ncz", "--start", 2 / (30000 / 1001), "--frames", 3,
                   "--model", TINY_VIDEO_ID)
     assert code == 0 and __import__("ncodec").info(tmp_path / "r.ncz")["frames"] == 3
+    # intra frames are refined unless --refine 0 says otherwise; inter frames are not
+    fast = tmp_path / "fast.ncz"
+    assert cli("encode", src, "-o", fast, "--quality", 3, "--gop", 4, "--model", TINY_VIDEO_ID,
+               "--refine", 0) == (0, "")
+    assert fast.read_bytes() == encode(frames, 4, 3.0, rate=Fraction(30000, 1001), refine=0)
+    assert ncz.read_bytes() == encode(frames, 4, 3.0, rate=Fraction(30000, 1001))
+    assert frame_chunks(fast.read_bytes())[0].data != frame_chunks(ncz.read_bytes())[0].data
 
 
 def test_cli_info_shows_video_fields(models, tmp_path, capsys):
