@@ -681,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
                          "where the hardware computes bf16 natively")
     ti.add_argument("--export", help="write the trained model as a shipped model file")
-    ti.add_argument("--model-id", default="image-hyperprior-v2")
+    ti.add_argument("--model-id", default="image-hyperprior-v3")
     ti.set_defaults(func=cmd_train_image)
 
     ta = tsub.add_parser("audio", help="train the RVQ audio model (24 kHz, 1.5-24 kbps)")
