@@ -241,12 +241,13 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from .rate_control import encode_to_bpp
 
     image = _open_image(_read_input(args.input) if data is None else data, args.input)
+    refine = args.refine or 0  # images: off unless asked
     if args.bpp is not None:
-        data, quality = encode_to_bpp(image, args.bpp, args.model, args.refine or 0)
+        data, quality = encode_to_bpp(image, args.bpp, args.model, refine)
         print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
     else:
         quality = 4.0 if args.quality is None else args.quality
-        data = encode_image(image, quality, args.model, progress=_progress(), refine=args.refine or 0)
+        data = encode_image(image, quality, args.model, progress=_progress(), refine=refine)
     with _atomic_output(args.output) as tmp:
         Path(tmp).write_bytes(data)
 

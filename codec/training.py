@@ -7,6 +7,8 @@ import json
 import math
 import platform
 import sys
+from collections.abc import Set
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -108,17 +110,18 @@ def load_checkpoint(run: Path, parts: dict[str, Part]) -> int:
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The feature flags the CPU reports (empty where /proc/cpuinfo does not exist)."""
+@cache
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags the CPU reports (empty where /proc/cpuinfo does not exist), read once."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
+        return frozenset()
     lines = (line for line in text.splitlines() if line.startswith("flags"))
-    return {flag for line in lines for flag in line.split(":", 1)[1].split()}
+    return frozenset(flag for line in lines for flag in line.split(":", 1)[1].split())
 
 
-def resolve_precision(precision: str, device: str, flags: set[str] | None = None) -> str:
+def resolve_precision(precision: str, device: str, flags: Set[str] | None = None) -> str:
     """"auto" -> "bf16" where bfloat16 arithmetic is native on `device`, else "fp32".
 
     On CPUs, oneDNN also runs bf16 on plain AVX-512 by emulation, about 3x slower than fp32 there,

@@ -229,6 +229,10 @@ class FrameCoder:
         self.blocks = (-(-hp // (16 * SKIP_BLOCK)), -(-wp // (16 * SKIP_BLOCK)))
         self.synthesis, self.refine = synthesis, refine
         self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame
+        self._valid = None  # encoder with skips: 1 on the frame's pixels, 0 on the padding
+        if synthesis is not None:
+            self._valid = torch.zeros(hp, wp)
+            self._valid[: self.geometry.height, : self.geometry.width] = 1
         self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
 
     def entropy_params(self, z_sym: torch.Tensor, intra: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,13 +276,10 @@ class FrameCoder:
         """Skip flags per block (rate + lambda * SSE of copying vs coding) and the coded synthesis."""
         from .image_refine import quality_lambda
 
-        p = self.geometry
         coded = self._synthesize(q)
-        valid = torch.zeros(x.shape[2:])
-        valid[: p.height, : p.width] = 1
         px = 16 * SKIP_BLOCK
-        sse_coded = _block_sums(((coded - x) ** 2).sum((0, 1)) * valid, px)
-        sse_copied = _block_sums(((self.recon - x) ** 2).sum((0, 1)) * valid, px)
+        sse_coded = _block_sums(((coded - x) ** 2).sum((0, 1)) * self._valid, px)
+        sse_copied = _block_sums(((self.recon - x) ** 2).sum((0, 1)) * self._valid, px)
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = _block_sums(torch.from_numpy(bits), SKIP_BLOCK)
         lam = quality_lambda(self.params.quality) * 255**2 / 3  # per unit of SSE over 3 channels
@@ -302,17 +303,18 @@ class FrameCoder:
                     y = _refine(self.model.info.path, im, x, y, mean.double() * 2.0**-ACT_BITS, index,
                                 self.params.quality_fx, self.refine, None)
             sym = self._symbols(y, mean)
+            q, latent = self._carry(sym, mean)
             skip, coded, z_copied = np.zeros(self.blocks, dtype=bool), None, False
             if not intra and self.synthesis is not None:
-                skip, coded = self._choose_skips(x, self._carry(sym, mean)[0], sym, index)
+                skip, coded = self._choose_skips(x, q, sym, index)
+            copied = self._positions(skip)
             if not intra and self.synthesis is not None and not skip.all():
-                copy = self._with_last_z(y, z_sym, sym, index, ~self._positions(skip))
+                copy = self._with_last_z(y, z_sym, sym, index, ~copied)
                 if copy is not None:
                     z_copied, coded = True, None  # (coded is of the other latents)
                     z_sym, (mean, index, sym) = self.z_sym, copy
-            q, latent = self._carry(sym, mean)
+                    q, latent = self._carry(sym, mean)
             if skip.any():
-                copied = self._positions(skip)
                 latent = torch.where(copied, self.latent, latent)
                 q = torch.where(copied, self.latent.long(), q)
             if self.synthesis is not None and not skip.all():  # what the next frame's choices compare with
@@ -325,7 +327,7 @@ class FrameCoder:
         head = pack_skip_map(skip, z_copied)
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
-        ys = self._code_y(sym, index, ~self._positions(skip))
+        ys = self._code_y(sym, index, ~copied)
         return CHUNK_INTER, pack_frame(head, ys if z_copied else [self._code_z(z_sym), *ys])
 
     @staticmethod

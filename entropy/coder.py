@@ -33,6 +33,7 @@ class TableSet:
     sizes: np.ndarray
     offsets: np.ndarray
     _models: dict = field(default_factory=dict, repr=False, compare=False)
+    totals: np.ndarray = field(init=False, repr=False, compare=False)  # [T] sum of the used bins
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
@@ -46,6 +47,7 @@ class TableSet:
         used = np.arange(self.counts.shape[1]) <= self.sizes[:, None]
         if (self.counts[used] < 1).any():
             raise ValueError("every used bin needs a count >= 1")
+        self.totals = np.where(used, self.counts, 0).sum(1)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -107,12 +109,10 @@ def cost_bits(symbols: np.ndarray, index: np.ndarray, tables: TableSet) -> np.nd
     """
     symbols = np.asarray(symbols, dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
-    used = np.arange(tables.counts.shape[1]) <= tables.sizes[:, None]
-    totals = np.where(used, tables.counts, 0).sum(1)
     rel = symbols - tables.offsets[index]
     sizes = tables.sizes[index]
     out = (rel < 0) | (rel >= sizes)
-    bits = np.log2(totals[index] / tables.counts[index, np.where(out, sizes, rel)])
+    bits = np.log2(tables.totals[index] / tables.counts[index, np.where(out, sizes, rel)])
     if out.any():
         length = np.array([int(v).bit_length() for v in _zigzag(symbols[out])])
         bits[out] += math.log2(_ESCAPE_BITS) + 16 * -(-length // 16)
