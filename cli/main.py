@@ -450,8 +450,9 @@ def cmd_train_video(args: argparse.Namespace) -> None:
                           lr=args.lr, finetune_lr=args.finetune_lr, prior_channels=args.prior_channels,
                           val_every=args.val_every)
     try:
-        ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val)
-    except (ValueError, FileNotFoundError) as err:
+        ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val,
+                     args.init_prior)
+    except (ValueError, FileNotFoundError, LookupError) as err:
         raise CliError(str(err)) from None
     if args.export:
         from ncodec.video_weights import export
@@ -733,6 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--data", nargs="+", required=True, help="video files or folders of them")
     tv.add_argument("--run", required=True, help="run folder (frame cache, checkpoint, log); resumes")
     tv.add_argument("--init-image", help="image model file or id to start from (needed for a new run)")
+    tv.add_argument("--init-prior",
+                    help="video model file or id whose temporal prior a new run starts from (same width)")
     tv.add_argument("--minutes", type=float, default=60.0)
     tv.add_argument("--steps", type=int, default=10**9)
     tv.add_argument("--batch", type=int, default=8)

@@ -214,10 +214,13 @@ class VideoTrainConfig:
 
 
 def train(data: list[str], run_dir: str, minutes: float, init_image: str | None = None, steps: int = 10**9,
-          tc: VideoTrainConfig = VideoTrainConfig(), seed: int = 0, val: str | None = None) -> Path:
+          tc: VideoTrainConfig = VideoTrainConfig(), seed: int = 0, val: str | None = None,
+          init_prior: str | None = None) -> Path:
     """Train until `minutes` or `steps`; resumes from run_dir/checkpoint.safetensors.
 
     init_image (an image model file or id) is needed for a new run; a resumed run ignores it.
+    init_prior (a video model file or id) starts a new run's temporal prior from that model's
+    (same width), e.g. when the image transforms change.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -250,6 +253,9 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
         raise ValueError(f"{run} holds a model with config {meta.get('cfg')}, "
                          f"this run asks for {cfg.as_dict()}")
     step = load_checkpoint(run, parts)
+    prior_info = meta.get("init_prior")
+    if step == 0 and init_prior:
+        prior_info = _warm_start_prior(model, init_prior)
     files = video_files(data)
     val_path = Path(val) if val else (files.pop() if len(files) > 1 else None)
     if val_path is not None and len(files) > 1:  # held out: never a training clip
@@ -261,7 +267,8 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     lambdas = torch.tensor(LAMBDAS, device=device)[: cfg.levels]
     meta = {"cfg": cfg.as_dict(), "data": [str(f) for f in files], "val": str(val_path) if val_path else None,
             "seed": seed, "image_model": {"id": image_info.model_id, "sha256": file_sha256(init_copy)},
-            "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames}
+            "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames,
+            "init_prior": prior_info}
     log = (run / "log.jsonl").open("a")
     start = last_save = time.monotonic()
     note(f"step {step}: training the temporal prior{' and the transforms' if finetune else ''} on {device} "
@@ -298,6 +305,22 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     return run / CHECKPOINT
 
 
+def _warm_start_prior(model: VideoModel, init_prior: str) -> dict:
+    """Load a video model file's temporal prior into `model`; returns what the run records of it."""
+    from .video_weights import load_float_model
+    from .zoo import describe, find
+
+    path = Path(init_prior)
+    info = describe(path) if path.is_file() else find(init_prior, "video")
+    source = load_float_model(info.path).prior
+    if source.net[0].out_channels != model.prior.net[0].out_channels:
+        raise ValueError(f"{init_prior!r} has a temporal prior of width {source.net[0].out_channels}, "
+                         f"this run asks for {model.prior.net[0].out_channels}")
+    model.prior.load_state_dict(source.state_dict())
+    note(f"temporal prior initialised from {info.model_id}")
+    return {"id": info.model_id, "sha256": info.sha256}
+
+
 def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dict[str, torch.Tensor] | None]:
     """(model, training provenance, image tensors to store verbatim or None) of a checkpoint."""
     path = Path(checkpoint)
@@ -305,7 +328,8 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dic
     model = VideoModel(VideoModelConfig.from_dict(meta["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
     provenance = ("data", "val", "seed", "image_model", "finetune_lr", "lr", "crop", "frames")
-    training = {"steps": step, **{k: meta[k] for k in provenance}, "hardware": meta.get("hardware")}
+    training = {"steps": step, **{k: meta[k] for k in provenance}, "init_prior": meta.get("init_prior"),
+                "hardware": meta.get("hardware")}
     image_tensors = None
     if not meta["finetune_lr"]:
         from .zoo import file_sha256

@@ -601,6 +601,25 @@ def test_cli_trains_and_exports_a_usable_video_model(models, clips, tmp_path, mo
     assert code == 1 and err == "ncodec: error: a new run needs --init-image (an image model file or id)\n"
 
 
+def test_a_new_run_may_start_its_temporal_prior_from_a_video_model(models, clips, tmp_path):
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+    from ncodec.video_weights import load_float_model
+
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
+    source = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors").prior
+    with one_thread():
+        train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, TINY_IMAGE_ID, steps=0, tc=tc,
+              init_prior=TINY_VIDEO_ID)
+        model, training, _ = load_checkpoint_model(tmp_path / "run" / "checkpoint.safetensors")
+        assert all(torch.equal(a, b) for a, b in zip(model.prior.state_dict().values(),
+                                                     source.state_dict().values(), strict=True))
+        assert training["init_prior"]["id"] == TINY_VIDEO_ID
+        narrow = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=8)
+        with pytest.raises(ValueError, match="temporal prior of width 16, this run asks for 8"):
+            train([str(clips / "pan.mkv")], str(tmp_path / "run2"), 5, TINY_IMAGE_ID, steps=0, tc=narrow,
+                  init_prior=TINY_VIDEO_ID)
+
+
 def test_default_video_model_file_fits_the_15_mb_budget(tmp_path):
     from ncodec.video_model import VideoModel, VideoModelConfig
     from ncodec.video_weights import export
