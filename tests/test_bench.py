@@ -166,17 +166,23 @@ def test_one_run_compares_several_ncodec_models(dataset, tmp_path, monkeypatch):
     torch.manual_seed(0)
     export(ImageHyperprior(ImageModelConfig(n=16, m=24)), tmp_path / "zoo" / "tiny.safetensors", "tiny-bench")
     monkeypatch.setenv("NCODEC_MODEL_PATH", str(tmp_path / "zoo"))
-    code, err = bench("--dataset", dataset, "--codecs", "ncodec,ncodec:tiny-bench,webp",
+    code, err = bench("--dataset", dataset, "--codecs", "ncodec,ncodec:tiny-bench,ncodec+refine4,webp",
                       "--settings", "ncodec=2", "--settings", "ncodec:tiny-bench=2,6",
-                      "--settings", "webp=50", "--limit", 1, "--out", tmp_path / "out")
+                      "--settings", "ncodec+refine4=2", "--settings", "webp=50",
+                      "--limit", 1, "--out", tmp_path / "out")
     assert code == 0, err
     doc = load(tmp_path / "out" / f"image_{dataset.name}.json")
     assert [m["id"] for m in doc["machine"]["models"]] == [find(None, "image").model_id, "tiny-bench"]
-    rows = {(r["codec"], r["setting"]): r["bytes"] for r in doc["rows"]}
-    assert set(rows) == {("ncodec", 2), ("ncodec:tiny-bench", 2), ("ncodec:tiny-bench", 6), ("webp", 50)}
+    rows = {(r["codec"], r["setting"]): (r["bytes"], r["psnr"]) for r in doc["rows"]}
+    assert set(rows) == {("ncodec", 2), ("ncodec:tiny-bench", 2), ("ncodec:tiny-bench", 6),
+                         ("ncodec+refine4", 2), ("webp", 50)}
     assert rows["ncodec", 2] != rows["ncodec:tiny-bench", 2]
-    code, err = bench("--dataset", dataset, "--codecs", "ncodec:nope,webp", "--out", tmp_path / "out2")
-    assert code == 1 and "'nope' is not installed" in err
+    assert rows["ncodec+refine4", 2] != rows["ncodec", 2]  # the same model codes other symbols
+    for codecs, message in (("ncodec:nope,webp", "'nope' is not installed"),
+                            ("ncodec+refinex,webp", "refine steps must be a whole number within 0..1000"),
+                            ("ncodec:+refine2,webp", "is not ncodec[:MODEL][+refineN]")):
+        code, err = bench("--dataset", dataset, "--codecs", codecs, "--out", tmp_path / "out2")
+        assert code == 1 and message in err, err
 
 
 @pytest.mark.skipif(find_spec("ray") is None, reason="ray is not installed")

@@ -5,7 +5,8 @@ Every codec runs in-process. JPEG and WebP go through Pillow (4:2:0, Pillow defa
 effort 7), each with one thread. `compressai:ARCH[@CHECKPOINTS]` is a CompressAI model, pretrained or
 the user's (ncodec.bench.compressai_codec), imported only in the worker that runs it. `ncodec:MODEL`
 is the installed ncodec image model MODEL (plain `ncodec`: the --model one, else the default), so
-one run can compare several ncodec models.
+one run can compare several ncodec models; a `+refineN` suffix (`ncodec+refine10`,
+`ncodec:MODEL+refine10`) encodes with N steps of encoder-side latent refinement.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ SETTINGS: dict[str, list[Setting]] = {
     "jxl": [25.0, 18.0, 12.0, 8.0, 5.0, 3.0, 2.0, 1.2, 0.7],
 }
 NCODEC_PREFIX = "ncodec:"
+REFINE_SUFFIX = "+refine"
 IMAGECODECS_MISSING = "imagecodecs is not installed (needed for avif and jxl); pip install 'ncodec[bench]'"
 
 
@@ -47,11 +49,13 @@ def check_codec(name: str) -> None:
         if find_spec("compressai") is None:
             raise BenchError(compressai_codec.MISSING)
         return
-    if name.startswith(NCODEC_PREFIX):
+    if is_ncodec(name):
         from ncodec.zoo import ModelNotFound, find
 
+        model, _ = ncodec_options(name)
         try:
-            find(name[len(NCODEC_PREFIX):], "image")
+            if model:
+                find(model, "image")
         except ModelNotFound as err:
             raise BenchError(str(err)) from None
         return
@@ -63,7 +67,19 @@ def check_codec(name: str) -> None:
 
 
 def is_ncodec(name: str) -> bool:
-    return name == "ncodec" or name.startswith(NCODEC_PREFIX)
+    return name.partition(REFINE_SUFFIX)[0] == "ncodec" or name.startswith(NCODEC_PREFIX)
+
+
+def ncodec_options(name: str) -> tuple[str | None, int]:
+    """'ncodec:MODEL+refineN' -> (MODEL, N); the model is None for plain `ncodec`, N 0 without a suffix."""
+    base, sep, steps = name.partition(REFINE_SUFFIX)
+    refine = int(steps) if steps.isdigit() else -1
+    if sep and not 0 <= refine <= 1000:
+        raise BenchError(f"{name!r}: refine steps must be a whole number within 0..1000")
+    model = base[len(NCODEC_PREFIX):] if base.startswith(NCODEC_PREFIX) else None
+    if base != "ncodec" and not model:
+        raise BenchError(f"{name!r} is not ncodec[:MODEL][{REFINE_SUFFIX}N]")
+    return model, max(refine, 0)
 
 
 def default_settings(name: str) -> list[Setting]:
@@ -114,20 +130,19 @@ def _imagecodecs():
     return imagecodecs
 
 
-def _ncodec(model: str | None) -> Codec:
+def _ncodec(model: str | None, refine: int) -> Codec:
     from ncodec.image_codec import decode_image, encode_image
 
-    return Codec(lambda rgb, q: encode_image(Image.fromarray(rgb), float(q), model),
+    return Codec(lambda rgb, q: encode_image(Image.fromarray(rgb), float(q), model, refine=refine),
                  lambda data: np.asarray(decode_image(data).convert("RGB")))
 
 
 @cache
 def get_codec(name: str, model: str | None = None) -> Codec:
     """The codec called `name`; `model` is the ncodec model id (None: the default model)."""
-    if name == "ncodec":
-        return _ncodec(model)
-    if name.startswith(NCODEC_PREFIX):
-        return _ncodec(name[len(NCODEC_PREFIX):])
+    if is_ncodec(name):
+        named, refine = ncodec_options(name)
+        return _ncodec(named or model, refine)
     if name == "jpeg":
         return _pillow("JPEG")
     if name == "webp":

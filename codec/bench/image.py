@@ -17,7 +17,7 @@ from typing import TextIO
 import numpy as np
 
 from . import BenchError
-from .codecs import NCODEC_PREFIX, Setting, check_codec, default_settings, get_codec, is_ncodec
+from .codecs import Setting, check_codec, default_settings, get_codec, is_ncodec, ncodec_options
 from .executors import run_jobs
 from .machine import machine_info
 from .metrics import ms_ssim, psnr
@@ -109,8 +109,8 @@ def _models(codecs: list[str], model: str | None) -> list[dict]:
     """Id and hash of each ncodec model the codecs name."""
     from ncodec.zoo import find
 
-    ids = [model if c == "ncodec" else c[len(NCODEC_PREFIX):] for c in codecs if is_ncodec(c)]
-    return [{"id": info.model_id, "sha256": info.sha256} for info in (find(i, "image") for i in ids)]
+    infos = (find(ncodec_options(c)[0] or model, "image") for c in codecs if is_ncodec(c))
+    return list({info.sha256: {"id": info.model_id, "sha256": info.sha256} for info in infos}.values())
 
 
 def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
@@ -130,7 +130,6 @@ def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
         raise BenchError("pytorch-msssim is not installed; pip install 'ncodec[bench]'")
     root, files = dataset_files(dataset, image_files, limit, "images")
     models = _models(codecs, model)
-    model_id = models[0]["id"] if models else None
 
     out = Path(out_dir) / f"image_{root.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +140,7 @@ def bench_image(dataset: str | Path, codecs: list[str], anchor: str = "webp",
     done = {row_key(r) for r in rows}
 
     images = [p.relative_to(root).as_posix() for p in files]
-    jobs = [ImageJob(name, str(path), pending, model_id, path.read_bytes() if executor == "ray" else None)
+    jobs = [ImageJob(name, str(path), pending, model, path.read_bytes() if executor == "ray" else None)
             for path, name in zip(files, images, strict=True) if (pending := todo(name, sweep, done))]
     note_resume(out, len(images) * sum(map(len, sweep.values())),
                 sum(len(s) for job in jobs for _, s in job.todo), "bench image", log)
