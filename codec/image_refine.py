@@ -24,6 +24,8 @@ from .image_model import LAMBDAS, ImageHyperprior
 from .image_weights import load_float_model
 from .training import resolve_precision
 
+REFINE_LR = 0.05
+
 
 @cache
 def float_model(path: Path) -> ImageHyperprior:
@@ -41,24 +43,39 @@ def quality_lambda(quality: float) -> float:
     return math.exp((1 - t) * math.log(LAMBDAS[lo]) + t * math.log(LAMBDAS[lo + 1]))
 
 
+def refine_lr(quality: float) -> float:
+    """The first learning rate of refinement: larger where distortion weighs more.
+
+    Measured on Kodak crops with 20 steps: 0.02 suits quality 2 and 0.1 quality 6 (larger
+    rates lose low-quality refinements altogether, smaller ones leave high-quality gains
+    unreached), hence REFINE_LR at quality 4, scaled with the square root of lambda.
+    """
+    return REFINE_LR * math.sqrt(quality_lambda(quality) / quality_lambda(4.0))
+
+
 def refine_latent(
     model_path: Path, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor,
-    inv_gain: torch.Tensor, quality: float, steps: int, lr: float = 0.03,
+    inv_gain: torch.Tensor, quality: float, steps: int, lr: float | None = None,
 ) -> torch.Tensor:
     """Refined y for padded pixels x [1,3,H,W] in [0,1], given the fixed hyper (mean, scale).
 
-    y, mean, scale: [1, M, H/16, W/16] float; inv_gain [1, M, 1, 1]. Returns a tensor like y.
+    Adam with a cosine-decayed learning rate (from `lr` to 0 over `steps`; default
+    `refine_lr(quality)`): large early steps move many symbols, the small late ones settle the
+    rounding. y, mean, scale: [1, M, H/16, W/16] float; inv_gain [1, M, 1, 1]. Returns a tensor
+    like y.
     """
     g_s = float_model(Path(model_path)).g_s
     lam = quality_lambda(quality) * 255**2
+    lr = refine_lr(quality) if lr is None else lr
     scale = scale.clamp_min(SCALE_MIN)
     pixels = x.shape[2] * x.shape[3]
     y = y.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     bf16 = resolve_precision("auto", x.device.type) == "bf16"
     best, best_y = math.inf, y.detach().clone()
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps + 1):  # the last pass only scores the last update
             centred = y - mean
             rounded = centred + (torch.round(centred) - centred).detach()
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -69,8 +86,11 @@ def refine_latent(
                 coded = float(-torch.log2(gaussian_likelihood(rounded, scale)).sum() / pixels + distortion)
             if coded < best:
                 best, best_y = coded, y.detach().clone()
+            if step == steps:
+                break
             bits = -torch.log2(gaussian_likelihood(centred, scale)).sum() / pixels
             opt.zero_grad(set_to_none=True)
             (bits + distortion).backward()
             opt.step()
+            schedule.step()
     return best_y
