@@ -101,7 +101,7 @@ def main() -> None:
         from ncodec.image_codec import decode_image, encode_image
 
         for name, (image, quality) in sources().items():
-            data = encode_image(image, quality)
+            data = encode_image(image, quality, refine=0)  # (as written before refinement was default)
             write(name, data, decoded_digest(decode_image(data)))
     if "rvq" in kinds:
         from ncodec.image_codec import decode_image, encode_image

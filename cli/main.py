@@ -155,7 +155,7 @@ def _print_warnings(caught) -> None:
 def _encode_video(args: argparse.Namespace, path: str) -> None:
     """Stream a video file's frames through the video encoder into args.output."""
     from ncodec.video_audio import DEFAULT_BITRATE, encode_track
-    from ncodec.video_codec import DEFAULT_GOP, DEFAULT_REFINE, VideoEncoder
+    from ncodec.video_codec import DEFAULT_GOP, VideoEncoder
     from ncodec.video_io import VideoReader
 
     if not Path(path).is_file():
@@ -176,7 +176,7 @@ def _encode_video(args: argparse.Namespace, path: str) -> None:
         enc = VideoEncoder(out, info.width, info.height, info.frame_rate,
                            4.0 if args.quality is None else args.quality,
                            DEFAULT_GOP if args.gop is None else args.gop, args.model,
-                           refine=DEFAULT_REFINE if args.refine is None else args.refine)
+                           refine=args.refine)
         for rgb in frames:
             enc.write(rgb)
             report(enc.frames)
@@ -241,13 +241,12 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from .rate_control import encode_to_bpp
 
     image = _open_image(_read_input(args.input) if data is None else data, args.input)
-    refine = args.refine or 0  # images: off unless asked
     if args.bpp is not None:
-        data, quality = encode_to_bpp(image, args.bpp, args.model, refine)
+        data, quality = encode_to_bpp(image, args.bpp, args.model, args.refine)
         print(f"quality {quality:.2f} for target {args.bpp} bpp", file=sys.stderr)
     else:
         quality = 4.0 if args.quality is None else args.quality
-        data = encode_image(image, quality, args.model, progress=_progress(), refine=refine)
+        data = encode_image(image, quality, args.model, progress=_progress(), refine=args.refine)
     with _atomic_output(args.output) as tmp:
         Path(tmp).write_bytes(data)
 
@@ -625,9 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "ceiling on the file's rate; stereo splits it equally between mid and side")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, metavar="STEPS",
-                   help="encoder-side latent refinement steps: better rate-distortion from the same "
-                        "decoder, at ~1-3 s per step per megapixel; images: default 0 (e.g. 20), "
-                        "video: intra frames, default 10")
+                   help="encoder-side latent refinement steps of images and video intra frames: better "
+                        "rate-distortion from the same decoder, at ~1 s per step per megapixel; default "
+                        "20 up to 4 megapixels, 0 above; 0: fastest")
     e.add_argument("--gop", type=_positive_int, metavar="N",
                    help="video: an intra frame every N frames (default 32; 1: every frame intra)")
     e.add_argument("--frames", type=_positive_int, metavar="N", help="video: encode at most N frames")

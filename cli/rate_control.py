@@ -8,8 +8,13 @@ from ncodec.zoo import find
 
 
 def encode_to_bpp(image, target_bpp: float, model_id: str | None = None,
-                  refine: int = 0) -> tuple[bytes, float]:
-    """The largest-quality encoding whose size is <= target (or the smallest possible)."""
+                  refine: int | None = None) -> tuple[bytes, float]:
+    """The largest-quality encoding whose size is <= target (or the smallest possible).
+
+    The search runs without refinement (one refined encode costs tens of plain ones); the found
+    quality is then encoded with `refine` (encode_image's default when None), kept when it is
+    within the target too (or, where nothing is, no larger).
+    """
     if target_bpp <= 0:
         raise ValueError("--bpp must be positive")
     levels = load_coding_model(find(model_id, "image").path).cfg.levels
@@ -19,9 +24,12 @@ def encode_to_bpp(image, target_bpp: float, model_id: str | None = None,
     while lo <= hi:
         mid = (lo + hi) // 2
         q = 1 + mid / QUALITY_STEPS
-        data = encode_image(image, q, model_id, refine=refine)
+        data = encode_image(image, q, model_id, refine=0)
         if len(data) * 8 / pixels <= target_bpp:
             best, lo = (data, q), mid + 1
         else:
             hi = mid - 1
-    return best or (encode_image(image, 1.0, model_id, refine=refine), 1.0)
+    data, q = best or (encode_image(image, 1.0, model_id, refine=0), 1.0)
+    refined = encode_image(image, q, model_id, refine=refine)
+    fits = len(refined) * 8 / pixels <= target_bpp or len(refined) <= len(data)
+    return (refined if fits else data), q

@@ -50,10 +50,12 @@ def _as_image(obj: Any):
     raise TypeError(f"cannot encode {type(obj).__name__}: pass a PIL image, a uint8 array or a path")
 
 
-def encode_image(image: Any, quality: float = 4.0, model: str | None = None, refine: int = 0) -> bytes:
+def encode_image(image: Any, quality: float = 4.0, model: str | None = None,
+                 refine: int | None = None) -> bytes:
     """Compress an image (PIL image, uint8 array or file path) to .ncz bytes.
 
-    refine: encoder-side latent refinement steps (0 = off; slower, better rate-distortion).
+    refine: encoder-side latent refinement steps (0 = off, fastest; default 20 up to 4 megapixels,
+    0 above): better rate-distortion from the same decoder, ~1 s per step per megapixel.
     """
     from .image_codec import encode_image as _encode
 
@@ -146,12 +148,13 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
     gop: an intra frame every gop frames (default 32); start (seconds) and frames (count) select a
     range. Memory stays constant: frames are encoded as they are read. A file's audio track is
     coded by the audio codec at `audio_bitrate` kbps into the same file (None: dropped).
-    refine: latent refinement steps of intra frames (default 10; 0: off, faster).
+    refine: latent refinement steps of intra frames (0: off, faster; default: as for images of the
+    frame size).
     """
     import io
 
     from .video_audio import encode_track
-    from .video_codec import DEFAULT_GOP, DEFAULT_REFINE, VideoEncoder
+    from .video_codec import DEFAULT_GOP, VideoEncoder
     from .video_io import VideoError
 
     rate, source, reader = _frames_from(video, start, frames, frame_rate)
@@ -164,7 +167,7 @@ def encode_video(video: Any, quality: float = 4.0, gop: int | None = None, frame
 
         enc = VideoEncoder(stream, first.shape[1], first.shape[0], rate, quality,
                            DEFAULT_GOP if gop is None else gop, model,
-                           refine=DEFAULT_REFINE if refine is None else refine)
+                           refine=refine)
         for rgb in itertools.chain([first], source):
             enc.write(rgb)
         if reader is not None and reader.info.has_audio and audio_bitrate is not None:
@@ -222,10 +225,11 @@ def encode(obj: Any, quality: float | None = None, model: str | None = None, ref
            frames: int | None = None, start: float | None = None, frame_rate: Any = None) -> bytes:
     """Compress media to .ncz bytes.
 
-    Images (PIL image, uint8 array, image path): `quality` 1..8 (default 4), `refine` (default 0).
+    Images (PIL image, uint8 array, image path): `quality` 1..8 (default 4), `refine` (latent
+    refinement steps; default 20 up to 4 megapixels, 0 above).
     Audio (audio path, Audio, or samples with `sample_rate`): `bitrate` kbps (default 6).
     Video (video path, Video, or frames with `frame_rate`): `quality`, `gop`, `frames`, `start`,
-    `refine` (intra frames; default 10).
+    `refine` (intra frames, as for images).
     """
     video_options = {"gop": gop, "frames": frames, "start": start}
     if _is_video(obj, frame_rate):
@@ -237,12 +241,12 @@ def encode(obj: Any, quality: float | None = None, model: str | None = None, ref
     if given:
         raise ValueError(f"{given[0]} applies to video only")
     if _is_audio(obj, sample_rate):
-        if quality is not None or refine:
+        if quality is not None or refine is not None:
             raise ValueError("quality and refine apply to images and video; use bitrate for audio")
         return encode_audio(obj, 6.0 if bitrate is None else bitrate, sample_rate, model)
     if bitrate is not None:
         raise ValueError("bitrate applies to audio; use quality for images")
-    return encode_image(obj, 4.0 if quality is None else quality, model, refine or 0)
+    return encode_image(obj, 4.0 if quality is None else quality, model, refine)
 
 
 def decode(data: bytes | str | Path):

@@ -39,6 +39,19 @@ Y_TILE = 64  # latent tile per YLAT chunk (1024x1024 pixels)
 QUALITY_STEPS = 256
 REFINE_TILE = 32  # latent tile refined at once (512x512 pixels), with a margin of context
 REFINE_MARGIN = 4
+DEFAULT_REFINE = 20  # refinement steps when the caller names none (images and video intra frames)
+DEFAULT_REFINE_MAX_PIXELS = 4_000_000  # above this, no refinement unless asked (encode time)
+
+
+def refine_steps(refine: int | None, width: int, height: int) -> int:
+    """The refinement steps to run: `refine` when given (checked), else DEFAULT_REFINE for
+    images up to DEFAULT_REFINE_MAX_PIXELS and 0 above (refining costs ~1 s per step per
+    megapixel on two cores)."""
+    if refine is None:
+        return DEFAULT_REFINE if width * height <= DEFAULT_REFINE_MAX_PIXELS else 0
+    if not isinstance(refine, int) or not 0 <= refine <= 1000:
+        raise ImageError(f"refine steps must be an integer within 0..1000, got {refine}")
+    return refine
 
 
 class ImageError(ValueError):
@@ -133,21 +146,21 @@ def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] |
 
 def encode_image(
     image: Image.Image, quality: float = 4.0, model_id: str | None = None,
-    progress: Progress | None = None, refine: int = 0,
+    progress: Progress | None = None, refine: int | None = None,
 ) -> bytes:
     """Compress a Pillow image; quality from 1 (smallest) to the model's level count (best).
 
-    refine: steps of encoder-side latent refinement (0 = off); same decoder, better RD, slower.
+    refine: steps of encoder-side latent refinement (0 = off; None: `refine_steps`' default);
+    same decoder, better RD, slower.
     """
     info = find(model_id, "image")
     model = _load(info)
     if not 1 <= quality <= model.cfg.levels:
         raise ImageError(f"quality must be within 1..{model.cfg.levels}, got {quality}")
-    if not 0 <= refine <= 1000:
-        raise ImageError(f"refine steps must be within 0..1000, got {refine}")
     if refine and isinstance(model, RVQImageCodingModel):
         raise ImageError(f"--refine needs a hyperprior model; {info.model_id} is an RVQ-latent model")
     mode, rgb, alpha = split_alpha(image)
+    refine = 0 if isinstance(model, RVQImageCodingModel) else refine_steps(refine, rgb.width, rgb.height)
     params = ImageParams(rgb.width, rgb.height, mode, round((quality - 1) * QUALITY_STEPS))
     if rgb.width > MAX_SIDE or rgb.height > MAX_SIDE or rgb.width * rgb.height > MAX_PIXELS:
         raise ImageError(f"image {rgb.width}x{rgb.height} exceeds the {MAX_PIXELS} pixel limit")

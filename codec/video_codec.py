@@ -37,7 +37,17 @@ from ncodec.entropy import coder
 
 from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
-from .image_codec import QUALITY_STEPS, ImageParams, _gain, _inverse_gain, _refine, _to_pixels, _z_index
+from .image_codec import (
+    QUALITY_STEPS,
+    ImageError,
+    ImageParams,
+    _gain,
+    _inverse_gain,
+    _refine,
+    _to_pixels,
+    _z_index,
+    refine_steps,
+)
 from .image_weights import GAIN_BITS
 from .video_audio import check_audio_track, interleave, track_length
 from .video_io import VideoError
@@ -58,7 +68,6 @@ MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
 MAX_GOP = 65535
 MAX_RATE = 1000  # frames per second
 DEFAULT_GOP = 32
-DEFAULT_REFINE = 10  # latent refinement steps of intra frames (image_refine; 0: off)
 SYMBOL_LIMIT = 1 << 20  # decoded symbols are clamped to +-SYMBOL_LIMIT (as images are)
 _U32 = struct.Struct(">I")
 
@@ -444,7 +453,7 @@ class VideoEncoder:
 
     def __init__(self, stream: BinaryIO, width: int, height: int, frame_rate, quality: float = 4.0,
                  gop: int = DEFAULT_GOP, model_id: str | None = None, frames: int | None = None,
-                 skip_blocks: bool = True, refine: int = DEFAULT_REFINE):
+                 skip_blocks: bool = True, refine: int | None = None):
         info = _model_info(model_id)
         self.model = _load(info)
         levels = self.model.cfg.levels
@@ -452,8 +461,10 @@ class VideoEncoder:
             raise VideoError(f"quality must be within 1..{levels}, got {quality}")
         if not isinstance(gop, int) or not 1 <= gop <= MAX_GOP:
             raise VideoError(f"GOP must be an integer within 1..{MAX_GOP}, got {gop}")
-        if not isinstance(refine, int) or not 0 <= refine <= 1000:
-            raise VideoError(f"refine steps must be an integer within 0..1000, got {refine}")
+        try:  # intra frames are refined as images of the frame size are
+            refine = refine_steps(refine, int(width), int(height))
+        except ImageError as err:
+            raise VideoError(str(err)) from None
         rate = _frame_rate(frame_rate)
         self.params = VideoParams(int(width), int(height), rate.numerator, rate.denominator, frames or 0,
                                   gop, round((quality - 1) * QUALITY_STEPS))
@@ -523,11 +534,11 @@ class VideoEncoder:
 
 def encode_video(frames: Iterable[np.ndarray], frame_rate, quality: float = 4.0, gop: int = DEFAULT_GOP,
                  model_id: str | None = None, skip_blocks: bool = True,
-                 refine: int = DEFAULT_REFINE) -> bytes:
+                 refine: int | None = None) -> bytes:
     """Compress RGB frames (H, W, 3) uint8 at `frame_rate` to .ncz bytes.
 
     skip_blocks=False codes every block of every inter frame (no copies from the previous frame);
-    refine: latent refinement steps of intra frames (0: off).
+    refine: latent refinement steps of intra frames (0: off; None: as images of the frame size).
     """
     buf = io.BytesIO()
     enc = None

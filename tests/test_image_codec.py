@@ -107,14 +107,14 @@ def test_integer_decoder_matches_the_float_decoder(photo):
     with torch.no_grad():
         ref = float_model(x, torch.tensor([5]), noise=False)["x_hat"].clamp(0, 1)
     ref_img = (ref[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    out = decode_image(encode_image(photo, 6))
+    out = decode_image(encode_image(photo, 6, refine=0))
     assert psnr(ref_img, out) > 40
 
 
 def test_large_image_spans_several_latent_tiles(rng):
     arr = np.asarray(Image.linear_gradient("L").resize((1100, 1040)).convert("RGB")).copy()
     arr[::7] = rng.integers(0, 256, arr[::7].shape, dtype=np.uint8)
-    data = encode_image(Image.fromarray(arr), 2)
+    data = encode_image(Image.fromarray(arr), 2, refine=0)  # (the tiling is the point)
     _, chunks = read_container(data, KNOWN_CHUNKS)
     assert sum(c.type == b"YLAT" for c in chunks) == 4
     assert decode_image(data).size == (1100, 1040)
@@ -200,3 +200,15 @@ def test_quality_lambda_interpolates_the_training_lambdas():
     assert quality_lambda(1.0) == pytest.approx(LAMBDAS[0])
     assert quality_lambda(8.0) == pytest.approx(LAMBDAS[7])
     assert quality_lambda(2.5) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
+
+
+def test_refinement_is_on_by_default_up_to_a_pixel_count(photo, monkeypatch):
+    import ncodec.image_codec as ic
+
+    crop = photo.crop((0, 0, 64, 48))
+    default, refined, plain = (encode_image(crop, 3.0, refine=r) for r in (None, ic.DEFAULT_REFINE, 0))
+    assert default == refined != plain
+    monkeypatch.setattr(ic, "DEFAULT_REFINE_MAX_PIXELS", 64 * 48 - 1)
+    assert encode_image(crop, 3.0) == encode_image(crop, 3.0, refine=0)
+    with pytest.raises(ImageError, match="refine steps must be an integer within 0..1000, got 2.5"):
+        encode_image(crop, 3.0, refine=2.5)

@@ -107,11 +107,10 @@ def models(tiny_models, monkeypatch) -> Path:
 
 
 def encode(frames, gop=4, quality=4.0, model=TINY_VIDEO_ID, rate=25, skip_blocks=True, refine=None) -> bytes:
-    from ncodec.video_codec import DEFAULT_REFINE, encode_video
+    from ncodec.video_codec import encode_video
 
     with one_thread():
-        return encode_video(frames, rate, quality, gop, model, skip_blocks,
-                            DEFAULT_REFINE if refine is None else refine)
+        return encode_video(frames, rate, quality, gop, model, skip_blocks, refine)
 
 
 def decode(data, first=0, count=None) -> np.ndarray:
@@ -147,17 +146,17 @@ def test_round_trip_keeps_frame_count_rate_and_odd_sizes(models, size):
 
 def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
     """gop 1: every frame chunk carries exactly the image file's ZLAT and YLAT payloads (the video model
-    holds the image model's tensors byte for byte; intra frames are refined as `--refine` refines
-    images), and decodes to the same pixels."""
+    holds the image model's tensors byte for byte; by default intra frames are refined as images
+    of their size are), and decodes to the same pixels."""
     from ncodec import container as ct
     from ncodec.image_codec import decode_image, encode_image
-    from ncodec.video_codec import DEFAULT_REFINE, unpack_frame
+    from ncodec.video_codec import unpack_frame
 
     frames = panning(3, 48, 40, 2)
     data = encode(frames, gop=1)
     decoded = decode(data)
     for rgb, chunk, out in zip(frames, frame_chunks(data), decoded, strict=True):
-        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID, refine=DEFAULT_REFINE)
+        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID)
         pieces = {t: [c.data for c in ct.read_container(image_file, (b"ZLAT", b"YLAT"))[1] if c.type == t]
                   for t in (b"ZLAT", b"YLAT")}
         assert chunk.type == b"IFRM"
