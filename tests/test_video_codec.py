@@ -179,11 +179,12 @@ def test_untrained_prior_codes_inter_frames_exactly_like_intra_frames(models):
 @pytest.mark.parametrize("step", [0, 1], ids=["static", "panning"])
 def test_inter_frames_cost_fewer_bits_than_intra_frames_after_training(models, step):
     frames = panning(6, 96, 80, step)
-    intra, video = encode(frames, gop=1), encode(frames, gop=6, skip_blocks=False)
+    intra, video = encode(frames, gop=1, refine=0), encode(frames, gop=6, skip_blocks=False, refine=0)
     sizes = {t: [len(c.data) for c in frame_chunks(video) if c.type == t] for t in (b"IFRM", b"SFRM")}
     assert max(sizes[b"SFRM"]) < sizes[b"IFRM"][0]
     assert len(video) < 0.8 * len(intra)
-    # the trained prior changes the rate, not the reconstruction's quality
+    # the trained prior changes the rate, not the reconstruction's quality (refinement, which
+    # changes it in intra frames only, is off)
     q_intra = np.mean([psnr(a, b) for a, b in zip(frames, decode(intra), strict=True)])
     q_video = np.mean([psnr(a, b) for a, b in zip(frames, decode(video), strict=True)])
     assert abs(q_video - q_intra) < 0.5
