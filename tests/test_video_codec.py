@@ -620,12 +620,10 @@ def test_a_new_run_may_start_its_temporal_prior_from_a_video_model(models, clips
                   init_prior=TINY_VIDEO_ID)
 
 
-def test_default_video_model_file_fits_the_15_mb_budget(tmp_path):
-    from ncodec.video_model import VideoModel, VideoModelConfig
-    from ncodec.video_weights import export
+def test_default_video_model_file_fits_the_15_mb_budget():
+    from ncodec.zoo import find
 
-    path = export(VideoModel(VideoModelConfig()), tmp_path / "v.safetensors", "video-stprior-v1")
-    assert path.stat().st_size < 15e6
+    assert find(None, "video").path.stat().st_size < 15e6
 
 
 # ---------------------------------------------------------------- CLI and API

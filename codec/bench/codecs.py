@@ -5,8 +5,9 @@ Every codec runs in-process. JPEG and WebP go through Pillow (4:2:0, Pillow defa
 effort 7), each with one thread. `compressai:ARCH[@CHECKPOINTS]` is a CompressAI model, pretrained or
 the user's (ncodec.bench.compressai_codec), imported only in the worker that runs it. `ncodec:MODEL`
 is the installed ncodec image model MODEL (plain `ncodec`: the --model one, else the default), so
-one run can compare several ncodec models; a `+refineN` suffix (`ncodec+refine10`,
-`ncodec:MODEL+refine10`) encodes with N steps of encoder-side latent refinement.
+one run can compare several ncodec models. Without a suffix ncodec encodes as `ncodec encode`
+does (its default latent refinement); a `+refineN` suffix (`ncodec+refine0` for the fast encoder,
+`ncodec:MODEL+refine10`) sets the refinement steps.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def is_ncodec(name: str) -> bool:
     return name.partition(REFINE_SUFFIX)[0] == "ncodec" or name.startswith(NCODEC_PREFIX)
 
 
-def ncodec_options(name: str) -> tuple[str | None, int]:
-    """'ncodec:MODEL+refineN' -> (MODEL, N); the model is None for plain `ncodec`, N 0 without a suffix."""
+def ncodec_options(name: str) -> tuple[str | None, int | None]:
+    """'ncodec:MODEL+refineN' -> (MODEL, N); the model is None for plain `ncodec`, N None (the
+    encoder's default) without a suffix."""
     base, sep, steps = name.partition(REFINE_SUFFIX)
     refine = int(steps) if steps.isdigit() else -1
     if sep and not 0 <= refine <= 1000:
@@ -79,7 +81,7 @@ def ncodec_options(name: str) -> tuple[str | None, int]:
     model = base[len(NCODEC_PREFIX):] if base.startswith(NCODEC_PREFIX) else None
     if base != "ncodec" and not model:
         raise BenchError(f"{name!r} is not ncodec[:MODEL][{REFINE_SUFFIX}N]")
-    return model, max(refine, 0)
+    return model, refine if sep else None
 
 
 def default_settings(name: str) -> list[Setting]:
@@ -130,7 +132,7 @@ def _imagecodecs():
     return imagecodecs
 
 
-def _ncodec(model: str | None, refine: int) -> Codec:
+def _ncodec(model: str | None, refine: int | None) -> Codec:
     from ncodec.image_codec import decode_image, encode_image
 
     return Codec(lambda rgb, q: encode_image(Image.fromarray(rgb), float(q), model, refine=refine),
