@@ -124,15 +124,41 @@ def _inverse_gain(model: ImageCodingModel, q: int) -> torch.Tensor:
     return inv.view(1, -1, 1, 1)
 
 
-def _hyper(model: ImageCodingModel, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact (mean, scale index) for every y element from integer z symbols."""
-    m = model.cfg.m
+def _hyper(model: ImageCodingModel, z_sym: torch.Tensor) -> torch.Tensor:
+    """h_s's exact output [1, 2M, 4h, 4w] (int32: means, then raw scales; ACT_BITS fraction)
+    from integer z symbols."""
     _, _, h, w = z_sym.shape
-    out = torch.empty(1, 2 * m, 4 * h, 4 * w, dtype=torch.int32)
-    run_tiled(model.h_s, z_sym.double() * 2.0**ACT_BITS, 4, tile=32, margin=2, out=out)
-    mean, scale = out[:, :m], out[:, m:].double()
-    index = torch.searchsorted(model.thresholds, scale.reshape(-1), right=True)
-    return mean, index.view(scale.shape).to(torch.uint8)
+    out = torch.empty(1, 2 * model.cfg.m, 4 * h, 4 * w, dtype=torch.int32)
+    return run_tiled(model.h_s, z_sym.double() * 2.0**ACT_BITS, 4, tile=32, margin=2, out=out)
+
+
+SliceCoder = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, code: SliceCoder) -> torch.Tensor:
+    """Walk the latent's channel slices in coding order (one slice without a channel context).
+
+    For slice s, its exact means (int64, ACT_BITS fraction) and scale indices come from h_s's
+    output `hyper` and, through the context net, the slices decoded before it;
+    `code(s, mean, index)` encodes or decodes the slice's symbols and returns them. Returns the
+    decoded latent sym * 2^ACT_BITS + mean [1, M, h, w] (int64, before the inverse gain).
+    """
+    m, slices = model.cfg.m, max(model.cfg.context_slices, 1)
+    width = m // slices
+    decoded: list[torch.Tensor] = []
+    for s in range(slices):
+        part = slice(s * width, (s + 1) * width)
+        mean, scale = hyper[:, part].long(), hyper[:, m:][:, part].long()
+        if model.context:
+            inputs = torch.cat([mean, scale, *(d.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)) for d in decoded)], 1)
+            delta = torch.empty(1, 2 * width, *mean.shape[2:], dtype=torch.int32)
+            run_tiled(model.context[s], inputs.double(), 1, tile=64, margin=model.context_margin, out=delta)
+            mean = (mean + delta[:, :width]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
+            scale = scale + delta[:, width:]
+        index = torch.searchsorted(model.thresholds, scale.double().reshape(-1), right=True)
+        sym = code(s, mean, index.view(scale.shape).to(torch.uint8))
+        decoded.append(sym.clamp(-(1 << 20), 1 << 20) * (1 << ACT_BITS) + mean)
+    return torch.cat(decoded, 1)
 
 
 def _z_index(z: torch.Tensor) -> np.ndarray:
@@ -198,26 +224,29 @@ def _hyperprior_chunks(path, model: ImageCodingModel, x: torch.Tensor, params: I
         z = run_tiled(model.h_a, y, 1 / 4, tile=256, margin=16,
                       out=torch.empty(1, model.cfg.n, hp // 64, wp // 64))
         z_sym = torch.round(z).long()
-        mean, index = _hyper(model, z_sym)
-    mean_f = mean.double() * 2.0**-ACT_BITS
+        hyper = _hyper(model, z_sym)
     if refine > 0:
-        y = _refine(path, model, x, y, mean_f, index, params.quality_fx, refine, progress)
-    sym = torch.round(y.double() - mean_f).long()
+        y = _refine(path, model, x, y, hyper.double() * 2.0**-ACT_BITS, params.quality_fx, refine, progress)
+    width = m // max(model.cfg.context_slices, 1)
     chunks = [(CHUNK_Z, coder.encode(z_sym.numpy(), _z_index(z_sym), model.z_tables))]
-    for y0, y1, x0, x1 in params.y_tiles():
-        chunks.append((CHUNK_Y, coder.encode(sym[..., y0:y1, x0:x1].numpy(),
-                                             index[..., y0:y1, x0:x1].numpy(), model.y_tables)))
+
+    def encode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        sym = torch.round(y[:, s * width:(s + 1) * width].double() - mean.double() * 2.0**-ACT_BITS).long()
+        for y0, y1, x0, x1 in params.y_tiles():
+            chunks.append((CHUNK_Y, coder.encode(sym[..., y0:y1, x0:x1].numpy(),
+                                                 index[..., y0:y1, x0:x1].numpy(), model.y_tables)))
+        return sym
+
+    _code_slices(model, hyper, encode_slice)
     return chunks
 
 
-def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
-            index: torch.Tensor, quality_fx: int, steps: int, progress: Progress | None) -> torch.Tensor:
-    """Encoder-side refinement of y in latent tiles (bounded memory), CDFs unchanged."""
-    from ncodec.entropy.gaussian import scale_table
-
+def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, hyper: torch.Tensor,
+            quality_fx: int, steps: int, progress: Progress | None) -> torch.Tensor:
+    """Encoder-side refinement of y in latent tiles (bounded memory), z and so h_s's output
+    `hyper` (float, [1, 2M, h, w]) unchanged."""
     from .image_refine import refine_latent
 
-    scales = torch.from_numpy(scale_table()).float()[index.long()]
     inv = _inverse_gain(model, quality_fx).float() * 2.0**-GAIN_BITS
     quality = 1 + quality_fx / QUALITY_STEPS
     out = y.clone()
@@ -228,7 +257,7 @@ def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, mea
         b0, b1 = max(x0 - REFINE_MARGIN, 0), min(x1 + REFINE_MARGIN, y.shape[3])
         window = (..., slice(a0, a1), slice(b0, b1))
         refined = refine_latent(path, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1], out[window],
-                                mean[window].float(), scales[window], inv, quality, steps)
+                                hyper[window].float(), inv, quality, steps)
         out[..., y0:y1, x0:x1] = refined[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]
         if progress:
             progress("refine", i + 1, len(tiles))
@@ -252,8 +281,9 @@ def decode_image(data: bytes, progress: Progress | None = None) -> Image.Image:
     tiles = p.y_tiles()
     want_alpha = p.mode in ("RGBA", "LA")
     rvq = isinstance(model, RVQImageCodingModel)
+    slices = 1 if rvq else max(model.cfg.context_slices, 1)
     if (len(by_type[CHUNK_Z]), len(by_type[CHUNK_Y]), len(by_type[CHUNK_ALPHA])) != (
-            int(not rvq), len(tiles), int(want_alpha)):
+            int(not rvq), slices * len(tiles), int(want_alpha)):
         raise ImageError("file does not hold the chunks its image size requires")
     hp, wp = p.padded
     try:
@@ -284,16 +314,20 @@ def _hyperprior_latent(model: ImageCodingModel, by_type: dict[bytes, list[bytes]
     hp, wp = p.padded
     z_sym = torch.zeros((1, model.cfg.n, hp // 64, wp // 64), dtype=torch.long)
     z_sym.view(-1)[:] = torch.from_numpy(coder.decode(by_type[CHUNK_Z][0], _z_index(z_sym), model.z_tables))
-    mean, index = _hyper(model, z_sym)
-    inv = _inverse_gain(model, p.quality_fx)
-    y_hat = torch.empty(1, model.cfg.m, hp // 16, wp // 16, dtype=torch.int32)
-    for (y0, y1, x0, x1), payload in zip(p.y_tiles(), by_type[CHUNK_Y], strict=True):
-        idx = index[..., y0:y1, x0:x1]
-        sym = torch.from_numpy(coder.decode(payload, idx.numpy(), model.y_tables))
-        sym = sym.view(idx.shape).clamp_(-(1 << 20), 1 << 20)
-        fixed = (sym * (1 << ACT_BITS) + mean[..., y0:y1, x0:x1]) * inv >> GAIN_BITS
-        y_hat[..., y0:y1, x0:x1] = fixed.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-    return y_hat
+    tiles = p.y_tiles()
+    payloads = iter(by_type[CHUNK_Y])
+
+    def decode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        sym = torch.empty(mean.shape, dtype=torch.long)
+        for y0, y1, x0, x1 in tiles:
+            idx = index[..., y0:y1, x0:x1]
+            coded = coder.decode(next(payloads), idx.numpy(), model.y_tables)
+            sym[..., y0:y1, x0:x1] = torch.from_numpy(coded).view(idx.shape)
+        return sym
+
+    fixed = _code_slices(model, _hyper(model, z_sym), decode_slice)
+    y_hat = (fixed * _inverse_gain(model, p.quality_fx)) >> GAIN_BITS
+    return y_hat.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
 
 
 def _inflate(data: bytes, size: int) -> bytes:

@@ -2,7 +2,10 @@
 
 x -> g_a -> y; y * gain[q] -> h_a -> z; z is rounded and coded with a factorized density;
 h_s(z_hat) predicts (mean, scale) for y * gain[q]; y_hat * inverse_gain[q] -> g_s -> x_hat.
-Decoding uses the exact integer mirror of g_s and h_s in `fixed_point.py`.
+With a channel context (`context_slices` > 0) the latent is coded in equal channel slices and
+slice s's (mean, scale) is h_s's plus a correction computed by a small per-position network from
+h_s's values for the slice and the decoded slices before it (parallel over all positions).
+Decoding uses the exact integer mirror of g_s, h_s and the context nets in `fixed_point.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class ImageModelConfig:
     m: int = 192
     levels: int = len(LAMBDAS)
     res_units: int = 0  # residual units at g_s's 1/16, 1/8, 1/4 scales and g_a's 1/8 (0: v1 layout)
+    context_slices: int = 0  # channel slices coded in turn (0: hyperprior only, the v1-v3 layout)
+    context_hidden: int = 64  # width of each slice's context network
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +42,15 @@ def residual_unit(channels: int, hidden: int) -> Residual:
     nn.init.zeros_(unit[2].weight)
     nn.init.zeros_(unit[2].bias)
     return unit
+
+
+def context_net(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    """Per-position (1x1) network whose last conv starts at zero: a new context changes nothing."""
+    net = nn.Sequential(conv(cin, hidden, 1), nn.LeakyReLU(LEAK), conv(hidden, hidden, 1),
+                        nn.LeakyReLU(LEAK), conv(hidden, cout, 1))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -70,14 +84,39 @@ class ImageHyperprior(nn.Module):
             SubpixelUp(n, n), act, SubpixelUp(n, n), act, conv(n, 2 * m, 3),
         )
         self.z_density = FactorizedDensity(n)
+        if cfg.context_slices and m % cfg.context_slices:
+            raise ValueError(f"{m} latent channels do not split into {cfg.context_slices} slices")
+        width = m // max(cfg.context_slices, 1)
+        self.context = nn.ModuleList(context_net((2 + s) * width, cfg.context_hidden, 2 * width)
+                                     for s in range(cfg.context_slices))
         # log-gains: quality level i scales the latent by exp(gain[i]) before quantization
         steps = torch.linspace(-1.5, 1.5, cfg.levels).view(-1, 1).expand(-1, m)
         self.log_gain = nn.Parameter(steps.clone())
         self.log_inv_gain = nn.Parameter(-steps.clone())
 
     def hyper_params(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_s's (mean, clamped scale): the whole prior without a channel context."""
         mean, scale = self.h_s(z_hat).chunk(2, 1)
         return mean, scale.clamp_min(SCALE_MIN)
+
+    def latent_params(self, y: torch.Tensor, hyper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, unclamped scale) of the scaled latent y given h_s's output `hyper` [B, 2M, h, w].
+
+        With a channel context, slice s sees the decoded values round(y - mean) + mean of the
+        slices before it (as constants: the decoder's inputs, not a path for gradients).
+        """
+        mean, scale = hyper.chunk(2, 1)
+        if not self.cfg.context_slices:
+            return mean, scale
+        means, scales, decoded = [], [], []
+        parts = (t.chunk(self.cfg.context_slices, 1) for t in (y, mean, scale))
+        for net, y_s, mu, sc in zip(self.context, *parts, strict=True):
+            delta_mu, delta_sc = net(torch.cat([mu, sc, *decoded], 1)).chunk(2, 1)
+            mu, sc = mu + delta_mu, sc + delta_sc
+            decoded.append((torch.round(y_s - mu) + mu).detach())
+            means.append(mu)
+            scales.append(sc)
+        return torch.cat(means, 1), torch.cat(scales, 1)
 
     def forward(
         self, x: torch.Tensor, level: torch.Tensor, noise: bool = True
@@ -92,8 +131,10 @@ class ImageHyperprior(nn.Module):
         # likelihoods always stay float32 (bf16 cannot even represent y to 0.5 steps).
         y = self.g_a(x).float() * gain
         z = self.h_a(y).float()
-        mean, scale = (t.float() for t in self.hyper_params(_ste_round(z)))
+        hyper = self.h_s(_ste_round(z)).float()
         with torch.autocast(x.device.type, enabled=False):
+            mean, scale = self.latent_params(y, hyper)
+            scale = scale.clamp_min(SCALE_MIN)
             z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
             z_bits = -torch.log2(self.z_density.likelihood(z_q))
             centred = y - mean
@@ -110,10 +151,11 @@ class ImageHyperprior(nn.Module):
 
 
 def warm_start(model: ImageHyperprior, source: ImageHyperprior) -> None:
-    """Load `source`'s parameters into `model`, which may add residual units to its layout.
+    """Load `source`'s parameters into `model`, which may add residual units or a channel
+    context (with another slice count: a new one) to its layout.
 
-    The units `source` lacks keep their zero-initialised output conv, so `model` starts out
-    computing exactly what `source` computes.
+    The units and context nets `source` lacks keep their zero-initialised output conv, so
+    `model` starts out computing exactly what `source` computes.
     """
     for name in ("g_a", "h_a", "g_s", "h_s"):
         dst, src = getattr(model, name), getattr(source, name)
@@ -124,6 +166,8 @@ def warm_start(model: ImageHyperprior, source: ImageHyperprior) -> None:
         if units[1]:
             for a, b in zip(*units, strict=True):
                 a.load_state_dict(b.state_dict())
+    if model.cfg.context_slices == source.cfg.context_slices:
+        model.context.load_state_dict(source.context.state_dict())
     model.z_density.load_state_dict(source.z_density.state_dict())
     model.log_gain.data.copy_(source.log_gain.data)
     model.log_inv_gain.data.copy_(source.log_inv_gain.data)

@@ -54,20 +54,21 @@ def refine_lr(quality: float) -> float:
 
 
 def refine_latent(
-    model_path: Path, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor,
+    model_path: Path, x: torch.Tensor, y: torch.Tensor, hyper: torch.Tensor,
     inv_gain: torch.Tensor, quality: float, steps: int, lr: float | None = None,
 ) -> torch.Tensor:
-    """Refined y for padded pixels x [1,3,H,W] in [0,1], given the fixed hyper (mean, scale).
+    """Refined y for padded pixels x [1,3,H,W] in [0,1], given h_s's fixed output `hyper`.
 
     Adam with a cosine-decayed learning rate (from `lr` to 0 over `steps`; default
     `refine_lr(quality)`): large early steps move many symbols, the small late ones settle the
-    rounding. y, mean, scale: [1, M, H/16, W/16] float; inv_gain [1, M, 1, 1]. Returns a tensor
-    like y.
+    rounding. The (mean, scale) of each step's latent come from the model's `latent_params`
+    (with a channel context they follow the decoded slices). y: [1, M, H/16, W/16] float;
+    hyper: [1, 2M, H/16, W/16] float; inv_gain [1, M, 1, 1]. Returns a tensor like y.
     """
-    g_s = float_model(Path(model_path)).g_s
+    model = float_model(Path(model_path))
+    g_s = model.g_s
     lam = quality_lambda(quality) * 255**2
     lr = refine_lr(quality) if lr is None else lr
-    scale = scale.clamp_min(SCALE_MIN)
     pixels = x.shape[2] * x.shape[3]
     y = y.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
@@ -76,6 +77,8 @@ def refine_latent(
     best, best_y = math.inf, y.detach().clone()
     with torch.enable_grad():
         for step in range(steps + 1):  # the last pass only scores the last update
+            mean, scale = model.latent_params(y, hyper)
+            scale = scale.clamp_min(SCALE_MIN)
             centred = y - mean
             rounded = centred + (torch.round(centred) - centred).detach()
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):

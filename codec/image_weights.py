@@ -1,12 +1,14 @@
 """Shipped image model files: export from a trained model, load for coding or for training.
 
 File layout (safetensors): enc.* float16 encoder weights and float32 log-gains; dec.* integer
-decoder convs (int16 weights, int8 shifts, int32 biases) and int32 inverse gains; tables.*
-integer CDF tables and scale thresholds; train.* float parameters only training needs.
+decoder convs (int16 weights, int8 shifts, int32 biases: g_s, h_s and, with a channel context,
+context.0 .. context.S-1) and int32 inverse gains; tables.* integer CDF tables and scale
+thresholds; train.* float parameters only training needs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -25,6 +27,7 @@ from .fixed_point import (
     conv_modules,
     dequantize_conv,
     quantize_conv,
+    receptive_radius,
     tiling_margins,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
@@ -33,8 +36,14 @@ from .zoo import ModelInfo, describe, find, write_model_file
 FORMAT = "ncodec-image-hyperprior-1"
 GAIN_BITS = 16
 Z_RADIUS = 64
-DECODER_NETS = ("g_s", "h_s")
 ENCODER_NETS = ("g_a", "h_a")
+
+
+def decoder_nets(model: ImageHyperprior) -> dict[str, torch.nn.Sequential]:
+    """The networks the decoder mirrors in integers, by their name in a model file."""
+    nets = {"g_s": model.g_s, "h_s": model.h_s}
+    nets.update((f"context.{s}", net) for s, net in enumerate(model.context))
+    return nets
 
 
 def export(model: ImageHyperprior, path: Path, model_id: str, training: dict | None = None) -> Path:
@@ -55,8 +64,8 @@ def export_tensors(model: ImageHyperprior) -> dict[str, torch.Tensor]:
         for k, v in getattr(model, net).state_dict().items():
             t[f"enc.{net}.{k}"] = v.half().contiguous()
     t["enc.log_gain"] = model.log_gain.detach().float().contiguous()
-    for net in DECODER_NETS:
-        for i, conv in enumerate(conv_modules(getattr(model, net))):
+    for net, seq in decoder_nets(model).items():
+        for i, conv in enumerate(conv_modules(seq)):
             for k, v in quantize_conv(conv).items():
                 t[f"dec.{net}.{i}.{k}"] = v.contiguous()
     inv = torch.round(model.log_inv_gain.detach().double().exp() * 2**GAIN_BITS)
@@ -84,12 +93,14 @@ class ImageCodingModel:
     log_gain: torch.Tensor  # [levels, M]
     g_s: IntNet
     h_s: IntNet
+    context: list[IntNet]  # one per channel slice; empty without a channel context
     inv_gain: torch.Tensor  # [levels, M] int64, GAIN_BITS fraction
     thresholds: torch.Tensor  # float64 integer-valued, ACT_BITS fraction
     y_tables: TableSet
     z_tables: TableSet
     analysis_margin: int  # pixels of context around a g_a tile (a multiple of 16)
     synthesis_margin: int  # latent positions of context around a g_s tile
+    context_margin: int = 0  # latent positions around a tile of a context net's input
 
 
 def _skeleton(info: ModelInfo) -> ImageHyperprior:
@@ -116,20 +127,21 @@ def load_coding_model(path: Path) -> ImageCodingModel:
     t = load_file(str(path))
     skel = _skeleton(info)
     _load_encoders(skel, t)
-    nets = {net: build_intnet(getattr(skel, net),
-                              _decoder_params(t, net, len(conv_modules(getattr(skel, net)))))
-            for net in DECODER_NETS}
+    nets = {name: build_intnet(seq, _decoder_params(t, name, len(conv_modules(seq))))
+            for name, seq in decoder_nets(skel).items()}
     radii = t["tables.y.radii"].numpy().astype(np.int64)
     z_counts = t["tables.z.counts"].numpy()
     margins = tiling_margins(skel.g_a, skel.g_s)
     return ImageCodingModel(
         info=info, cfg=skel.cfg, g_a=skel.g_a.eval(), h_a=skel.h_a.eval(),
         log_gain=t["enc.log_gain"].float(), g_s=nets["g_s"], h_s=nets["h_s"],
+        context=[nets[f"context.{s}"] for s in range(skel.cfg.context_slices)],
         inv_gain=t["dec.inv_gain"].long(), thresholds=t["tables.y.thresholds"].double(),
         y_tables=TableSet(t["tables.y.counts"].numpy(), 2 * radii + 1, -radii),
         z_tables=TableSet(z_counts, np.full(len(z_counts), 2 * Z_RADIUS + 1),
                           np.full(len(z_counts), -Z_RADIUS)),
         analysis_margin=margins[0], synthesis_margin=margins[1],
+        context_margin=max((math.ceil(receptive_radius(net)) for net in skel.context), default=0),
     )
 
 
@@ -139,9 +151,9 @@ def load_float_model(path: str | Path) -> ImageHyperprior:
     t = load_file(str(path))
     model = _skeleton(info)
     _load_encoders(model, t)
-    for net in DECODER_NETS:
-        convs = conv_modules(getattr(model, net))
-        for conv, p in zip(convs, _decoder_params(t, net, len(convs)), strict=True):
+    for name, seq in decoder_nets(model).items():
+        convs = conv_modules(seq)
+        for conv, p in zip(convs, _decoder_params(t, name, len(convs)), strict=True):
             dequantize_conv(conv, p)
     model.log_gain.data = t["enc.log_gain"].float()
     model.log_inv_gain.data = (t["dec.inv_gain"].double() / 2**GAIN_BITS).log().float()

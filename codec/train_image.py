@@ -15,6 +15,7 @@ from .training import (
     Part,
     checkpoint_info,
     load_checkpoint,
+    module_state,
     note,
     record,
     record_loss,
@@ -155,3 +156,13 @@ def train(
     save_checkpoint(run, parts, step, meta)
     note(f"stopped at step {step}; checkpoint in {run}")
     return run / CHECKPOINT
+
+
+def checkpoint_model(ckpt: Path) -> tuple[ImageHyperprior, dict]:
+    """The float model of an image training checkpoint and its provenance (steps and meta)."""
+    from safetensors.torch import load_file
+
+    step, meta = checkpoint_info(ckpt)
+    model = ImageHyperprior(ImageModelConfig(**meta["cfg"]))
+    model.load_state_dict(module_state(load_file(str(ckpt)), "model"))
+    return model, {"steps": step, **meta}

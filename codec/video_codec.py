@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ncodec.entropy import coder
+from ncodec.entropy.gaussian import scale_table
 
 from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
@@ -309,8 +310,10 @@ class FrameCoder:
             mean, index = self.entropy_params(z_sym, intra)
             if intra and self.refine:
                 with torch.inference_mode(False):  # (gradients through the synthesis)
-                    y = _refine(self.model.info.path, im, x, y, mean.double() * 2.0**-ACT_BITS, index,
-                                self.params.quality_fx, self.refine, None)
+                    scale = torch.from_numpy(scale_table())[index.long()]
+                    hyper = torch.cat([mean.double() * 2.0**-ACT_BITS, scale], 1)
+                    y = _refine(self.model.info.path, im, x, y, hyper, self.params.quality_fx, self.refine,
+                                None)
             sym = self._symbols(y, mean)
             q, latent = self._carry(sym, mean)
             skip, coded, z_copied = np.zeros(self.blocks, dtype=bool), None, False
