@@ -118,14 +118,16 @@ def train_context(
     info = describe(init_path)
     meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "pool": pool, "crop": crop, "batch": batch,
             "lr": lr, "init": {"id": info.model_id, "sha256": info.sha256, "training": info.training}}
-    note(f"step {step}: encoding a pool of {pool} crops of {crop}x{crop}")
-    latents = _latent_pool(model, data, pool, batch, crop, seed)
+    training = step < steps and minutes > 0
+    if training:
+        note(f"step {step}: encoding a pool of {pool} crops of {crop}x{crop}")
+        latents = _latent_pool(model, data, pool, batch, crop, seed)
     val_latents = _validation_latents(model, val)
     torch.manual_seed(seed + step)
     log = (run / "log.jsonl").open("a")
     start = last_save = time.monotonic()
     note(f"step {step}: training the channel context ({slices} slices) for {minutes} min")
-    while step < steps and time.monotonic() - start < minutes * 60:
+    while training and step < steps and time.monotonic() - start < minutes * 60:
         y = latents[torch.randint(len(latents), (batch,))].float()
         if torch.rand(()) < 0.5:
             y = y.flip(3)

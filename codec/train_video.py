@@ -226,14 +226,19 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    from .zoo import describe, file_sha256
+
     init_copy = run / INIT_FILE
     if not init_copy.exists():
         if not init_image:
             raise ValueError("a new run needs --init-image (an image model file or id)")
-        shutil.copyfile(resolve_hyperprior(init_image), init_copy)
+        source = resolve_hyperprior(init_image)
+        if describe(source).config.get("context_slices"):
+            raise ValueError(f"{init_image} has a channel context, which video models do not support yet: "
+                             "start from an image model without one")
+        shutil.copyfile(source, init_copy)
         note(f"initialised from {init_image}")
     from .image_weights import load_float_model
-    from .zoo import describe, file_sha256
 
     image_info = describe(init_copy)
     cfg = VideoModelConfig.from_dict({**image_info.config, "prior_channels": tc.prior_channels})
