@@ -399,7 +399,19 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     from ncodec.image_model import ImageModelConfig
     from ncodec.train_image import train
 
-    cfg = ImageModelConfig(res_units=args.res_units, context_slices=args.context_slices)
+    layout = {}
+    if args.init:  # fine-tuning keeps the --init model's layout (widths, channel context)
+        from dataclasses import fields
+
+        from ncodec.image_weights import resolve_hyperprior
+        from ncodec.zoo import describe
+
+        names = {f.name for f in fields(ImageModelConfig)}
+        layout = {k: v for k, v in describe(resolve_hyperprior(args.init)).config.items() if k in names}
+    layout["res_units"] = args.res_units
+    if args.context_slices is not None:
+        layout["context_slices"] = args.context_slices
+    cfg = ImageModelConfig(**layout)
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr, args.seed,
                  args.val, args.val_every, args.init, cfg=cfg, precision=args.precision)
     _export_image_checkpoint(ckpt, args.export, args.model_id)
@@ -690,9 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--res-units", type=int, default=1,
                     help="residual units per coarse scale of the transforms (new runs; units the "
                          "--init model lacks start as identity)")
-    ti.add_argument("--context-slices", type=int, default=0,
+    ti.add_argument("--context-slices", type=int,
                     help="code the latent in this many channel slices with a channel context "
-                         "(new runs; 0: hyperprior only)")
+                         "(new runs; 0: hyperprior only; default: the --init model's, else 0)")
     ti.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
                          "where the hardware computes bf16 natively")

@@ -212,3 +212,11 @@ def test_refinement_is_on_by_default_up_to_a_pixel_count(photo, monkeypatch):
     assert encode_image(crop, 3.0) == encode_image(crop, 3.0, refine=0)
     with pytest.raises(ImageError, match="refine steps must be an integer within 0..1000, got 2.5"):
         encode_image(crop, 3.0, refine=2.5)
+
+
+def test_default_image_model_file_fits_the_12_mb_budget():
+    from ncodec.zoo import find
+
+    info = find(None, "image")
+    assert info.path.stat().st_size < 12e6
+    assert info.config.get("context_slices", 0) > 0  # the default codes with a channel context

@@ -133,3 +133,24 @@ def test_video_training_refuses_an_image_model_with_a_context(tmp_path):
     with pytest.raises(ValueError, match="has a channel context"):
         train([str(tmp_path)], str(tmp_path / "run"), 1, str(path), steps=0)
     assert not (tmp_path / "run" / "image_init.safetensors").exists()
+
+
+def test_fine_tuning_keeps_the_init_models_context_unless_told(tmp_path):
+    from ncodec.training import checkpoint_info
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with Image.open(SAMPLE) as im:
+        im.save(data / "a.png")
+    init = export(_trained_looking(TINY_CTX), tmp_path / "tiny-ctx.safetensors", "tiny-ctx")
+    common = ["train", "image", "--init", str(init), "--data", str(data), "--steps", "1", "--batch", "1",
+              "--crop", "64", "--res-units", "0"]
+    torch.set_num_threads(1)
+    try:
+        assert main([*common, "--run", str(tmp_path / "keep")]) == 0
+        assert main([*common, "--run", str(tmp_path / "drop"), "--context-slices", "0"]) == 0
+    finally:
+        torch.set_num_threads(2)
+    kept = checkpoint_info(tmp_path / "keep" / "checkpoint.safetensors")[1]["cfg"]
+    assert (kept["context_slices"], kept["context_hidden"]) == (3, 8)
+    assert checkpoint_info(tmp_path / "drop" / "checkpoint.safetensors")[1]["cfg"]["context_slices"] == 0
