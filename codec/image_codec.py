@@ -135,30 +135,38 @@ def _hyper(model: ImageCodingModel, z_sym: torch.Tensor) -> torch.Tensor:
 SliceCoder = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, code: SliceCoder) -> torch.Tensor:
+def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, inv: torch.Tensor,
+                 code: SliceCoder) -> torch.Tensor:
     """Walk the latent's channel slices in coding order (one slice without a channel context).
 
     For slice s, its exact means (int64, ACT_BITS fraction) and scale indices come from h_s's
     output `hyper` and, through the context net, the slices decoded before it;
     `code(s, mean, index)` encodes or decodes the slice's symbols and returns them. Returns the
-    decoded latent sym * 2^ACT_BITS + mean [1, M, h, w] (int64, before the inverse gain).
+    decoded latent y_hat [1, M, h, w] (int32, after the inverse gains `inv` [1, M, 1, 1]).
     """
     m, slices = model.cfg.m, max(model.cfg.context_slices, 1)
     width = m // slices
-    decoded: list[torch.Tensor] = []
+    limit = int(ACT_LIMIT)
+    y_hat = torch.empty(1, m, *hyper.shape[2:], dtype=torch.int32)
+    decoded: list[torch.Tensor] = []  # int32, clamped: the context nets' inputs
     for s in range(slices):
         part = slice(s * width, (s + 1) * width)
         mean, scale = hyper[:, part].long(), hyper[:, m:][:, part].long()
         if model.context:
-            inputs = torch.cat([mean, scale, *(d.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)) for d in decoded)], 1)
+            inputs = torch.cat([hyper[:, part], hyper[:, m:][:, part], *decoded], 1)
             delta = torch.empty(1, 2 * width, *mean.shape[2:], dtype=torch.int32)
-            run_tiled(model.context[s], inputs.double(), 1, tile=64, margin=model.context_margin, out=delta)
-            mean = (mean + delta[:, :width]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
+            net = model.context[s]
+            run_tiled(lambda t, net=net: net(t.double()), inputs, 1, tile=64, margin=model.context_margin,
+                      out=delta)
+            mean = (mean + delta[:, :width]).clamp_(-limit, limit)
             scale = scale + delta[:, width:]
         index = torch.searchsorted(model.thresholds, scale.double().reshape(-1), right=True)
         sym = code(s, mean, index.view(scale.shape).to(torch.uint8))
-        decoded.append(sym.clamp(-(1 << 20), 1 << 20) * (1 << ACT_BITS) + mean)
-    return torch.cat(decoded, 1)
+        fixed = sym.clamp(-(1 << 20), 1 << 20) * (1 << ACT_BITS) + mean
+        y_hat[:, part] = ((fixed * inv[:, part]) >> GAIN_BITS).clamp_(-limit, limit).int()
+        if model.context:
+            decoded.append(fixed.clamp_(-limit, limit).int())
+    return y_hat
 
 
 def _z_index(z: torch.Tensor) -> np.ndarray:
@@ -237,7 +245,7 @@ def _hyperprior_chunks(path, model: ImageCodingModel, x: torch.Tensor, params: I
                                                  index[..., y0:y1, x0:x1].numpy(), model.y_tables)))
         return sym
 
-    _code_slices(model, hyper, encode_slice)
+    _code_slices(model, hyper, _inverse_gain(model, params.quality_fx), encode_slice)
     return chunks
 
 
@@ -325,9 +333,7 @@ def _hyperprior_latent(model: ImageCodingModel, by_type: dict[bytes, list[bytes]
             sym[..., y0:y1, x0:x1] = torch.from_numpy(coded).view(idx.shape)
         return sym
 
-    fixed = _code_slices(model, _hyper(model, z_sym), decode_slice)
-    y_hat = (fixed * _inverse_gain(model, p.quality_fx)) >> GAIN_BITS
-    return y_hat.clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
+    return _code_slices(model, _hyper(model, z_sym), _inverse_gain(model, p.quality_fx), decode_slice)
 
 
 def _inflate(data: bytes, size: int) -> bytes:
