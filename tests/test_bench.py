@@ -168,20 +168,21 @@ def test_one_run_compares_several_ncodec_models(dataset, tmp_path, monkeypatch):
     export(ImageHyperprior(ImageModelConfig(n=16, m=24)), tmp_path / "zoo" / "tiny.safetensors", "tiny-bench")
     monkeypatch.setenv("NCODEC_MODEL_PATH", str(tmp_path / "zoo"))
     code, err = bench("--dataset", dataset, "--codecs", "ncodec,ncodec:tiny-bench,ncodec+refine0,webp",
-                      "--settings", "ncodec=2", "--settings", "ncodec:tiny-bench=2,6",
-                      "--settings", "ncodec+refine0=2", "--settings", "webp=50",
+                      "--settings", "ncodec=8", "--settings", "ncodec:tiny-bench=2,6",
+                      "--settings", "ncodec+refine0=8", "--settings", "webp=50",
                       "--limit", 1, "--out", tmp_path / "out")
     assert code == 0, err
     doc = load(tmp_path / "out" / f"image_{dataset.name}.json")
     assert [m["id"] for m in doc["machine"]["models"]] == [find(None, "image").model_id, "tiny-bench"]
     rows = {(r["codec"], r["setting"]): (r["bytes"], r["psnr"]) for r in doc["rows"]}
-    assert set(rows) == {("ncodec", 2), ("ncodec:tiny-bench", 2), ("ncodec:tiny-bench", 6),
-                         ("ncodec+refine0", 2), ("webp", 50)}
-    assert rows["ncodec", 2] != rows["ncodec:tiny-bench", 2]
+    assert set(rows) == {("ncodec", 8), ("ncodec:tiny-bench", 2), ("ncodec:tiny-bench", 6),
+                         ("ncodec+refine0", 8), ("webp", 50)}
+    assert rows["ncodec", 8] != rows["ncodec:tiny-bench", 6]
     with Image.open(dataset / "a.png") as im:
         rgb = im.convert("RGB")
-    assert rows["ncodec", 2][0] == len(encode_image(rgb, 2.0))  # as `ncodec encode` does: refined
-    assert rows["ncodec+refine0", 2][0] == len(encode_image(rgb, 2.0, refine=0)) != rows["ncodec", 2][0]
+    # as `ncodec encode` does: refined (quality 8, where refinement changes this image's file)
+    assert rows["ncodec", 8][0] == len(encode_image(rgb, 8.0))
+    assert rows["ncodec+refine0", 8][0] == len(encode_image(rgb, 8.0, refine=0)) != rows["ncodec", 8][0]
     for codecs, message in (("ncodec:nope,webp", "'nope' is not installed"),
                             ("ncodec+refinex,webp", "refine steps must be a whole number within 0..1000"),
                             ("ncodec:+refine2,webp", "is not ncodec[:MODEL][+refineN]")):
