@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
                          "where the hardware computes bf16 natively")
     ti.add_argument("--export", help="write the trained model as a shipped model file")
-    ti.add_argument("--model-id", default="image-hyperprior-v3")
+    ti.add_argument("--model-id", default="image-hyperprior-v5")
     ti.set_defaults(func=cmd_train_image)
 
     tc = tsub.add_parser(
