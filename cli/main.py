@@ -396,22 +396,20 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def cmd_train_image(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from ncodec.image_model import ImageModelConfig
     from ncodec.train_image import train
 
-    layout = {}
+    cfg = ImageModelConfig()
     if args.init:  # fine-tuning keeps the --init model's layout (widths, channel context)
-        from dataclasses import fields
-
-        from ncodec.image_weights import resolve_hyperprior
+        from ncodec.image_weights import image_config, resolve_hyperprior
         from ncodec.zoo import describe
 
-        names = {f.name for f in fields(ImageModelConfig)}
-        layout = {k: v for k, v in describe(resolve_hyperprior(args.init)).config.items() if k in names}
-    layout["res_units"] = args.res_units
+        cfg = image_config(describe(resolve_hyperprior(args.init)))
+    cfg = replace(cfg, res_units=args.res_units)
     if args.context_slices is not None:
-        layout["context_slices"] = args.context_slices
-    cfg = ImageModelConfig(**layout)
+        cfg = replace(cfg, context_slices=args.context_slices)
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr, args.seed,
                  args.val, args.val_every, args.init, cfg=cfg, precision=args.precision)
     _export_image_checkpoint(ckpt, args.export, args.model_id)

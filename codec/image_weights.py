@@ -103,10 +103,15 @@ class ImageCodingModel:
     context_margin: int = 0  # latent positions around a tile of a context net's input
 
 
-def _skeleton(info: ModelInfo) -> ImageHyperprior:
-    """The float model of a file's config (a video model file's config has more keys)."""
+def image_config(info: ModelInfo) -> ImageModelConfig:
+    """The image model layout of a file's config (a video model file's config has more keys)."""
     names = {f.name for f in fields(ImageModelConfig)}
-    return ImageHyperprior(ImageModelConfig(**{k: v for k, v in info.config.items() if k in names}))
+    return ImageModelConfig(**{k: v for k, v in info.config.items() if k in names})
+
+
+def _skeleton(info: ModelInfo) -> ImageHyperprior:
+    """The float model of a file's config."""
+    return ImageHyperprior(image_config(info))
 
 
 def _decoder_params(t: dict[str, torch.Tensor], net: str, count: int) -> list[dict]:

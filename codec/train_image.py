@@ -94,7 +94,8 @@ def train(
     precision: str = "auto",
 ) -> Path:
     """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors
-    (with the checkpoint's model config; `cfg` applies to a new run).
+    (with the checkpoint's model config; `cfg` applies to a new run, by default the `init`
+    model's layout, else ImageModelConfig()).
 
     precision: "fp32", "bf16" (autocast of the transforms; latents and rates stay fp32) or
     "auto" (bf16 where the device computes it natively, e.g. AMX/AVX512-BF16 CPUs, else fp32).
@@ -104,6 +105,11 @@ def train(
     resumed = checkpoint_info(run / CHECKPOINT)[1] if (run / CHECKPOINT).exists() else None
     if resumed:  # a resumed run keeps the layout it started with
         cfg = ImageModelConfig(**resumed["cfg"])
+    if cfg is None and init:
+        from .image_weights import image_config, resolve_hyperprior
+        from .zoo import describe
+
+        cfg = image_config(describe(resolve_hyperprior(init)))
     cfg = cfg or ImageModelConfig()
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -39,16 +39,18 @@ def _gains(model: ImageHyperprior, quality: torch.Tensor) -> torch.Tensor:
     return ((1 - w) * model.log_gain[lo] + w * model.log_gain[lo + 1]).exp()[..., None, None]
 
 
-def latent_bits(model: ImageHyperprior, y: torch.Tensor, quality: torch.Tensor, noise: bool,
-                context: bool = True) -> torch.Tensor:
-    """Bits [B] of the scaled latents of g_a's outputs y [B, M, h, w] (noise: uniform noise in
-    place of rounding; context=False: h_s's prior alone)."""
+def scaled_latent(model: ImageHyperprior, y: torch.Tensor, quality: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g_a's outputs y [B, M, h, w] scaled to fractional qualities [B], h_s's output for them)."""
     ys = y * _gains(model, quality)
-    hyper = model.h_s(torch.round(model.h_a(ys)))
-    if context:
-        mean, scale = model.latent_params(ys, hyper)
-    else:
-        mean, scale = hyper.chunk(2, 1)
+    return ys, model.h_s(torch.round(model.h_a(ys)))
+
+
+def latent_bits(model: ImageHyperprior, ys: torch.Tensor, hyper: torch.Tensor, noise: bool,
+                context: bool = True) -> torch.Tensor:
+    """Bits [B] of scaled latents ys given h_s's output (noise: uniform noise in place of
+    rounding; context=False: h_s's prior alone)."""
+    mean, scale = model.latent_params(ys, hyper) if context else hyper.chunk(2, 1)
     centred = ys - mean
     q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5) if noise else torch.round(centred)
     return -torch.log2(gaussian_likelihood(q, scale.clamp_min(SCALE_MIN))).sum((1, 2, 3))
@@ -80,9 +82,11 @@ def validate(model: ImageHyperprior, latents: list[torch.Tensor]) -> list[float]
     """Per quality level: the rounded latents' bits with the context over those without it."""
     ratios = []
     for level in range(model.cfg.levels):
-        q = torch.tensor([float(level)])
-        with_ctx = sum(float(latent_bits(model, y, q, False)) for y in latents)
-        without = sum(float(latent_bits(model, y, q, False, context=False)) for y in latents)
+        with_ctx = without = 0.0
+        for y in latents:
+            ys, hyper = scaled_latent(model, y, torch.tensor([float(level)]))
+            with_ctx += float(latent_bits(model, ys, hyper, False))
+            without += float(latent_bits(model, ys, hyper, False, context=False))
         ratios.append(round(with_ctx / without, 4))
     return ratios
 
@@ -93,7 +97,8 @@ def train_context(
     seed: int = 0, val: str | None = None, val_every: int = 2000,
 ) -> Path:
     """Train the context nets until `minutes` or `steps`; resumes from run_dir's checkpoint (with
-    the checkpoint's layout). Returns the checkpoint path (the whole model: `export_checkpoint`)."""
+    the checkpoint's layout). Returns the checkpoint path (the whole model, as
+    `train_image.checkpoint_model` reads it)."""
     from .image_weights import load_float_model, resolve_hyperprior
     from .zoo import describe
 
@@ -131,8 +136,8 @@ def train_context(
         y = latents[torch.randint(len(latents), (batch,))].float()
         if torch.rand(()) < 0.5:
             y = y.flip(3)
-        quality = torch.rand(batch) * (cfg.levels - 1)
-        loss = latent_bits(model, y, quality, True).mean() / (crop * crop)
+        ys, hyper = scaled_latent(model, y, torch.rand(batch) * (cfg.levels - 1))
+        loss = latent_bits(model, ys, hyper, True).mean() / (crop * crop)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

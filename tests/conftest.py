@@ -33,6 +33,20 @@ def imported_after(*modules: str) -> set[str]:
     return set(res.stdout.split())
 
 
+def trained_looking(cfg, part: str, spread: float):
+    """A tiny image model whose `part` (e.g. "g_s", "context"), zero-initialised where new
+    layers start as identity, has its parameters moved by noise of `spread`, as after training."""
+    import torch
+    from ncodec.image_model import ImageHyperprior
+
+    torch.manual_seed(1)
+    model = ImageHyperprior(cfg).eval()
+    with torch.no_grad():
+        for p in getattr(model, part).parameters():
+            p.add_(spread * torch.randn_like(p))
+    return model
+
+
 def psnr(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)

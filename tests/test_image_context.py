@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLE
+from conftest import SAMPLE, trained_looking
 from ncodec import container as ct
 from ncodec.cli.main import main
 from ncodec.fixed_point import ACT_BITS
@@ -20,12 +20,7 @@ TINY_CTX = ImageModelConfig(n=16, m=24, context_slices=3, context_hidden=8)
 
 def _trained_looking(cfg: ImageModelConfig) -> ImageHyperprior:
     """A model whose context nets are not zero (as after training)."""
-    torch.manual_seed(1)
-    model = ImageHyperprior(cfg).eval()
-    with torch.no_grad():
-        for p in model.context.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
+    return trained_looking(cfg, "context", 0.1)
 
 
 def test_a_new_context_starts_as_the_model_it_extends():

@@ -1,6 +1,7 @@
 """Residual units in the image transforms: warm starts, the integer mirror and tiling margins."""
 
 import torch
+from conftest import trained_looking
 from ncodec.fixed_point import ACT_BITS, run_tiled
 from ncodec.image_model import ImageHyperprior, ImageModelConfig, warm_start
 from ncodec.image_weights import export, load_coding_model, load_float_model
@@ -22,12 +23,7 @@ def test_new_residual_units_start_as_the_model_they_extend():
 
 def _trained_looking(cfg: ImageModelConfig) -> ImageHyperprior:
     """A model whose residual branches are not zero (as after training)."""
-    torch.manual_seed(1)
-    model = ImageHyperprior(cfg).eval()
-    with torch.no_grad():
-        for p in model.g_s.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model
+    return trained_looking(cfg, "g_s", 0.02)
 
 
 def test_integer_residual_units_follow_the_float_synthesis(tmp_path):
