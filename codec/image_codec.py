@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,7 @@ MAX_PIXELS = 100_000_000
 ALIGN = 64  # the model downsamples by 64 (y by 16, z by 4 more)
 Y_TILE = 64  # latent tile per YLAT chunk (1024x1024 pixels)
 QUALITY_STEPS = 256
+SYMBOL_LIMIT = 1 << 20  # decoded symbols are clamped to +-SYMBOL_LIMIT
 REFINE_TILE = 32  # latent tile refined at once (512x512 pixels), with a margin of context
 REFINE_MARGIN = 4
 DEFAULT_REFINE = 20  # refinement steps when the caller names none (images and video intra frames)
@@ -133,21 +134,23 @@ def _hyper(model: ImageCodingModel, z_sym: torch.Tensor) -> torch.Tensor:
 
 
 SliceCoder = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+SliceFinisher = Callable[[slice, torch.Tensor], torch.Tensor]
 
 
-def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, inv: torch.Tensor,
-                 code: SliceCoder) -> torch.Tensor:
+def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, code: SliceCoder, out: torch.Tensor,
+                 finish: SliceFinisher) -> torch.Tensor:
     """Walk the latent's channel slices in coding order (one slice without a channel context).
 
     For slice s, its exact means (int64, ACT_BITS fraction) and scale indices come from h_s's
     output `hyper` and, through the context net, the slices decoded before it;
-    `code(s, mean, index)` encodes or decodes the slice's symbols and returns them. Returns the
-    decoded latent y_hat [1, M, h, w] (int32, after the inverse gains `inv` [1, M, 1, 1]).
+    `code(s, mean, index)` encodes or decodes the slice's symbols and returns them.
+    `finish(channels, q)` turns the slice's decoded values q = symbols * 2^ACT_BITS + mean
+    (int64) into what `out` [1, M, h, w] keeps of them (e.g. y_hat after the inverse gains), so
+    only one slice is ever held at 64 bits. Returns `out`.
     """
     m, slices = model.cfg.m, max(model.cfg.context_slices, 1)
     width = m // slices
     limit = int(ACT_LIMIT)
-    y_hat = torch.empty(1, m, *hyper.shape[2:], dtype=torch.int32)
     decoded: list[torch.Tensor] = []  # int32, clamped: the context nets' inputs
     for s in range(slices):
         part = slice(s * width, (s + 1) * width)
@@ -162,11 +165,52 @@ def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, inv: torch.Tensor
             scale = scale + delta[:, width:]
         index = torch.searchsorted(model.thresholds, scale.double().reshape(-1), right=True)
         sym = code(s, mean, index.view(scale.shape).to(torch.uint8))
-        fixed = sym.clamp(-(1 << 20), 1 << 20) * (1 << ACT_BITS) + mean
-        y_hat[:, part] = ((fixed * inv[:, part]) >> GAIN_BITS).clamp_(-limit, limit).int()
+        fixed = sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) * (1 << ACT_BITS) + mean
+        out[:, part] = finish(part, fixed)
         if model.context:
             decoded.append(fixed.clamp_(-limit, limit).int())
-    return y_hat
+    return out
+
+
+def _dequantized(model: ImageCodingModel, inv: torch.Tensor) -> SliceFinisher:
+    """`_code_slices`' finisher for y_hat: q times the inverse gains `inv` [1, M, 1, 1], int32."""
+    limit = int(ACT_LIMIT)
+    return lambda part, q: ((q * inv[:, part]) >> GAIN_BITS).clamp_(-limit, limit).int()
+
+
+def _latent_out(model: ImageCodingModel, hyper: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(1, model.cfg.m, *hyper.shape[2:], dtype=dtype)
+
+
+def _slice_encoder(model: ImageCodingModel, y: torch.Tensor, tiles: list[tuple[int, int, int, int]],
+                   payloads: list[bytes]) -> SliceCoder:
+    """`_code_slices`' coder of the scaled latent y [1, M, h, w]: each slice's symbols
+    round(y - mean), appended to `payloads` one range-coded payload per latent tile."""
+    width = model.cfg.m // max(model.cfg.context_slices, 1)
+
+    def encode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        sym = torch.round(y[:, s * width:(s + 1) * width].double() - mean.double() * 2.0**-ACT_BITS).long()
+        for y0, y1, x0, x1 in tiles:
+            payloads.append(coder.encode(sym[..., y0:y1, x0:x1].numpy(), index[..., y0:y1, x0:x1].numpy(),
+                                         model.y_tables))
+        return sym
+
+    return encode_slice
+
+
+def _slice_decoder(model: ImageCodingModel, tiles: list[tuple[int, int, int, int]],
+                   payloads: Iterator[bytes]) -> SliceCoder:
+    """`_code_slices`' coder that decodes each slice's symbols from the next payloads, one per tile."""
+
+    def decode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        sym = torch.empty(mean.shape, dtype=torch.long)
+        for y0, y1, x0, x1 in tiles:
+            idx = index[..., y0:y1, x0:x1]
+            coded = coder.decode(next(payloads), idx.numpy(), model.y_tables)
+            sym[..., y0:y1, x0:x1] = torch.from_numpy(coded).view(idx.shape)
+        return sym
+
+    return decode_slice
 
 
 def _z_index(z: torch.Tensor) -> np.ndarray:
@@ -235,18 +279,12 @@ def _hyperprior_chunks(path, model: ImageCodingModel, x: torch.Tensor, params: I
         hyper = _hyper(model, z_sym)
     if refine > 0:
         y = _refine(path, model, x, y, hyper.double() * 2.0**-ACT_BITS, params.quality_fx, refine, progress)
-    width = m // max(model.cfg.context_slices, 1)
-    chunks = [(CHUNK_Z, coder.encode(z_sym.numpy(), _z_index(z_sym), model.z_tables))]
-
-    def encode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        sym = torch.round(y[:, s * width:(s + 1) * width].double() - mean.double() * 2.0**-ACT_BITS).long()
-        for y0, y1, x0, x1 in params.y_tiles():
-            chunks.append((CHUNK_Y, coder.encode(sym[..., y0:y1, x0:x1].numpy(),
-                                                 index[..., y0:y1, x0:x1].numpy(), model.y_tables)))
-        return sym
-
-    _code_slices(model, hyper, _inverse_gain(model, params.quality_fx), encode_slice)
-    return chunks
+    payloads: list[bytes] = []
+    inv = _inverse_gain(model, params.quality_fx)
+    _code_slices(model, hyper, _slice_encoder(model, y, params.y_tiles(), payloads),
+                 _latent_out(model, hyper, torch.int32), _dequantized(model, inv))
+    z_payload = coder.encode(z_sym.numpy(), _z_index(z_sym), model.z_tables)
+    return [(CHUNK_Z, z_payload), *((CHUNK_Y, p) for p in payloads)]
 
 
 def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, hyper: torch.Tensor,
@@ -322,18 +360,10 @@ def _hyperprior_latent(model: ImageCodingModel, by_type: dict[bytes, list[bytes]
     hp, wp = p.padded
     z_sym = torch.zeros((1, model.cfg.n, hp // 64, wp // 64), dtype=torch.long)
     z_sym.view(-1)[:] = torch.from_numpy(coder.decode(by_type[CHUNK_Z][0], _z_index(z_sym), model.z_tables))
-    tiles = p.y_tiles()
-    payloads = iter(by_type[CHUNK_Y])
-
-    def decode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        sym = torch.empty(mean.shape, dtype=torch.long)
-        for y0, y1, x0, x1 in tiles:
-            idx = index[..., y0:y1, x0:x1]
-            coded = coder.decode(next(payloads), idx.numpy(), model.y_tables)
-            sym[..., y0:y1, x0:x1] = torch.from_numpy(coded).view(idx.shape)
-        return sym
-
-    return _code_slices(model, _hyper(model, z_sym), _inverse_gain(model, p.quality_fx), decode_slice)
+    hyper = _hyper(model, z_sym)
+    return _code_slices(model, hyper, _slice_decoder(model, p.y_tiles(), iter(by_type[CHUNK_Y])),
+                        _latent_out(model, hyper, torch.int32),
+                        _dequantized(model, _inverse_gain(model, p.quality_fx)))
 
 
 def _inflate(data: bytes, size: int) -> bytes:

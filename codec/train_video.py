@@ -233,9 +233,6 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
         if not init_image:
             raise ValueError("a new run needs --init-image (an image model file or id)")
         source = resolve_hyperprior(init_image)
-        if describe(source).config.get("context_slices"):
-            raise ValueError(f"{init_image} has a channel context, which video models do not support yet: "
-                             "start from an image model without one")
         shutil.copyfile(source, init_copy)
         note(f"initialised from {init_image}")
     from .image_weights import load_float_model

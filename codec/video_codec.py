@@ -2,7 +2,7 @@
 
 Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   x -> g_a (tiled) -> y * gain -> h_a -> z (rounded, factorized tables) -> exact h_s -> (mean_h, scale_h)
-  intra frame (t % gop == 0): (mean, scale) = (mean_h, scale_h)        exactly the image codec
+  intra frame (t % gop == 0): exactly the image codec (with the channel context, if any)
   inter frame: (mean, scale) = (mean_h, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
   -> one IFRM / SFRM chunk per frame; a seek index lists the intra frames (random access).
@@ -34,17 +34,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ncodec.entropy import coder
-from ncodec.entropy.gaussian import scale_table
 
 from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
 from .image_codec import (
     QUALITY_STEPS,
+    SYMBOL_LIMIT,
     ImageError,
     ImageParams,
+    SliceCoder,
+    _code_slices,
     _gain,
+    _hyper,
     _inverse_gain,
+    _latent_out,
     _refine,
+    _slice_decoder,
+    _slice_encoder,
     _to_pixels,
     _z_index,
     refine_steps,
@@ -69,7 +75,6 @@ MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
 MAX_GOP = 65535
 MAX_RATE = 1000  # frames per second
 DEFAULT_GOP = 32
-SYMBOL_LIMIT = 1 << 20  # decoded symbols are clamped to +-SYMBOL_LIMIT (as images are)
 _U32 = struct.Struct(">I")
 
 
@@ -245,23 +250,27 @@ class FrameCoder:
             self._valid[: self.geometry.height, : self.geometry.width] = 1
         self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
 
-    def entropy_params(self, z_sym: torch.Tensor, intra: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact (mean [int64, ACT_BITS fraction], scale index [uint8]) of every y element."""
+    def entropy_params(self, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact (mean [int64, ACT_BITS fraction], scale index [uint8]) of every y element of an
+        inter frame: the hyperprior's corrected by the temporal prior."""
+        if self.latent is None:
+            raise VideoError("an inter frame needs the previous frame's latent")
         im, m = self.im, self.im.cfg.m
-        _, _, h, w = z_sym.shape
-        hyper = torch.empty(1, 2 * m, 4 * h, 4 * w, dtype=torch.int32)
-        run_tiled(im.h_s, z_sym.double() * 2.0**ACT_BITS, 4, tile=32, margin=2, out=hyper)
-        mean, scale = hyper[:, :m].long(), hyper[:, m:].long()
-        if not intra:
-            if self.latent is None:
-                raise VideoError("an inter frame needs the previous frame's latent")
-            delta = torch.empty_like(hyper)
-            run_tiled(self.model.prior, torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
-                      margin=self.model.margin, out=delta)
-            mean = (mean + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
-            scale = scale + delta[:, m:]
+        hyper = _hyper(im, z_sym)
+        delta = torch.empty_like(hyper)
+        run_tiled(self.model.prior, torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
+                  margin=self.model.margin, out=delta)
+        mean = (hyper[:, :m].long() + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
+        scale = hyper[:, m:].long() + delta[:, m:]
         index = torch.searchsorted(im.thresholds, scale.double().reshape(-1), right=True)
         return mean, index.view(scale.shape).to(torch.uint8)
+
+    def _intra(self, z_sym: torch.Tensor, code: SliceCoder) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q [int64], latent [int32]) of an intra frame, coded or decoded by `code` slice by
+        slice exactly as the image codec does (`image_codec._code_slices`)."""
+        hyper = _hyper(self.im, z_sym)
+        q = _code_slices(self.im, hyper, code, _latent_out(self.im, hyper, torch.int64), lambda part, q: q)
+        return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
 
     def _carry(self, sym: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """sym * 2^ACT_BITS + mean (int64), and the clamped latent kept for the next frame."""
@@ -307,20 +316,16 @@ class FrameCoder:
             z = run_tiled(im.h_a, y, 1 / 4, tile=256, margin=16,
                           out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
             z_sym = torch.round(z).long()
-            mean, index = self.entropy_params(z_sym, intra)
-            if intra and self.refine:
-                with torch.inference_mode(False):  # (gradients through the synthesis)
-                    scale = torch.from_numpy(scale_table())[index.long()]
-                    hyper = torch.cat([mean.double() * 2.0**-ACT_BITS, scale], 1)
-                    y = _refine(self.model.info.path, im, x, y, hyper, self.params.quality_fx, self.refine,
-                                None)
+            if intra:
+                return CHUNK_INTRA, self._encode_intra(x, y, z_sym)
+            mean, index = self.entropy_params(z_sym)
             sym = self._symbols(y, mean)
             q, latent = self._carry(sym, mean)
             skip, coded, z_copied = np.zeros(self.blocks, dtype=bool), None, False
-            if not intra and self.synthesis is not None:
+            if self.synthesis is not None:
                 skip, coded = self._choose_skips(x, q, sym, index)
             copied = self._positions(skip)
-            if not intra and self.synthesis is not None and not skip.all():
+            if self.synthesis is not None and not skip.all():
                 copy = self._with_last_z(y, z_sym, sym, index, ~copied)
                 if copy is not None:
                     z_copied, coded = True, None  # (coded is of the other latents)
@@ -334,13 +339,26 @@ class FrameCoder:
             self.latent = latent
             if not skip.all():  # z is coded (or copied): the decoder holds it from here on
                 self.z_sym = z_sym
-        if intra:
-            return CHUNK_INTRA, pack_frame(self._code_z(z_sym), self._code_y(sym, index))
         head = pack_skip_map(skip, z_copied)
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
         ys = self._code_y(sym, index, ~copied)
         return CHUNK_INTER, pack_frame(head, ys if z_copied else [self._code_z(z_sym), *ys])
+
+    def _encode_intra(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor) -> bytes:
+        """An intra frame's chunk data (z, then the y payloads slice by slice, tile by tile), with
+        the encoder-side refinement of y when enabled; keeps its latent for the next frame."""
+        if self.refine:
+            hyper = _hyper(self.im, z_sym).double() * 2.0**-ACT_BITS
+            with torch.inference_mode(False):  # (gradients through the synthesis)
+                y = _refine(self.model.info.path, self.im, x, y, hyper, self.params.quality_fx, self.refine,
+                            None)
+        payloads: list[bytes] = []
+        q, self.latent = self._intra(z_sym, _slice_encoder(self.im, y, self.tiles, payloads))
+        self.z_sym = z_sym
+        if self.synthesis is not None:
+            self.recon = self._synthesize(q)
+        return pack_frame(self._code_z(z_sym), payloads)
 
     @staticmethod
     def _symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -350,7 +368,7 @@ class FrameCoder:
                      keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(mean, index, symbols) of an inter frame coded with the last coded z, when that costs
         fewer estimated bits at positions `keep` than coding its own z and symbols; else None."""
-        mean, index_old = self.entropy_params(self.z_sym, False)
+        mean, index_old = self.entropy_params(self.z_sym)
         sym_old = self._symbols(y, mean)
         z_bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables).sum()
         if self._y_bits(sym_old, index_old, keep) < self._y_bits(sym, index, keep) + z_bits:
@@ -389,8 +407,10 @@ class FrameCoder:
         if skip.all():
             _payloads(data, 0, t)  # nothing may follow
             q, latent = self.latent.long(), self.latent
+        elif kind == CHUNK_INTRA:
+            q, latent = self._decode_intra(data, t)
         else:
-            q, latent = self._decode_coded(data, kind == CHUNK_INTRA, t, ~self._positions(skip), z_copied)
+            q, latent = self._decode_coded(data, t, ~self._positions(skip), z_copied)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
         self.latent = latent
         if not synthesize:
@@ -405,23 +425,36 @@ class FrameCoder:
         self._shown = (y_hat, rgb)
         return rgb.copy()
 
-    def _decode_coded(self, data: bytes, intra: bool, t: int, keep: torch.Tensor, z_copied: bool = False
+    def _decode_intra(self, data: bytes, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q [int64], latent [int32]) of an intra frame's chunk data."""
+        slices = max(self.im.cfg.context_slices, 1)
+        z_payload, y_payloads = unpack_frame(data, slices * len(self.tiles), t)
+        try:
+            self.z_sym = self._decode_z(z_payload)
+            return self._intra(self.z_sym, _slice_decoder(self.im, self.tiles, iter(y_payloads)))
+        except coder.DecodeError as err:
+            raise VideoError(f"frame {t}: {err}") from None
+
+    def _decode_z(self, payload: bytes) -> torch.Tensor:
+        hp, wp = self.geometry.padded
+        z_sym = torch.zeros((1, self.im.cfg.n, hp // 64, wp // 64), dtype=torch.long)
+        z_sym.view(-1)[:] = torch.from_numpy(coder.decode(payload, _z_index(z_sym), self.im.z_tables))
+        return z_sym
+
+    def _decode_coded(self, data: bytes, t: int, keep: torch.Tensor, z_copied: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q [int64], latent [int32]) of a frame with coded symbols at positions `keep`; the other
-        positions copy the previous latent. z_copied: the chunk holds no z, the last one serves."""
+        """(q [int64], latent [int32]) of an inter frame with coded symbols at positions `keep`; the
+        other positions copy the previous latent. z_copied: the chunk holds no z, the last one serves."""
         im, (hp, wp) = self.im, self.geometry.padded
-        m, n = im.cfg.m, im.cfg.n
         if z_copied:
-            y_payloads, z_sym = _payloads(data, len(self.tiles), t), self.z_sym
+            y_payloads = _payloads(data, len(self.tiles), t)
         else:
             z_payload, y_payloads = unpack_frame(data, len(self.tiles), t)
         try:
             if not z_copied:
-                z_sym = torch.zeros((1, n, hp // 64, wp // 64), dtype=torch.long)
-                z_sym.view(-1)[:] = torch.from_numpy(coder.decode(z_payload, _z_index(z_sym), im.z_tables))
-                self.z_sym = z_sym
-            mean, index = self.entropy_params(z_sym, intra)
-            q = torch.empty(1, m, hp // 16, wp // 16, dtype=torch.long)
+                self.z_sym = self._decode_z(z_payload)
+            mean, index = self.entropy_params(self.z_sym)
+            q = torch.empty(1, im.cfg.m, hp // 16, wp // 16, dtype=torch.long)
             if not keep.all():
                 q.copy_(self.latent)
             for (y0, y1, x0, x1), payload in zip(self.tiles, y_payloads, strict=True):

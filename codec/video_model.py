@@ -2,9 +2,10 @@
 
 Every frame goes through the image model's transforms unchanged: x_t -> g_a -> y_t * gain[q] ->
 h_a -> z_t, and h_s(z_hat_t) gives the hyperprior's (mean, scale) for y_t * gain[q]. An intra
-frame is coded exactly as an image. An inter frame replaces that (mean, scale) by the output of
-the temporal prior P, a small convolutional network at latent resolution that sees the previous
-frame's quantized latent next to the hyperprior's guess (a spatiotemporal entropy model, cf.
+frame is coded exactly as an image (with the image model's channel context, if it has one). An
+inter frame replaces the hyperprior's (mean, scale) by the output of the temporal prior P, a small
+convolutional network at latent resolution that sees the previous frame's quantized latent next
+to the hyperprior's guess (a spatiotemporal entropy model, cf.
 "Spatiotemporal Entropy Model is All You Need for Learned Video Compression"):
 
     (mean, scale)_t = (mean_h, scale_h)_t + P(y_q[t-1], mean_h[t], scale_h[t])
@@ -12,7 +13,7 @@ frame's quantized latent next to the hyperprior's guess (a spatiotemporal entrop
 All three inputs live in the gain-scaled domain (the domain of the symbols), so P needs no
 quality input: y_q[t-1] = round(y[t-1] * gain - mean[t-1]) + mean[t-1], the value the decoder
 holds as integers. P's last convolution starts at zero, so an untrained P codes inter frames
-exactly like intra frames, and training can only move it towards cheaper codes. P is built from
+with the hyperprior alone, and training can only move it towards cheaper codes. P is built from
 stride-1 convolutions and LeakyReLU(1/8) only: `fixed_point.build_intnet` mirrors it in exact
 integer arithmetic, so the decoder picks every CDF identically on every machine.
 """
@@ -36,10 +37,13 @@ class VideoModelConfig:
     levels: int = 8
     prior_channels: int = 64  # width of the temporal prior's hidden layers
     res_units: int = 0  # the image part's residual units (ImageModelConfig)
+    context_slices: int = 0  # the image part's channel context, used by intra frames
+    context_hidden: int = 64
 
     @property
     def image(self) -> ImageModelConfig:
-        return ImageModelConfig(self.n, self.m, self.levels, self.res_units)
+        return ImageModelConfig(self.n, self.m, self.levels, self.res_units, self.context_slices,
+                                self.context_hidden)
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoModelConfig:
@@ -87,10 +91,11 @@ class VideoModel(nn.Module):
                 train_transforms: bool = False, reconstruct: bool = True) -> dict[str, torch.Tensor]:
         """frames [B, T, 3, H, W] in [0, 1] (H, W multiples of 64), level [B] quality indices.
 
-        Frame 0 is intra (hyperprior), frames 1.. are inter (temporal prior on the previous
-        frame's quantized latent). Returns bpp [B, T] (y and z bits over the frame's pixels) and,
-        with `reconstruct`, x_hat [B, T, 3, H, W] and mse [B, T]. With train_transforms=False
-        the image model runs without gradients: only P learns (the rate of inter frames).
+        Frame 0 is intra (hyperprior, and the channel context if any), frames 1.. are inter
+        (temporal prior on the previous frame's quantized latent). Returns bpp [B, T] (y and z
+        bits over the frame's pixels) and, with `reconstruct`, x_hat [B, T, 3, H, W] and mse
+        [B, T]. With train_transforms=False the image model runs without gradients: only P learns
+        (the rate of inter frames).
         """
         b, t = frames.shape[:2]
         im = self.image
@@ -100,16 +105,19 @@ class VideoModel(nn.Module):
         with torch.set_grad_enabled(train_transforms and torch.is_grad_enabled()):
             y = im.g_a(x).float() * gain
             z = im.h_a(y).float()
-            mean_h, scale_h = (v.float() for v in im.hyper_params(_ste_round(z)))
+            hyper = im.h_s(_ste_round(z)).float()
             z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
             z_bits = -torch.log2(im.z_density.likelihood(z_q)).sum((1, 2, 3)).view(b, t)
-        y, mean_h, scale_h = (v.unflatten(0, (b, t)) for v in (y, mean_h, scale_h))
+        y, hyper = (v.unflatten(0, (b, t)) for v in (y, hyper))
         y_bits, y_hat, prev = [], [], None
         for i in range(t):
             if prev is None:
-                mean, scale = mean_h[:, i], scale_h[:, i]
+                with torch.set_grad_enabled(train_transforms and torch.is_grad_enabled()):
+                    mean, scale = im.latent_params(y[:, i], hyper[:, i])
+                scale = scale.clamp_min(SCALE_MIN)
             else:
-                mean, scale = self.prior(prev, mean_h[:, i], scale_h[:, i])
+                mean_h, scale_h = hyper[:, i].chunk(2, 1)
+                mean, scale = self.prior(prev, mean_h, scale_h.clamp_min(SCALE_MIN))
             centred = y[:, i] - mean
             y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5) if noise else torch.round(centred)
             y_bits.append(-torch.log2(gaussian_likelihood(y_q, scale)).sum((1, 2, 3)))

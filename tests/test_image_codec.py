@@ -222,3 +222,24 @@ def test_default_image_model_file_fits_the_12_mb_budget():
     info = find(None, "image")
     assert info.path.stat().st_size < 12e6
     assert info.config.get("context_slices", 0) > 0  # the default codes with a channel context
+
+
+def test_two_installed_models_with_one_id_warn_and_files_of_either_decode(tmp_path, monkeypatch):
+    import os
+
+    from conftest import trained_looking
+    from ncodec.image_model import ImageModelConfig
+    from ncodec.image_weights import export
+
+    cfg = ImageModelConfig(n=16, m=24)
+    first = export(trained_looking(cfg, "g_s", 0.01), tmp_path / "a" / "twin.safetensors", "twin")
+    second = export(trained_looking(cfg, "h_s", 0.01), tmp_path / "b" / "twin.safetensors", "twin")
+    image = Image.new("RGB", (40, 24), (90, 140, 200))
+    monkeypatch.setenv("NCODEC_MODEL_PATH", str(tmp_path / "b"))
+    data = encode_image(image, 3.0, "twin", refine=0)
+    monkeypatch.setenv("NCODEC_MODEL_PATH", os.pathsep.join(str(tmp_path / d) for d in "ab"))
+    with pytest.warns(UserWarning) as caught:
+        assert find("twin", "image").path == first
+    assert str(caught[0].message) == (f"several installed models are called 'twin'; using {first} "
+                                      f"(ignored: {second})")
+    assert decode_image(data).size == (40, 24)  # found by its weights hash, not the first by name

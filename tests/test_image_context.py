@@ -121,15 +121,6 @@ def model_info(folder) -> dict:
         return f.metadata()
 
 
-def test_video_training_refuses_an_image_model_with_a_context(tmp_path):
-    from ncodec.train_video import train
-
-    path = export(_trained_looking(TINY_CTX), tmp_path / "tiny-ctx.safetensors", "tiny-ctx")
-    with pytest.raises(ValueError, match="has a channel context"):
-        train([str(tmp_path)], str(tmp_path / "run"), 1, str(path), steps=0)
-    assert not (tmp_path / "run" / "image_init.safetensors").exists()
-
-
 def test_fine_tuning_keeps_the_init_models_context_unless_told(tmp_path):
     from ncodec.training import checkpoint_info
 

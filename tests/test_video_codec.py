@@ -164,6 +164,50 @@ def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
         assert np.array_equal(np.asarray(decode_image(image_file)), out)
 
 
+def test_intra_frames_code_with_the_image_models_channel_context(models, clips, tmp_path, monkeypatch):
+    """A video model made from an image model with a channel context codes its intra frames exactly
+    as the image codec does with that model (z, then each slice's tile payloads), and the prior
+    (warm-started, trained a step on that model's latents) codes the inter frames."""
+    import os
+
+    from conftest import trained_looking
+    from ncodec import container as ct
+    from ncodec.image_codec import decode_image, encode_image
+    from ncodec.image_model import ImageModelConfig
+    from ncodec.image_weights import export as export_image
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+    from ncodec.video_codec import unpack_frame
+    from ncodec.video_weights import export
+
+    folder = tmp_path / "m"
+    cfg = ImageModelConfig(n=16, m=24, context_slices=3, context_hidden=8)
+    image = export_image(trained_looking(cfg, "context", 0.1), folder / "ctx-image.safetensors", "ctx-image")
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
+    with one_thread():
+        ckpt = train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, str(image), steps=1, tc=tc,
+                     init_prior=TINY_VIDEO_ID)
+    model, training, image_tensors = load_checkpoint_model(ckpt)
+    assert model.cfg.context_slices == 3 and model.cfg.context_hidden == 8
+    export(model, folder / "ctx-video.safetensors", "ctx-video", training, image_tensors,
+           training["image_model"])
+    monkeypatch.setenv("NCODEC_MODEL_PATH", f"{models}{os.pathsep}{folder}")
+
+    frames = panning(3, 48, 40, 2)
+    intra = frame_chunks(encode(frames, gop=1, model="ctx-video", refine=2))
+    for rgb, chunk in zip(frames, intra, strict=True):
+        image_file = encode_image(Image.fromarray(rgb), 4.0, "ctx-image", refine=2)
+        pieces = {t: [c.data for c in ct.read_container(image_file, (b"ZLAT", b"YLAT"))[1] if c.type == t]
+                  for t in (b"ZLAT", b"YLAT")}
+        assert len(pieces[b"YLAT"]) == 3
+        assert unpack_frame(chunk.data, 3, 0) == (pieces[b"ZLAT"][0], pieces[b"YLAT"])
+    data = encode(frames, gop=2, model="ctx-video")
+    assert [c.type for c in frame_chunks(data)] == [b"IFRM", b"SFRM", b"IFRM"]
+    out = decode(data)
+    assert np.array_equal(out, decode(data)) and out.shape == (3, 40, 48, 3)
+    assert np.array_equal(out[0], np.asarray(decode_image(encode_image(Image.fromarray(frames[0]), 4.0,
+                                                                       "ctx-image"))))
+
+
 def test_untrained_prior_codes_inter_frames_exactly_like_intra_frames(models):
     """With no skipped block, an inter chunk is a skip map saying so, then an intra chunk's payloads."""
     from ncodec.video_codec import MAP_NONE, pack_frame

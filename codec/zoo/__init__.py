@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 ZOO_DIR = Path(__file__).parent
-DEFAULT_MODELS = {"image": "image-hyperprior-v4", "audio": "audio-seanet-v1", "video": "video-stprior-v2"}
+DEFAULT_MODELS = {"image": "image-hyperprior-v4", "audio": "audio-seanet-v1", "video": "video-stprior-v3"}
 
 
 class ModelNotFound(LookupError):
@@ -118,9 +118,13 @@ def find(model_id: str | None, modality: str) -> ModelInfo:
     """The installed model with this id (or the modality's default)."""
     wanted = model_id or DEFAULT_MODELS.get(modality)
     models = installed()
-    for m in models:
-        if m.model_id == wanted:
-            return m
+    matches = [m for m in models if m.model_id == wanted]
+    if len({m.sha256 for m in matches}) > 1:
+        others = ", ".join(str(m.path) for m in matches[1:])
+        warnings.warn(f"several installed models are called {wanted!r}; using {matches[0].path} "
+                      f"(ignored: {others})", stacklevel=2)
+    if matches:
+        return matches[0]
     have = ", ".join(f"{m.model_id}@{m.sha256[:12]}" for m in models) or "none"
     raise ModelNotFound(f"model {wanted!r} is not installed (installed: {have})")
 
