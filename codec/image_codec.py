@@ -138,24 +138,26 @@ SliceFinisher = Callable[[slice, torch.Tensor], torch.Tensor]
 
 
 def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, code: SliceCoder, out: torch.Tensor,
-                 finish: SliceFinisher) -> torch.Tensor:
-    """Walk the latent's channel slices in coding order (one slice without a channel context).
+                 finish: SliceFinisher, context: bool = True) -> torch.Tensor:
+    """Walk the latent's channel slices in coding order (one slice without a channel context, or
+    with context=False).
 
-    For slice s, its exact means (int64, ACT_BITS fraction) and scale indices come from h_s's
-    output `hyper` and, through the context net, the slices decoded before it;
-    `code(s, mean, index)` encodes or decodes the slice's symbols and returns them.
-    `finish(channels, q)` turns the slice's decoded values q = symbols * 2^ACT_BITS + mean
-    (int64) into what `out` [1, M, h, w] keeps of them (e.g. y_hat after the inverse gains), so
-    only one slice is ever held at 64 bits. Returns `out`.
+    For slice s, its exact means (int64, ACT_BITS fraction) and scale indices come from `hyper`
+    (h_s's output [1, 2M, h, w]: means, then raw scales) and, through the context net, the slices
+    decoded before it; `code(s, mean, index)` encodes or decodes the slice's symbols and returns
+    their decoded values q (int64, `symbol_values`). `finish(channels, q)` turns them into what
+    `out` [1, M, h, w] keeps (e.g. y_hat after the inverse gains), so only one slice is ever held
+    at 64 bits. Returns `out`.
     """
-    m, slices = model.cfg.m, max(model.cfg.context_slices, 1)
+    context = context and bool(model.context)
+    m, slices = model.cfg.m, model.cfg.context_slices if context else 1
     width = m // slices
     limit = int(ACT_LIMIT)
     decoded: list[torch.Tensor] = []  # int32, clamped: the context nets' inputs
     for s in range(slices):
         part = slice(s * width, (s + 1) * width)
         mean, scale = hyper[:, part].long(), hyper[:, m:][:, part].long()
-        if model.context:
+        if context:
             inputs = torch.cat([hyper[:, part], hyper[:, m:][:, part], *decoded], 1)
             delta = torch.empty(1, 2 * width, *mean.shape[2:], dtype=torch.int32)
             net = model.context[s]
@@ -164,12 +166,16 @@ def _code_slices(model: ImageCodingModel, hyper: torch.Tensor, code: SliceCoder,
             mean = (mean + delta[:, :width]).clamp_(-limit, limit)
             scale = scale + delta[:, width:]
         index = torch.searchsorted(model.thresholds, scale.double().reshape(-1), right=True)
-        sym = code(s, mean, index.view(scale.shape).to(torch.uint8))
-        fixed = sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) * (1 << ACT_BITS) + mean
-        out[:, part] = finish(part, fixed)
-        if model.context:
-            decoded.append(fixed.clamp_(-limit, limit).int())
+        q = code(s, mean, index.view(scale.shape).to(torch.uint8))
+        out[:, part] = finish(part, q)
+        if context:
+            decoded.append(q.clamp(-limit, limit).int())
     return out
+
+
+def symbol_values(sym: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The decoded values of symbols coded around `mean`: clamp(sym) * 2^ACT_BITS + mean (int64)."""
+    return sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) * (1 << ACT_BITS) + mean
 
 
 def _dequantized(model: ImageCodingModel, inv: torch.Tensor) -> SliceFinisher:
@@ -193,7 +199,7 @@ def _slice_encoder(model: ImageCodingModel, y: torch.Tensor, tiles: list[tuple[i
         for y0, y1, x0, x1 in tiles:
             payloads.append(coder.encode(sym[..., y0:y1, x0:x1].numpy(), index[..., y0:y1, x0:x1].numpy(),
                                          model.y_tables))
-        return sym
+        return symbol_values(sym, mean)
 
     return encode_slice
 
@@ -208,7 +214,7 @@ def _slice_decoder(model: ImageCodingModel, tiles: list[tuple[int, int, int, int
             idx = index[..., y0:y1, x0:x1]
             coded = coder.decode(next(payloads), idx.numpy(), model.y_tables)
             sym[..., y0:y1, x0:x1] = torch.from_numpy(coded).view(idx.shape)
-        return sym
+        return symbol_values(sym, mean)
 
     return decode_slice
 

@@ -39,7 +39,6 @@ from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
 from .image_codec import (
     QUALITY_STEPS,
-    SYMBOL_LIMIT,
     ImageError,
     ImageParams,
     SliceCoder,
@@ -54,6 +53,7 @@ from .image_codec import (
     _to_pixels,
     _z_index,
     refine_steps,
+    symbol_values,
 )
 from .image_weights import GAIN_BITS
 from .video_audio import check_audio_track, interleave, track_length
@@ -69,6 +69,9 @@ KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
 SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
 MAP_NONE, MAP_ALL, MAP_CODED = 0, 1, 2  # skip map kinds: no block skipped, all skipped, coded flags
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
+NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
+SLICED = 0x20  # skip map kind flag: the channel context codes the frame slice by slice
+MODE_FLAGS = NO_PRIOR | SLICED
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -185,11 +188,27 @@ def _skip_tables(p: int) -> coder.TableSet:
     return coder.TableSet(np.array([[256 - p, p, 1]]), np.array([2]), np.array([0]))
 
 
-def pack_skip_map(skip: np.ndarray, z_copied: bool = False) -> bytes:
+@dataclass(frozen=True)
+class InterMode:
+    """How an inter frame's entropy parameters are formed (SPEC 7.3), chosen per frame."""
+
+    prior: bool = True  # the temporal prior corrects h_s's (mean, scale)
+    context: bool = False  # then the channel context corrects them slice by slice (as in intra frames)
+
+    @property
+    def flags(self) -> int:
+        return (0 if self.prior else NO_PRIOR) | (SLICED if self.context else 0)
+
+    @classmethod
+    def from_flags(cls, flags: int) -> InterMode:
+        return cls(prior=not flags & NO_PRIOR, context=bool(flags & SLICED))
+
+
+def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode()) -> bytes:
     """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL or MAP_CODED, plus Z_COPIED
-    when the frame reuses the last coded z); MAP_CODED adds u8 p (skip probability * 256) and the
-    range-coded flags, row-major over the blocks."""
-    flag = Z_COPIED if z_copied else 0
+    when the frame reuses the last coded z and the flags of its `mode`); MAP_CODED adds u8 p (skip
+    probability * 256) and the range-coded flags, row-major over the blocks."""
+    flag = (Z_COPIED if z_copied else 0) | mode.flags
     if not skip.any():
         return bytes([MAP_NONE | flag])
     if skip.all():
@@ -199,11 +218,13 @@ def pack_skip_map(skip: np.ndarray, z_copied: bool = False) -> bytes:
     return bytes([MAP_CODED | flag, p]) + coder.encode(flags, np.zeros_like(flags), _skip_tables(p))
 
 
-def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.ndarray, bool]:
-    """(skip flags [blocks down, blocks across], z copied) of an inter frame's first payload, checked."""
-    kind, z_copied = (data[0] & ~Z_COPIED, bool(data[0] & Z_COPIED)) if data else (None, False)
-    if len(data) == 1 and kind in (MAP_NONE, MAP_ALL) and not (kind == MAP_ALL and z_copied):
-        return np.full(shape, kind == MAP_ALL), z_copied
+def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.ndarray, bool, InterMode]:
+    """(skip flags [blocks down, blocks across], z copied, mode) of an inter frame's first payload,
+    checked."""
+    head = data[0] if data else 0
+    kind, z_copied, mode = head & ~(Z_COPIED | MODE_FLAGS), bool(head & Z_COPIED), InterMode.from_flags(head)
+    if len(data) == 1 and (kind == MAP_NONE or head == MAP_ALL):
+        return np.full(shape, kind == MAP_ALL), z_copied, mode
     if len(data) < 2 or kind != MAP_CODED or not 1 <= data[1] <= 255:
         raise VideoError(f"frame {t}: invalid skip map")
     try:
@@ -212,7 +233,7 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.nda
         raise VideoError(f"frame {t}: skip map: {err}") from None
     if ((flags != 0) & (flags != 1)).any():
         raise VideoError(f"frame {t}: skip map holds values other than 0 and 1")
-    return flags.reshape(shape).astype(bool), z_copied
+    return flags.reshape(shape).astype(bool), z_copied, mode
 
 
 def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
@@ -250,31 +271,58 @@ class FrameCoder:
             self._valid[: self.geometry.height, : self.geometry.width] = 1
         self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
 
-    def entropy_params(self, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact (mean [int64, ACT_BITS fraction], scale index [uint8]) of every y element of an
-        inter frame: the hyperprior's corrected by the temporal prior."""
+    def _params(self, z_sym: torch.Tensor, prior: bool) -> torch.Tensor:
+        """h_s's output for z [1, 2M, h, w] (int32: means, then raw scales), corrected by the
+        temporal prior when `prior` (SPEC 7.3)."""
+        hyper = _hyper(self.im, z_sym)
+        if not prior:
+            return hyper
         if self.latent is None:
             raise VideoError("an inter frame needs the previous frame's latent")
-        im, m = self.im, self.im.cfg.m
-        hyper = _hyper(im, z_sym)
+        m = self.im.cfg.m
         delta = torch.empty_like(hyper)
         run_tiled(self.model.prior, torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
                   margin=self.model.margin, out=delta)
         mean = (hyper[:, :m].long() + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
-        scale = hyper[:, m:].long() + delta[:, m:]
-        index = torch.searchsorted(im.thresholds, scale.double().reshape(-1), right=True)
-        return mean, index.view(scale.shape).to(torch.uint8)
+        return torch.cat([mean, hyper[:, m:].long() + delta[:, m:]], 1).int()
+
+    def _walk(self, hyper: torch.Tensor, mode: InterMode, code: SliceCoder) -> torch.Tensor:
+        """q [int64] of an inter frame coded or decoded by `code` slice by slice from `_params`'
+        output `hyper` (SPEC 7.3, 7.4)."""
+        return _code_slices(self.im, hyper, code, _latent_out(self.im, hyper, torch.int64), lambda part, q: q,
+                            mode.context)
+
+    def _width(self, mode: InterMode) -> int:
+        return self.im.cfg.m // (self.im.cfg.context_slices if mode.context else 1)
+
+    def _estimate(self, y: torch.Tensor, hyper: torch.Tensor, mode: InterMode
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q [int64], scale index, symbols) of every latent element of an inter frame coded in
+        `mode` with `_params`' output `hyper`, were no block skipped. (The context nets are per position, so
+        these are also the coded elements' values when blocks are skipped.)"""
+        width, indices, syms = self._width(mode), [], []
+
+        def record(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            syms.append(self._symbols(y[:, s * width:(s + 1) * width], mean))
+            indices.append(index)
+            return symbol_values(syms[-1], mean)
+
+        q = self._walk(hyper, mode, record)
+        return q, torch.cat(indices, 1), torch.cat(syms, 1)
+
+    def _modes(self) -> list[InterMode]:
+        """The inter modes the encoder weighs by their estimated bits: the temporal prior, then also
+        with the channel context if the model has one. (Modes without the prior code for fewer
+        bits on moving footage but reconstruct far worse, by 5 dB on Big Buck Bunny at quality 2:
+        the prior's means lie closer to the latent, so rounding moves it less. Weighing them needs
+        rate + lambda * distortion per mode; decoders read them all.)"""
+        return [InterMode(True, context) for context in (False, True)[: 1 + bool(self.im.context)]]
 
     def _intra(self, z_sym: torch.Tensor, code: SliceCoder) -> tuple[torch.Tensor, torch.Tensor]:
         """(q [int64], latent [int32]) of an intra frame, coded or decoded by `code` slice by
         slice exactly as the image codec does (`image_codec._code_slices`)."""
         hyper = _hyper(self.im, z_sym)
         q = _code_slices(self.im, hyper, code, _latent_out(self.im, hyper, torch.int64), lambda part, q: q)
-        return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-
-    def _carry(self, sym: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """sym * 2^ACT_BITS + mean (int64), and the clamped latent kept for the next frame."""
-        q = sym.clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) * (1 << ACT_BITS) + mean
         return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
 
     def _positions(self, skip: np.ndarray) -> torch.Tensor:
@@ -318,32 +366,70 @@ class FrameCoder:
             z_sym = torch.round(z).long()
             if intra:
                 return CHUNK_INTRA, self._encode_intra(x, y, z_sym)
-            mean, index = self.entropy_params(z_sym)
-            sym = self._symbols(y, mean)
-            q, latent = self._carry(sym, mean)
-            skip, coded, z_copied = np.zeros(self.blocks, dtype=bool), None, False
+            options = self._options(y, z_sym)  # (mode, z copied) -> (estimated bits, q, index, symbols)
+            mode, z_copied = min(options, key=lambda key: options[key][0])
+            _, q, index, sym = options[mode, z_copied]
+            skip, coded = np.zeros(self.blocks, dtype=bool), None
             if self.synthesis is not None:
                 skip, coded = self._choose_skips(x, q, sym, index)
-            copied = self._positions(skip)
-            if self.synthesis is not None and not skip.all():
-                copy = self._with_last_z(y, z_sym, sym, index, ~copied)
-                if copy is not None:
-                    z_copied, coded = True, None  # (coded is of the other latents)
-                    z_sym, (mean, index, sym) = self.z_sym, copy
-                    q, latent = self._carry(sym, mean)
-            if skip.any():
-                latent = torch.where(copied, self.latent, latent)
-                q = torch.where(copied, self.latent.long(), q)
-            if self.synthesis is not None and not skip.all():  # what the next frame's choices compare with
-                self.recon = coded if coded is not None and not skip.any() else self._synthesize(q)
-            self.latent = latent
-            if not skip.all():  # z is coded (or copied): the decoder holds it from here on
-                self.z_sym = z_sym
-        head = pack_skip_map(skip, z_copied)
+            keep = ~self._positions(skip)
+            if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
+                z_bits = self._z_bits(z_sym)
+                bits = {}
+                for copied in (False, True):
+                    _, _, index_c, sym_c = options[mode, copied]
+                    bits[copied] = self._y_bits(sym_c, index_c, keep) + (0 if copied else z_bits)
+                copy = bits[True] < bits[False]
+                coded = coded if copy == z_copied else None  # (coded is of the other latents)
+                z_copied = copy
+            if z_copied:
+                z_sym = self.z_sym
+            payloads: list[bytes] = []
+            if not skip.all():
+                hyper = self._params(z_sym, mode.prior)
+                q = self._walk(hyper, mode, self._inter_encoder(y, keep, mode, payloads))
+                self.z_sym = z_sym  # coded (or copied): the decoder holds it from here on
+                if self.synthesis is not None:  # what the next frame's choices compare with
+                    self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
+                self.latent = q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
+        head = pack_skip_map(skip, z_copied, mode)
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
-        ys = self._code_y(sym, index, ~copied)
-        return CHUNK_INTER, pack_frame(head, ys if z_copied else [self._code_z(z_sym), *ys])
+        return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
+
+    def _inter_encoder(self, y: torch.Tensor, keep: torch.Tensor, mode: InterMode, payloads: list[bytes]
+                       ) -> SliceCoder:
+        """`_walk`'s coder of an inter frame: per slice and tile, the symbols at positions `keep`
+        appended to `payloads`; the other positions copy the previous latent."""
+        width = self._width(mode)
+
+        def encode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            part = slice(s * width, (s + 1) * width)
+            sym = self._symbols(y[:, part], mean)
+            for y0, y1, x0, x1 in self.tiles:
+                k = keep[y0:y1, x0:x1]
+                payloads.append(coder.encode(sym[..., y0:y1, x0:x1][..., k].numpy(),
+                                             index[..., y0:y1, x0:x1][..., k].numpy(), self.im.y_tables))
+            return torch.where(keep, symbol_values(sym, mean), self.latent[:, part].long())
+
+        return encode_slice
+
+    def _inter_decoder(self, payloads: Iterator[bytes], keep: torch.Tensor, mode: InterMode) -> SliceCoder:
+        """`_walk`'s decoder of an inter frame's symbols at positions `keep` (the others copy the
+        previous latent)."""
+        width = self._width(mode)
+
+        def decode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            q = self.latent[:, s * width:(s + 1) * width].long()
+            for y0, y1, x0, x1 in self.tiles:
+                k = keep[y0:y1, x0:x1]
+                idx = index[..., y0:y1, x0:x1][..., k]
+                sym = torch.from_numpy(coder.decode(next(payloads), idx.numpy(), self.im.y_tables))
+                sym = sym.view(idx.shape)
+                q[..., y0:y1, x0:x1][..., k] = symbol_values(sym, mean[..., y0:y1, x0:x1][..., k])
+            return q
+
+        return decode_slice
 
     def _encode_intra(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor) -> bytes:
         """An intra frame's chunk data (z, then the y payloads slice by slice, tile by tile), with
@@ -364,53 +450,48 @@ class FrameCoder:
     def _symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         return torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
 
-    def _with_last_z(self, y: torch.Tensor, z_sym: torch.Tensor, sym: torch.Tensor, index: torch.Tensor,
-                     keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(mean, index, symbols) of an inter frame coded with the last coded z, when that costs
-        fewer estimated bits at positions `keep` than coding its own z and symbols; else None."""
-        mean, index_old = self.entropy_params(self.z_sym)
-        sym_old = self._symbols(y, mean)
-        z_bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables).sum()
-        if self._y_bits(sym_old, index_old, keep) < self._y_bits(sym, index, keep) + z_bits:
-            return mean, index_old, sym_old
-        return None
+    def _options(self, y: torch.Tensor, z_sym: torch.Tensor
+                 ) -> dict[tuple[InterMode, bool], tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Every way the encoder weighs to code the inter frame whose scaled latent is y and rounded
+        hyper latent z_sym: each mode, with its own z or (with skipped blocks enabled) the last
+        coded one, mapped to (estimated bits over the whole frame, then `_estimate`'s tensors)."""
+        options = {}
+        z_bits = self._z_bits(z_sym)
+        for copied in (False, True)[: 1 + (self.synthesis is not None)]:
+            params = {prior: self._params(self.z_sym if copied else z_sym, prior) for prior in (True, False)}
+            for mode in self._modes():
+                q, index, sym = self._estimate(y, params[mode.prior], mode)
+                options[mode, copied] = (self._y_bits(sym, index) + (0 if copied else z_bits), q, index, sym)
+        return options
 
-    def _y_bits(self, sym: torch.Tensor, index: torch.Tensor, keep: torch.Tensor) -> float:
-        """Estimated bits of the symbols at positions `keep`."""
-        return float(coder.cost_bits(sym[..., keep].numpy(), index[..., keep].long().numpy(),
-                                     self.im.y_tables).sum())
+    def _z_bits(self, z_sym: torch.Tensor) -> float:
+        return float(coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables).sum())
+
+    def _y_bits(self, sym: torch.Tensor, index: torch.Tensor, keep: torch.Tensor | None = None) -> float:
+        """Estimated bits of the symbols (at positions `keep`, if given)."""
+        if keep is not None:
+            sym, index = sym[..., keep], index[..., keep]
+        return float(coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum())
 
     def _code_z(self, z_sym: torch.Tensor) -> bytes:
         return coder.encode(z_sym.numpy(), _z_index(z_sym), self.im.z_tables)
-
-    def _code_y(self, sym: torch.Tensor, index: torch.Tensor,
-                keep: torch.Tensor | None = None) -> list[bytes]:
-        """Payload per latent tile: its symbols (channel by channel, positions row-major), only
-        those at positions `keep` where given."""
-        out = []
-        for y0, y1, x0, x1 in self.tiles:
-            s, i = sym[..., y0:y1, x0:x1], index[..., y0:y1, x0:x1]
-            if keep is not None:
-                s, i = s[..., keep[y0:y1, x0:x1]], i[..., keep[y0:y1, x0:x1]]
-            out.append(coder.encode(s.numpy(), i.numpy(), self.im.y_tables))
-        return out
 
     def decode(self, kind: bytes, data: bytes, t: int, synthesize: bool = True) -> np.ndarray | None:
         """Frame t's RGB pixels (H, W, 3) uint8 from its chunk (type `kind`, `data`);
         synthesize=False only updates the latent."""
         p, im = self.geometry, self.im
         hp, wp = p.padded
-        skip, z_copied = np.zeros(self.blocks, dtype=bool), False
+        skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
         if kind == CHUNK_INTER:
             head, data = _payloads(data, 1, t, rest=True)
-            skip, z_copied = unpack_skip_map(head, self.blocks, t)
+            skip, z_copied, mode = unpack_skip_map(head, self.blocks, t)
         if skip.all():
             _payloads(data, 0, t)  # nothing may follow
             q, latent = self.latent.long(), self.latent
         elif kind == CHUNK_INTRA:
             q, latent = self._decode_intra(data, t)
         else:
-            q, latent = self._decode_coded(data, t, ~self._positions(skip), z_copied)
+            q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
         self.latent = latent
         if not synthesize:
@@ -441,27 +522,23 @@ class FrameCoder:
         z_sym.view(-1)[:] = torch.from_numpy(coder.decode(payload, _z_index(z_sym), self.im.z_tables))
         return z_sym
 
-    def _decode_coded(self, data: bytes, t: int, keep: torch.Tensor, z_copied: bool = False
+    def _decode_inter(self, data: bytes, t: int, keep: torch.Tensor, z_copied: bool, mode: InterMode
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(q [int64], latent [int32]) of an inter frame with coded symbols at positions `keep`; the
         other positions copy the previous latent. z_copied: the chunk holds no z, the last one serves."""
-        im, (hp, wp) = self.im, self.geometry.padded
+        if mode.context and not self.im.context:
+            raise VideoError(f"frame {t}: coded with a channel context, which model "
+                             f"{self.model.info.model_id} lacks")
+        count = len(self.tiles) * (self.im.cfg.context_slices if mode.context else 1)
         if z_copied:
-            y_payloads = _payloads(data, len(self.tiles), t)
+            y_payloads = _payloads(data, count, t)
         else:
-            z_payload, y_payloads = unpack_frame(data, len(self.tiles), t)
+            z_payload, y_payloads = unpack_frame(data, count, t)
         try:
             if not z_copied:
                 self.z_sym = self._decode_z(z_payload)
-            mean, index = self.entropy_params(self.z_sym)
-            q = torch.empty(1, im.cfg.m, hp // 16, wp // 16, dtype=torch.long)
-            if not keep.all():
-                q.copy_(self.latent)
-            for (y0, y1, x0, x1), payload in zip(self.tiles, y_payloads, strict=True):
-                k = keep[y0:y1, x0:x1]
-                idx = index[..., y0:y1, x0:x1][..., k]
-                sym = torch.from_numpy(coder.decode(payload, idx.numpy(), im.y_tables)).view(idx.shape)
-                q[..., y0:y1, x0:x1][..., k] = self._carry(sym, mean[..., y0:y1, x0:x1][..., k])[0]
+            hyper = self._params(self.z_sym, mode.prior)
+            q = self._walk(hyper, mode, self._inter_decoder(iter(y_payloads), keep, mode))
         except coder.DecodeError as err:
             raise VideoError(f"frame {t}: {err}") from None
         return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()

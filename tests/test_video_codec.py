@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 from fractions import Fraction
@@ -166,8 +167,8 @@ def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
 
 def test_intra_frames_code_with_the_image_models_channel_context(models, clips, tmp_path, monkeypatch):
     """A video model made from an image model with a channel context codes its intra frames exactly
-    as the image codec does with that model (z, then each slice's tile payloads), and the prior
-    (warm-started, trained a step on that model's latents) codes the inter frames."""
+    as the image codec does with that model (z, then each slice's tile payloads); its inter frames
+    may use the context too, with or without the temporal prior (warm-started, trained a step)."""
     import os
 
     from conftest import trained_looking
@@ -206,6 +207,28 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
     assert np.array_equal(out, decode(data)) and out.shape == (3, 40, 48, 3)
     assert np.array_equal(out[0], np.asarray(decode_image(encode_image(Image.fromarray(frames[0]), 4.0,
                                                                        "ctx-image"))))
+
+    # inter frames in each mode (temporal prior or not, channel context or not), with and without
+    # skipped blocks: the decoder's latent is the encoder's after every frame
+    from ncodec.image_refine import float_model
+    from ncodec.video_codec import MODE_FLAGS, FrameCoder, InterMode, VideoParams, _payloads
+    from ncodec.video_weights import load_coding_model
+    from ncodec.zoo import find
+
+    info = find("ctx-video", "video")
+    model, params = load_coding_model(info.path), VideoParams(48, 40, 25, 1, 4, 4, 3 * 256)
+    moving = panning(4, 48, 40, 3)
+    modes = [InterMode(prior, context) for prior in (True, False) for context in (True, False)]
+    with one_thread():
+        for mode, synthesis in itertools.product(modes, (None, float_model(info.path).g_s)):
+            monkeypatch.setattr(FrameCoder, "_modes", lambda self, mode=mode: [mode])
+            enc, dec = FrameCoder(model, params, synthesis), FrameCoder(model, params)
+            for t, rgb in enumerate(moving):
+                kind, chunk = enc.encode(rgb, t == 0)
+                if synthesis is None and t:  # (with skipped blocks the tiny model may skip all)
+                    assert _payloads(chunk, 1, t, rest=True)[0][0] & MODE_FLAGS == mode.flags
+                dec.decode(kind, chunk, t)
+                assert torch.equal(enc.latent, dec.latent)
 
 
 def test_untrained_prior_codes_inter_frames_exactly_like_intra_frames(models):
@@ -359,19 +382,32 @@ def test_files_of_earlier_writers_with_pfrm_chunks_still_decode(models):
 
 
 def test_skip_maps_round_trip_and_bad_ones_are_refused():
-    from ncodec.video_codec import MAP_ALL, MAP_CODED, MAP_NONE, Z_COPIED, pack_skip_map, unpack_skip_map
+    from ncodec.video_codec import (
+        MAP_ALL,
+        MAP_CODED,
+        MAP_NONE,
+        SLICED,
+        Z_COPIED,
+        InterMode,
+        pack_skip_map,
+        unpack_skip_map,
+    )
     from ncodec.video_io import VideoError
 
     rng = np.random.default_rng(0)
+    modes = [InterMode(prior, context) for prior in (True, False) for context in (False, True)]
     for density in (0.0, 0.1, 0.5, 0.97, 1.0):
         skip = rng.random((5, 7)) < density
-        for z_copied in (False, True):  # (a frame that skips every block has no z to copy)
-            data = pack_skip_map(skip, z_copied)
-            got, copied = unpack_skip_map(data, (5, 7), 0)
+        for z_copied, mode in itertools.product((False, True), modes):
+            data = pack_skip_map(skip, z_copied, mode)
+            got, copied, got_mode = unpack_skip_map(data, (5, 7), 0)
             assert np.array_equal(got, skip) and copied == (z_copied and not skip.all())
+            assert got_mode == (InterMode() if skip.all() else mode)  # (nothing is coded in a skipped frame)
     assert len(pack_skip_map(rng.random((30, 40)) < 0.05)) < 0.5 * 30 * 40 / 8  # entropy-coded flags
     coded = pack_skip_map(rng.random((5, 7)) < 0.5)
-    bad = {"empty": b"", "unknown kind": bytes([3]), "all skipped yet z copied": bytes([MAP_ALL | Z_COPIED]),
+    bad = {"empty": b"", "unknown kind": bytes([3]), "unknown flag": bytes([0x10]),
+           "all skipped yet z copied": bytes([MAP_ALL | Z_COPIED]),
+           "all skipped with a mode": bytes([MAP_ALL | SLICED]),
            "bytes after none": bytes([MAP_NONE, 0]), "zero probability": bytes([MAP_CODED, 0]) + coded[2:],
            "no probability": bytes([MAP_CODED]), "truncated flags": coded[:3]}
     for name, data in bad.items():
