@@ -94,11 +94,6 @@ class ImageHyperprior(nn.Module):
         self.log_gain = nn.Parameter(steps.clone())
         self.log_inv_gain = nn.Parameter(-steps.clone())
 
-    def hyper_params(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h_s's (mean, clamped scale): the whole prior without a channel context."""
-        mean, scale = self.h_s(z_hat).chunk(2, 1)
-        return mean, scale.clamp_min(SCALE_MIN)
-
     def latent_params(self, y: torch.Tensor, hyper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, unclamped scale) of the scaled latent y given h_s's output `hyper` [B, 2M, h, w].
 
