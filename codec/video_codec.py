@@ -366,9 +366,9 @@ class FrameCoder:
             z_sym = torch.round(z).long()
             if intra:
                 return CHUNK_INTRA, self._encode_intra(x, y, z_sym)
-            options = self._options(y, z_sym)  # (mode, z copied) -> (estimated bits, q, index, symbols)
+            options = self._options(y, z_sym)  # (mode, z copied) -> (bits, params, q, index, symbols)
             mode, z_copied = min(options, key=lambda key: options[key][0])
-            _, q, index, sym = options[mode, z_copied]
+            _, _, q, index, sym = options[mode, z_copied]
             skip, coded = np.zeros(self.blocks, dtype=bool), None
             if self.synthesis is not None:
                 skip, coded = self._choose_skips(x, q, sym, index)
@@ -377,7 +377,7 @@ class FrameCoder:
                 z_bits = self._z_bits(z_sym)
                 bits = {}
                 for copied in (False, True):
-                    _, _, index_c, sym_c = options[mode, copied]
+                    _, _, _, index_c, sym_c = options[mode, copied]
                     bits[copied] = self._y_bits(sym_c, index_c, keep) + (0 if copied else z_bits)
                 copy = bits[True] < bits[False]
                 coded = coded if copy == z_copied else None  # (coded is of the other latents)
@@ -386,7 +386,7 @@ class FrameCoder:
                 z_sym = self.z_sym
             payloads: list[bytes] = []
             if not skip.all():
-                hyper = self._params(z_sym, mode.prior)
+                hyper = options[mode, z_copied][1]
                 q = self._walk(hyper, mode, self._inter_encoder(y, keep, mode, payloads))
                 self.z_sym = z_sym  # coded (or copied): the decoder holds it from here on
                 if self.synthesis is not None:  # what the next frame's choices compare with
@@ -450,18 +450,21 @@ class FrameCoder:
     def _symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         return torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
 
-    def _options(self, y: torch.Tensor, z_sym: torch.Tensor
-                 ) -> dict[tuple[InterMode, bool], tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _options(self, y: torch.Tensor, z_sym: torch.Tensor) -> dict[tuple[InterMode, bool], tuple]:
         """Every way the encoder weighs to code the inter frame whose scaled latent is y and rounded
         hyper latent z_sym: each mode, with its own z or (with skipped blocks enabled) the last
-        coded one, mapped to (estimated bits over the whole frame, then `_estimate`'s tensors)."""
+        coded one, mapped to (estimated bits over the whole frame, `_params`' output, then
+        `_estimate`'s tensors)."""
         options = {}
         z_bits = self._z_bits(z_sym)
         for copied in (False, True)[: 1 + (self.synthesis is not None)]:
-            params = {prior: self._params(self.z_sym if copied else z_sym, prior) for prior in (True, False)}
+            params: dict[bool, torch.Tensor] = {}  # h_s (and P) once per z and prior
             for mode in self._modes():
+                if mode.prior not in params:
+                    params[mode.prior] = self._params(self.z_sym if copied else z_sym, mode.prior)
                 q, index, sym = self._estimate(y, params[mode.prior], mode)
-                options[mode, copied] = (self._y_bits(sym, index) + (0 if copied else z_bits), q, index, sym)
+                bits = self._y_bits(sym, index) + (0 if copied else z_bits)
+                options[mode, copied] = (bits, params[mode.prior], q, index, sym)
         return options
 
     def _z_bits(self, z_sym: torch.Tensor) -> float:
