@@ -399,7 +399,7 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from ncodec.image_model import ImageModelConfig
-    from ncodec.train_image import train
+    from ncodec.train_image import PARTS, train
 
     cfg = ImageModelConfig()
     if args.init:  # fine-tuning keeps the --init model's layout (widths, channel context)
@@ -411,7 +411,8 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     if args.context_slices is not None:
         cfg = replace(cfg, context_slices=args.context_slices)
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr, args.seed,
-                 args.val, args.val_every, args.init, cfg=cfg, precision=args.precision)
+                 args.val, args.val_every, args.init, cfg=cfg, precision=args.precision,
+                 parts=tuple(args.train or PARTS))
     _export_image_checkpoint(ckpt, args.export, args.model_id)
 
 
@@ -706,6 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
                          "where the hardware computes bf16 natively")
+    ti.add_argument("--train", nargs="+",
+                    choices=["g_a", "h_a", "g_s", "h_s", "context", "z_density", "gains"],
+                    help="train only these networks and keep the rest frozen (new runs; default: all); "
+                         "--train g_s fine-tunes the decoder for the latents the encoder already writes")
     ti.add_argument("--export", help="write the trained model as a shipped model file")
     ti.add_argument("--model-id", default="image-hyperprior-v5")
     ti.set_defaults(func=cmd_train_image)

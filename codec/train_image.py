@@ -23,6 +23,22 @@ from .training import (
     save_checkpoint,
 )
 
+PARTS = ("g_a", "h_a", "g_s", "h_s", "context", "z_density", "gains")
+
+
+def trainable_parameters(model: ImageHyperprior, parts: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """Mark the parameters of `parts` (names in PARTS; "gains" is both log-gain tables) as
+    trainable and every other one as frozen; returns the trainable ones."""
+    unknown = set(parts) - set(PARTS)
+    if unknown or not parts:
+        raise ValueError(f"parts to train must be among {', '.join(PARTS)}, got {', '.join(parts) or 'none'}")
+    model.requires_grad_(False)
+    chosen = [model.log_gain, model.log_inv_gain] if "gains" in parts else []
+    chosen += [p for name in parts if name != "gains" for p in getattr(model, name).parameters()]
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen
+
 
 class CropSampler:
     """Random crops with flips from images held in memory as uint8."""
@@ -92,6 +108,7 @@ def train(
     init: str | None = None,
     cfg: ImageModelConfig | None = None,
     precision: str = "auto",
+    parts: tuple[str, ...] = PARTS,
 ) -> Path:
     """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors
     (with the checkpoint's model config; `cfg` applies to a new run, by default the `init`
@@ -99,43 +116,46 @@ def train(
 
     precision: "fp32", "bf16" (autocast of the transforms; latents and rates stay fp32) or
     "auto" (bf16 where the device computes it natively, e.g. AMX/AVX512-BF16 CPUs, else fp32).
+    parts: the networks that learn (see PARTS), the rest stays frozen; e.g. ("g_s",) fine-tunes
+    the decoder for the latents the encoder already writes, so rates stay exactly as they were.
+    A resumed run keeps the parts it started with.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     resumed = checkpoint_info(run / CHECKPOINT)[1] if (run / CHECKPOINT).exists() else None
-    if resumed:  # a resumed run keeps the layout it started with
+    if resumed:  # a resumed run keeps the layout and the parts it started with
         cfg = ImageModelConfig(**resumed["cfg"])
-    if cfg is None and init:
-        from .image_weights import image_config, resolve_hyperprior
+        parts = tuple(resumed.get("parts", PARTS))
+    if init:
+        from .image_weights import image_config, load_float_model, resolve_hyperprior
         from .zoo import describe
 
-        cfg = image_config(describe(resolve_hyperprior(init)))
+        source = describe(resolve_hyperprior(init))
+        cfg = cfg or image_config(source)
     cfg = cfg or ImageModelConfig()
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = ImageHyperprior(cfg).to(device, memory_format=torch.channels_last)
     amp = resolve_precision(precision, device) == "bf16"
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    parts = {"model": Part(model, opt, "adam")}
-    step = load_checkpoint(run, parts)
+    params = trainable_parameters(model, parts)
+    opt = torch.optim.Adam(params, lr=lr)
+    saved = {"model": Part(model, opt, "adam")}
+    step = load_checkpoint(run, saved)
     init_info = resumed.get("init") if resumed else None
     if step == 0 and init:
-        from .image_weights import load_float_model
-        from .zoo import describe
-
-        warm_start(model, load_float_model(init).to(device))
-        source = describe(Path(init))
+        warm_start(model, load_float_model(source.path).to(device))
         init_info = {"id": source.model_id, "sha256": source.sha256, "training": source.training}
-        note(f"initialised from {init}")
+        note(f"initialised from {source.path}")
     rng = np.random.default_rng(seed + step)
     sampler = CropSampler(data, crop, rng)
     val_images = _validation_set(val)
     lambdas = torch.tensor(LAMBDAS, device=device)
     log = (run / "log.jsonl").open("a")
-    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info}
+    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info, "parts": list(parts)}
     start = time.monotonic()
     last_save = start
-    note(f"step {step}: training on {device} ({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
+    note(f"step {step}: training {', '.join(parts)} on {device} ({'bf16 autocast' if amp else 'fp32'}) "
+         f"for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(batch).to(device, memory_format=torch.channels_last)
         level = torch.randint(0, cfg.levels, (batch,), device=device)
@@ -145,7 +165,7 @@ def train(
         loss = (out["bpp"] + lambdas[level] * 255**2 * mse).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         if step % 50 == 0:
@@ -157,9 +177,9 @@ def train(
         if val_images is not None and step % val_every == 0:
             record(log, {"step": step, "val": validate(model, val_images.to(device))})
         if time.monotonic() - last_save > 300:
-            save_checkpoint(run, parts, step, meta)
+            save_checkpoint(run, saved, step, meta)
             last_save = time.monotonic()
-    save_checkpoint(run, parts, step, meta)
+    save_checkpoint(run, saved, step, meta)
     note(f"stopped at step {step}; checkpoint in {run}")
     return run / CHECKPOINT
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import SAMPLE
 from ncodec.image_model import ImageModelConfig
 from ncodec.train_image import train
@@ -79,3 +80,30 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it_natively(tmp_p
     info.write_text(f"processor\t: 0\n{cpu}\nprocessor\t: 1\n{cpu}")
     assert cpu_flags(info) == {"fpu", "avx2", "amx_bf16"}
     assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_training_only_the_decoder_leaves_everything_else_as_it_was(data_dir, tmp_path):
+    from ncodec.image_model import ImageHyperprior
+    from ncodec.image_weights import export, load_float_model
+    from ncodec.train_image import checkpoint_model
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    init = tmp_path / "start.safetensors"
+    export(ImageHyperprior(TINY), init, "tiny-start")
+    before = load_float_model(init).state_dict()
+    train([str(data_dir)], str(run), minutes=5, steps=3, batch=2, crop=64, lr=1e-2, init=str(init),
+          precision="fp32", parts=("g_s",))
+    after, meta = checkpoint_model(run / "checkpoint.safetensors")
+    assert meta["parts"] == ["g_s"]
+    changed = {k.split(".")[0] for k, v in after.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"g_s"}
+    train([str(data_dir)], str(run), minutes=5, steps=4, batch=2, crop=64, lr=1e-2, precision="fp32")
+    resumed, meta = checkpoint_model(run / "checkpoint.safetensors")
+    assert meta["parts"] == ["g_s"]  # a resumed run keeps its parts
+    assert torch.equal(resumed.g_a[0].weight, before["g_a.0.weight"])
+
+
+def test_training_refuses_unknown_parts(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="parts to train"):
+        train([str(data_dir)], str(tmp_path / "run"), minutes=1, steps=1, cfg=TINY, parts=("decoder",))
