@@ -188,33 +188,55 @@ def _latent_out(model: ImageCodingModel, hyper: torch.Tensor, dtype: torch.dtype
     return torch.empty(1, model.cfg.m, *hyper.shape[2:], dtype=dtype)
 
 
+def latent_symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The symbols round(y - mean) of a scaled latent y given exact means (ACT_BITS fraction)."""
+    return torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
+
+
+def _tile_masks(tiles: list[tuple[int, int, int, int]], shape: tuple[int, int],
+                keep: torch.Tensor | None) -> list[torch.Tensor]:
+    """Per latent tile, a boolean mask [h, w] of the positions it codes: the tile's (all of them,
+    or those in `keep`), so t[..., mask] lists them in the tile's row-major order."""
+    masks = []
+    for y0, y1, x0, x1 in tiles:
+        mask = torch.zeros(shape, dtype=torch.bool)
+        mask[y0:y1, x0:x1] = True if keep is None else keep[y0:y1, x0:x1]
+        masks.append(mask)
+    return masks
+
+
 def _slice_encoder(model: ImageCodingModel, y: torch.Tensor, tiles: list[tuple[int, int, int, int]],
-                   payloads: list[bytes]) -> SliceCoder:
+                   payloads: list[bytes], keep: torch.Tensor | None = None,
+                   previous: torch.Tensor | None = None) -> SliceCoder:
     """`_code_slices`' coder of the scaled latent y [1, M, h, w]: each slice's symbols
-    round(y - mean), appended to `payloads` one range-coded payload per latent tile."""
-    width = model.cfg.m // max(model.cfg.context_slices, 1)
+    round(y - mean), appended to `payloads` one range-coded payload per latent tile. With a mask
+    `keep` [h, w] only those positions are coded; the others take the `previous` latent's values."""
+    masks = _tile_masks(tiles, tuple(y.shape[2:]), keep)
 
     def encode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        sym = torch.round(y[:, s * width:(s + 1) * width].double() - mean.double() * 2.0**-ACT_BITS).long()
-        for y0, y1, x0, x1 in tiles:
-            payloads.append(coder.encode(sym[..., y0:y1, x0:x1].numpy(), index[..., y0:y1, x0:x1].numpy(),
-                                         model.y_tables))
-        return symbol_values(sym, mean)
+        part = slice(s * mean.shape[1], (s + 1) * mean.shape[1])
+        sym = latent_symbols(y[:, part], mean)
+        for mask in masks:
+            payloads.append(coder.encode(sym[..., mask].numpy(), index[..., mask].numpy(), model.y_tables))
+        q = symbol_values(sym, mean)
+        return q if keep is None else torch.where(keep, q, previous[:, part].long())
 
     return encode_slice
 
 
-def _slice_decoder(model: ImageCodingModel, tiles: list[tuple[int, int, int, int]],
-                   payloads: Iterator[bytes]) -> SliceCoder:
-    """`_code_slices`' coder that decodes each slice's symbols from the next payloads, one per tile."""
+def _slice_decoder(model: ImageCodingModel, tiles: list[tuple[int, int, int, int]], payloads: Iterator[bytes],
+                   keep: torch.Tensor | None = None, previous: torch.Tensor | None = None) -> SliceCoder:
+    """`_code_slices`' coder that decodes each slice's symbols from the next payloads, one per tile
+    (with `keep`, only at those positions; the others take the `previous` latent's values)."""
 
     def decode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        sym = torch.empty(mean.shape, dtype=torch.long)
-        for y0, y1, x0, x1 in tiles:
-            idx = index[..., y0:y1, x0:x1]
-            coded = coder.decode(next(payloads), idx.numpy(), model.y_tables)
-            sym[..., y0:y1, x0:x1] = torch.from_numpy(coded).view(idx.shape)
-        return symbol_values(sym, mean)
+        part = slice(s * mean.shape[1], (s + 1) * mean.shape[1])
+        q = torch.empty(mean.shape, dtype=torch.long) if keep is None else previous[:, part].long()
+        for mask in _tile_masks(tiles, tuple(mean.shape[2:]), keep):
+            idx = index[..., mask]
+            sym = torch.from_numpy(coder.decode(next(payloads), idx.numpy(), model.y_tables)).view(idx.shape)
+            q[..., mask] = symbol_values(sym, mean[..., mask])
+        return q
 
     return decode_slice
 

@@ -52,6 +52,7 @@ from .image_codec import (
     _slice_encoder,
     _to_pixels,
     _z_index,
+    latent_symbols,
     refine_steps,
     symbol_values,
 )
@@ -292,18 +293,15 @@ class FrameCoder:
         return _code_slices(self.im, hyper, code, _latent_out(self.im, hyper, torch.int64), lambda part, q: q,
                             mode.context)
 
-    def _width(self, mode: InterMode) -> int:
-        return self.im.cfg.m // (self.im.cfg.context_slices if mode.context else 1)
-
     def _estimate(self, y: torch.Tensor, hyper: torch.Tensor, mode: InterMode
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(q [int64], scale index, symbols) of every latent element of an inter frame coded in
         `mode` with `_params`' output `hyper`, were no block skipped. (The context nets are per position, so
         these are also the coded elements' values when blocks are skipped.)"""
-        width, indices, syms = self._width(mode), [], []
+        indices, syms = [], []
 
         def record(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            syms.append(self._symbols(y[:, s * width:(s + 1) * width], mean))
+            syms.append(latent_symbols(y[:, s * mean.shape[1]:(s + 1) * mean.shape[1]], mean))
             indices.append(index)
             return symbol_values(syms[-1], mean)
 
@@ -387,7 +385,8 @@ class FrameCoder:
             payloads: list[bytes] = []
             if not skip.all():
                 hyper = options[mode, z_copied][1]
-                q = self._walk(hyper, mode, self._inter_encoder(y, keep, mode, payloads))
+                code = _slice_encoder(self.im, y, self.tiles, payloads, keep, self.latent)
+                q = self._walk(hyper, mode, code)
                 self.z_sym = z_sym  # coded (or copied): the decoder holds it from here on
                 if self.synthesis is not None:  # what the next frame's choices compare with
                     self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
@@ -396,40 +395,6 @@ class FrameCoder:
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
-
-    def _inter_encoder(self, y: torch.Tensor, keep: torch.Tensor, mode: InterMode, payloads: list[bytes]
-                       ) -> SliceCoder:
-        """`_walk`'s coder of an inter frame: per slice and tile, the symbols at positions `keep`
-        appended to `payloads`; the other positions copy the previous latent."""
-        width = self._width(mode)
-
-        def encode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            part = slice(s * width, (s + 1) * width)
-            sym = self._symbols(y[:, part], mean)
-            for y0, y1, x0, x1 in self.tiles:
-                k = keep[y0:y1, x0:x1]
-                payloads.append(coder.encode(sym[..., y0:y1, x0:x1][..., k].numpy(),
-                                             index[..., y0:y1, x0:x1][..., k].numpy(), self.im.y_tables))
-            return torch.where(keep, symbol_values(sym, mean), self.latent[:, part].long())
-
-        return encode_slice
-
-    def _inter_decoder(self, payloads: Iterator[bytes], keep: torch.Tensor, mode: InterMode) -> SliceCoder:
-        """`_walk`'s decoder of an inter frame's symbols at positions `keep` (the others copy the
-        previous latent)."""
-        width = self._width(mode)
-
-        def decode_slice(s: int, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            q = self.latent[:, s * width:(s + 1) * width].long()
-            for y0, y1, x0, x1 in self.tiles:
-                k = keep[y0:y1, x0:x1]
-                idx = index[..., y0:y1, x0:x1][..., k]
-                sym = torch.from_numpy(coder.decode(next(payloads), idx.numpy(), self.im.y_tables))
-                sym = sym.view(idx.shape)
-                q[..., y0:y1, x0:x1][..., k] = symbol_values(sym, mean[..., y0:y1, x0:x1][..., k])
-            return q
-
-        return decode_slice
 
     def _encode_intra(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor) -> bytes:
         """An intra frame's chunk data (z, then the y payloads slice by slice, tile by tile), with
@@ -445,10 +410,6 @@ class FrameCoder:
         if self.synthesis is not None:
             self.recon = self._synthesize(q)
         return pack_frame(self._code_z(z_sym), payloads)
-
-    @staticmethod
-    def _symbols(y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        return torch.round(y.double() - mean.double() * 2.0**-ACT_BITS).long()
 
     def _options(self, y: torch.Tensor, z_sym: torch.Tensor) -> dict[tuple[InterMode, bool], tuple]:
         """Every way the encoder weighs to code the inter frame whose scaled latent is y and rounded
@@ -541,7 +502,8 @@ class FrameCoder:
             if not z_copied:
                 self.z_sym = self._decode_z(z_payload)
             hyper = self._params(self.z_sym, mode.prior)
-            q = self._walk(hyper, mode, self._inter_decoder(iter(y_payloads), keep, mode))
+            code = _slice_decoder(self.im, self.tiles, iter(y_payloads), keep, self.latent)
+            q = self._walk(hyper, mode, code)
         except coder.DecodeError as err:
             raise VideoError(f"frame {t}: {err}") from None
         return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
