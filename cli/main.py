@@ -412,7 +412,7 @@ def cmd_train_image(args: argparse.Namespace) -> None:
         cfg = replace(cfg, context_slices=args.context_slices)
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr, args.seed,
                  args.val, args.val_every, args.init, cfg=cfg, precision=args.precision,
-                 parts=tuple(args.train or PARTS))
+                 parts=tuple(args.train or PARTS), quantization=args.quantization)
     _export_image_checkpoint(ckpt, args.export, args.model_id)
 
 
@@ -711,6 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["g_a", "h_a", "g_s", "h_s", "context", "z_density", "gains"],
                     help="train only these networks and keep the rest frozen (new runs; default: all); "
                          "--train g_s fine-tunes the decoder for the latents the encoder already writes")
+    ti.add_argument("--quantization", choices=["noise", "round"], default="noise",
+                    help="latents in the rate term: uniform noise, or the rounded symbols coding writes "
+                         "(straight-through; new runs); --quantization round with the encoder frozen tunes "
+                         "the decoder and entropy model for exactly the coded rate (use --crop 256 or more)")
     ti.add_argument("--export", help="write the trained model as a shipped model file")
     ti.add_argument("--model-id", default="image-hyperprior-v5")
     ti.set_defaults(func=cmd_train_image)

@@ -118,7 +118,8 @@ class ImageHyperprior(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """x in [0,1] [B,3,H,W] (H, W multiples of 64); level: [B] quality indices.
 
-        With noise=False the rate is measured on rounded values, as coding would.
+        With noise=False the rate is measured on rounded values, as coding would (with
+        straight-through gradients, so a model can also train on the symbols coding writes).
         """
         gain = self.log_gain[level].exp()[..., None, None]
         inv_gain = self.log_inv_gain[level].exp()[..., None, None]
@@ -130,13 +131,13 @@ class ImageHyperprior(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             mean, scale = self.latent_params(y, hyper)
             scale = scale.clamp_min(SCALE_MIN)
-            z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+            z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else _ste_round(z)
             z_bits = -torch.log2(self.z_density.likelihood(z_q))
             centred = y - mean
             if noise:
                 y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5)
             else:
-                y_q = torch.round(centred)
+                y_q = _ste_round(centred)
             y_bits = -torch.log2(gaussian_likelihood(y_q, scale))
         y_hat = (_ste_round(centred) + mean) * inv_gain
         x_hat = self.g_s(y_hat).float()

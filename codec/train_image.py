@@ -24,6 +24,7 @@ from .training import (
 )
 
 PARTS = ("g_a", "h_a", "g_s", "h_s", "context", "z_density", "gains")
+QUANTIZATIONS = ("noise", "round")  # how the rate term sees the latents in training
 
 
 def trainable_parameters(model: ImageHyperprior, parts: tuple[str, ...]) -> list[torch.nn.Parameter]:
@@ -109,6 +110,7 @@ def train(
     cfg: ImageModelConfig | None = None,
     precision: str = "auto",
     parts: tuple[str, ...] = PARTS,
+    quantization: str = "noise",
 ) -> Path:
     """Train until `minutes` or `steps` is reached; resumes from run_dir/checkpoint.safetensors
     (with the checkpoint's model config; `cfg` applies to a new run, by default the `init`
@@ -118,7 +120,10 @@ def train(
     "auto" (bf16 where the device computes it natively, e.g. AMX/AVX512-BF16 CPUs, else fp32).
     parts: the networks that learn (see PARTS), the rest stays frozen; e.g. ("g_s",) fine-tunes
     the decoder for the latents the encoder already writes, so rates stay exactly as they were.
-    A resumed run keeps the parts it started with.
+    quantization: how the rate term sees the latents: "noise" (additive uniform noise) or
+    "round" (the rounded symbols coding writes, straight-through gradients); "round" with the
+    encoder frozen fine-tunes the decoder and entropy model for exactly the coded rate.
+    A resumed run keeps the parts and quantization it started with.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -126,6 +131,9 @@ def train(
     if resumed:  # a resumed run keeps the layout and the parts it started with
         cfg = ImageModelConfig(**resumed["cfg"])
         parts = tuple(resumed.get("parts", PARTS))
+        quantization = resumed.get("quantization", "noise")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     if init:
         from .image_weights import image_config, load_float_model, resolve_hyperprior
         from .zoo import describe
@@ -151,16 +159,17 @@ def train(
     val_images = _validation_set(val)
     lambdas = torch.tensor(LAMBDAS, device=device)
     log = (run / "log.jsonl").open("a")
-    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info, "parts": list(parts)}
+    meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info, "parts": list(parts),
+            "quantization": quantization}
     start = time.monotonic()
     last_save = start
-    note(f"step {step}: training {', '.join(parts)} on {device} ({'bf16 autocast' if amp else 'fp32'}) "
+    note(f"step {step}: training {', '.join(parts)} ({quantization} rate) on {device} ({'bf16 autocast' if amp else 'fp32'}) "
          f"for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(batch).to(device, memory_format=torch.channels_last)
         level = torch.randint(0, cfg.levels, (batch,), device=device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-            out = model(x, level)
+            out = model(x, level, noise=quantization == "noise")
         mse = (out["x_hat"] - x).pow(2).mean((1, 2, 3))
         loss = (out["bpp"] + lambdas[level] * 255**2 * mse).mean()
         opt.zero_grad(set_to_none=True)
