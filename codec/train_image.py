@@ -163,8 +163,8 @@ def train(
             "quantization": quantization}
     start = time.monotonic()
     last_save = start
-    note(f"step {step}: training {', '.join(parts)} ({quantization} rate) on {device} ({'bf16 autocast' if amp else 'fp32'}) "
-         f"for {minutes} min")
+    note(f"step {step}: training {', '.join(parts)} ({quantization} rate) on {device} "
+         f"({'bf16 autocast' if amp else 'fp32'}) for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(batch).to(device, memory_format=torch.channels_last)
         level = torch.randint(0, cfg.levels, (batch,), device=device)
