@@ -410,6 +410,8 @@ def cmd_train_image(args: argparse.Namespace) -> None:
     cfg = replace(cfg, res_units=args.res_units)
     if args.context_slices is not None:
         cfg = replace(cfg, context_slices=args.context_slices)
+    if args.lambdas:
+        cfg = replace(cfg, levels=len(args.lambdas), lambdas=tuple(args.lambdas))
     ckpt = train(args.data, args.run, args.minutes, args.steps, args.batch, args.crop, args.lr, args.seed,
                  args.val, args.val_every, args.init, cfg=cfg, precision=args.precision,
                  parts=tuple(args.train or PARTS), quantization=args.quantization)
@@ -704,6 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--context-slices", type=int,
                     help="code the latent in this many channel slices with a channel context "
                          "(new runs; 0: hyperprior only; default: the --init model's, else 0)")
+    ti.add_argument("--lambdas", nargs="+", type=float, metavar="LAMBDA",
+                    help="the quality ladder: level i trains rate + LAMBDA_i * 255^2 * MSE, increasing "
+                         "(new runs; default: the --init model's, else 0.0018 ... 0.18); with --init, "
+                         "its gains move to the new ladder (interpolated in log lambda) and then train")
     ti.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="bf16 autocasts the transforms (2-3x faster on AMX CPUs); auto picks it "
                          "where the hardware computes bf16 natively")

@@ -19,7 +19,7 @@ from torch import nn
 
 from .layers import GDN, Residual, SubpixelUp, conv
 
-LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)  # the v1-v5 ladder
 LEAK = 0.125  # LeakyReLU slope in the decoder: a power of two, exact in fixed point
 
 
@@ -31,9 +31,17 @@ class ImageModelConfig:
     res_units: int = 0  # residual units at g_s's 1/16, 1/8, 1/4 scales and g_a's 1/8 (0: v1 layout)
     context_slices: int = 0  # channel slices coded in turn (0: hyperprior only, the v1-v3 layout)
     context_hidden: int = 64  # width of each slice's context network
+    lambdas: tuple[float, ...] = LAMBDAS  # quality level i trains rate + lambdas[i] * 255**2 * MSE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
+        if len(self.lambdas) != self.levels:
+            raise ValueError(f"{self.levels} quality levels need as many lambdas, got {len(self.lambdas)}")
+        if self.lambdas[0] <= 0 or any(b <= a for a, b in zip(self.lambdas, self.lambdas[1:], strict=False)):
+            raise ValueError(f"lambdas must be positive and increasing, got {self.lambdas}")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "lambdas": list(self.lambdas)}
 
 
 def residual_unit(channels: int, hidden: int) -> Residual:
@@ -165,5 +173,18 @@ def warm_start(model: ImageHyperprior, source: ImageHyperprior) -> None:
     if model.cfg.context_slices == source.cfg.context_slices:
         model.context.load_state_dict(source.context.state_dict())
     model.z_density.load_state_dict(source.z_density.state_dict())
-    model.log_gain.data.copy_(source.log_gain.data)
-    model.log_inv_gain.data.copy_(source.log_inv_gain.data)
+    for name in ("log_gain", "log_inv_gain"):
+        gains = ladder_gains(getattr(source, name).data, source.cfg.lambdas, model.cfg.lambdas)
+        getattr(model, name).data.copy_(gains)
+
+
+def ladder_gains(log_gain: torch.Tensor, lambdas: tuple[float, ...], new: tuple[float, ...]) -> torch.Tensor:
+    """Log-gains [levels, M] trained for `lambdas`, moved to the ladder `new`: piecewise linear
+    in log lambda, extended past either end along the end segments (a start for fine-tuning)."""
+    src = torch.tensor(lambdas, dtype=torch.float64).log()
+    rows = []
+    for lam in torch.tensor(new, dtype=torch.float64).log():
+        i = int(torch.searchsorted(src, lam).clamp(1, len(src) - 1))
+        t = float((lam - src[i - 1]) / (src[i] - src[i - 1]))
+        rows.append((1 - t) * log_gain[i - 1] + t * log_gain[i])
+    return torch.stack(rows)

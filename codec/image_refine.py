@@ -24,7 +24,8 @@ from .image_model import LAMBDAS, ImageHyperprior
 from .image_weights import load_float_model
 from .training import resolve_precision
 
-REFINE_LR = 0.05
+REFINE_LR = 0.05  # the first step size at lambda REFINE_LR_LAMBDA
+REFINE_LR_LAMBDA = 0.013
 
 
 @cache
@@ -36,21 +37,22 @@ def float_model(path: Path) -> ImageHyperprior:
     return model
 
 
-def quality_lambda(quality: float) -> float:
-    """The training lambda of a (fractional) quality, interpolated in log space."""
-    lo = min(int(quality) - 1, len(LAMBDAS) - 2)
+def quality_lambda(quality: float, lambdas: tuple[float, ...] = LAMBDAS) -> float:
+    """The training lambda of a (fractional) quality 1..len(lambdas), interpolated in log space."""
+    lo = min(int(quality) - 1, len(lambdas) - 2)
     t = quality - 1 - lo
-    return math.exp((1 - t) * math.log(LAMBDAS[lo]) + t * math.log(LAMBDAS[lo + 1]))
+    return math.exp((1 - t) * math.log(lambdas[lo]) + t * math.log(lambdas[lo + 1]))
 
 
-def refine_lr(quality: float) -> float:
-    """The first learning rate of refinement: larger where distortion weighs more.
+def refine_lr(lam: float) -> float:
+    """The first learning rate of refinement for training lambda `lam`: larger where distortion
+    weighs more.
 
-    Measured on Kodak crops with 20 steps: 0.02 suits quality 2 and 0.1 quality 6 (larger
-    rates lose low-quality refinements altogether, smaller ones leave high-quality gains
-    unreached), hence REFINE_LR at quality 4, scaled with the square root of lambda.
+    Measured on Kodak crops with 20 steps: 0.02 suits lambda 0.0035 and 0.1 lambda 0.0483
+    (larger rates lose low-quality refinements altogether, smaller ones leave high-quality gains
+    unreached), hence REFINE_LR at lambda REFINE_LR_LAMBDA, scaled with the square root of lambda.
     """
-    return REFINE_LR * math.sqrt(quality_lambda(quality) / quality_lambda(4.0))
+    return REFINE_LR * math.sqrt(lam / REFINE_LR_LAMBDA)
 
 
 def refine_latent(
@@ -67,8 +69,9 @@ def refine_latent(
     """
     model = float_model(Path(model_path))
     g_s = model.g_s
-    lam = quality_lambda(quality) * 255**2
-    lr = refine_lr(quality) if lr is None else lr
+    lam = quality_lambda(quality, model.cfg.lambdas)
+    lr = refine_lr(lam) if lr is None else lr
+    lam *= 255**2
     pixels = x.shape[2] * x.shape[3]
     y = y.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .image_model import LAMBDAS, ImageHyperprior, ImageModelConfig, warm_start
+from .image_model import ImageHyperprior, ImageModelConfig, warm_start
 from .media import image_files, load_rgb
 from .training import (
     CHECKPOINT,
@@ -157,7 +157,7 @@ def train(
     rng = np.random.default_rng(seed + step)
     sampler = CropSampler(data, crop, rng)
     val_images = _validation_set(val)
-    lambdas = torch.tensor(LAMBDAS, device=device)
+    lambdas = torch.tensor(cfg.lambdas, device=device)
     log = (run / "log.jsonl").open("a")
     meta = {"cfg": cfg.as_dict(), "data": data, "seed": seed, "init": init_info, "parts": list(parts),
             "quantization": quantization}

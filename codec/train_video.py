@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .image_model import LAMBDAS
 from .image_weights import resolve_hyperprior
 from .training import (
     CHECKPOINT,
@@ -266,7 +265,7 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     rng = np.random.default_rng(seed + step)
     sampler = WindowSampler(windows, rng)
     val_clip = validation_clip(val_path, tc.val_frames).to(device) if val_path else None
-    lambdas = torch.tensor(LAMBDAS, device=device)[: cfg.levels]
+    lambdas = torch.tensor(cfg.lambdas, device=device)
     meta = {"cfg": cfg.as_dict(), "data": [str(f) for f in files], "val": str(val_path) if val_path else None,
             "seed": seed, "image_model": {"id": image_info.model_id, "sha256": file_sha256(init_copy)},
             "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames,

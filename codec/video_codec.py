@@ -347,7 +347,7 @@ class FrameCoder:
         sse_copied = _block_sums(((self.recon - x) ** 2).sum((0, 1)) * self._valid, px)
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = _block_sums(torch.from_numpy(bits), SKIP_BLOCK)
-        lam = quality_lambda(self.params.quality) * 255**2 / 3  # per unit of SSE over 3 channels
+        lam = quality_lambda(self.params.quality, self.im.cfg.lambdas) * 255**2 / 3  # per SSE, 3 channels
         return (lam * (sse_copied - sse_coded) <= bits).numpy(), coded
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:

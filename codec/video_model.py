@@ -26,7 +26,7 @@ import torch
 from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 from torch import nn
 
-from .image_model import LEAK, ImageHyperprior, ImageModelConfig, _ste_round
+from .image_model import LAMBDAS, LEAK, ImageHyperprior, ImageModelConfig, _ste_round
 from .layers import conv
 
 
@@ -39,11 +39,15 @@ class VideoModelConfig:
     res_units: int = 0  # the image part's residual units (ImageModelConfig)
     context_slices: int = 0  # the image part's channel context, used by intra frames
     context_hidden: int = 64
+    lambdas: tuple[float, ...] = LAMBDAS  # the image part's ladder, which inter frames train with too
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lambdas", self.image.lambdas)  # checked and made a tuple there
 
     @property
     def image(self) -> ImageModelConfig:
         return ImageModelConfig(self.n, self.m, self.levels, self.res_units, self.context_slices,
-                                self.context_hidden)
+                                self.context_hidden, tuple(self.lambdas))
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoModelConfig:
@@ -51,7 +55,7 @@ class VideoModelConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "lambdas": list(self.lambdas)}
 
 
 class TemporalPrior(nn.Module):

@@ -1,6 +1,7 @@
 """`train` runs, resumes from its checkpoint, and exports a model the codec can use."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -134,3 +135,39 @@ def test_training_on_rounded_latents_is_recorded_and_kept_on_resume(data_dir, tm
     assert (meta["steps"], meta["quantization"], meta["parts"]) == (3, "round", ["h_s", "z_density"])
     with pytest.raises(ValueError, match="unknown quantization"):
         train([str(data_dir)], str(tmp_path / "other"), minutes=1, steps=1, cfg=TINY, quantization="hard")
+
+
+def test_a_new_lambda_ladder_moves_the_gains_and_travels_with_the_model(data_dir, tmp_path):
+    from ncodec.image_model import LAMBDAS, ImageHyperprior
+    from ncodec.image_refine import quality_lambda
+    from ncodec.image_weights import export, image_config
+    from ncodec.train_image import checkpoint_model
+    from ncodec.zoo import describe
+
+    torch.manual_seed(0)
+    source = ImageHyperprior(TINY)
+    init = tmp_path / "start.safetensors"
+    export(source, init, "tiny-start")
+    ladder = (LAMBDAS[0] / 4, LAMBDAS[0], *LAMBDAS[2:])  # one level below the old range, one dropped
+    cfg = ImageModelConfig(n=16, m=24, lambdas=ladder)
+    run = tmp_path / "run"
+    train([str(data_dir)], str(run), minutes=5, steps=1, batch=2, crop=64, lr=1e-9, init=str(init), cfg=cfg,
+          precision="fp32", parts=("g_s",))
+    model, meta = checkpoint_model(run / "checkpoint.safetensors")
+    assert model.cfg.lambdas == ladder and meta["cfg"]["lambdas"] == list(ladder)
+    old = source.log_gain.data
+    assert torch.allclose(model.log_gain[1], old[0]) and torch.allclose(model.log_gain[2:], old[2:])
+    below = math.log(4) / math.log(LAMBDAS[1] / LAMBDAS[0])  # the first segment, extended
+    assert torch.allclose(model.log_gain[0], old[0] - below * (old[1] - old[0]), atol=1e-6)
+    export(model, tmp_path / "new.safetensors", "tiny-new")
+    assert image_config(describe(tmp_path / "new.safetensors")).lambdas == ladder
+    assert quality_lambda(2.0, ladder) == pytest.approx(LAMBDAS[0])
+
+
+def test_a_lambda_ladder_must_match_the_levels_and_increase():
+    with pytest.raises(ValueError, match="as many lambdas"):
+        ImageModelConfig(levels=3)
+    with pytest.raises(ValueError, match="increasing"):
+        ImageModelConfig(levels=2, lambdas=(0.01, 0.001))
+    cfg = ImageModelConfig(levels=2, lambdas=[0.001, 0.01])
+    assert ImageModelConfig(**json.loads(json.dumps(cfg.as_dict()))) == cfg
