@@ -722,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(straight-through; new runs); --quantization round with the encoder frozen tunes "
                          "the decoder and entropy model for exactly the coded rate (use --crop 256 or more)")
     ti.add_argument("--export", help="write the trained model as a shipped model file")
-    ti.add_argument("--model-id", default="image-hyperprior-v6")
+    ti.add_argument("--model-id", default="image-hyperprior-v7")
     ti.set_defaults(func=cmd_train_image)
 
     tc = tsub.add_parser(
@@ -745,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--val", help="validation image folder (logs the rate ratio per quality)")
     tc.add_argument("--val-every", type=int, default=2000)
     tc.add_argument("--export", help="write the model with its context as a model file")
-    tc.add_argument("--model-id", default="image-hyperprior-v6")
+    tc.add_argument("--model-id", default="image-hyperprior-v7")
     tc.set_defaults(func=cmd_train_image_context)
 
     ta = tsub.add_parser("audio", help="train the RVQ audio model (24 kHz, 1.5-24 kbps)")
