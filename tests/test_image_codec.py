@@ -181,7 +181,10 @@ def test_progress_reports_every_tile_of_long_work(rng):
 @pytest.mark.parametrize("quality", [1.0, 8.0])
 def test_latent_refinement_lowers_the_rate_distortion_cost(photo, quality):
     from ncodec.image_refine import quality_lambda
+    from ncodec.image_weights import image_config
+    from ncodec.zoo import find
 
+    lambdas = image_config(find(None, "image")).lambdas  # the default model's ladder
     crop = photo.crop((0, 0, 192, 128))
     x = np.asarray(crop, dtype=np.float64)
     cost = {}
@@ -191,7 +194,7 @@ def test_latent_refinement_lowers_the_rate_distortion_cost(photo, quality):
         assert out.size == crop.size and out.mode == crop.mode
         assert decode_image(data).tobytes() == out.tobytes()
         mse = np.mean((x - np.asarray(out, dtype=np.float64)) ** 2) / 255**2
-        cost[steps] = len(data) * 8 / (192 * 128) + quality_lambda(quality) * 255**2 * mse
+        cost[steps] = len(data) * 8 / (192 * 128) + quality_lambda(quality, lambdas) * 255**2 * mse
     assert cost[8] < cost[0]
     with pytest.raises(ImageError, match="refine"):
         encode_image(crop, 4.0, refine=-1)
