@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
 
-from .image_model import LAMBDAS, ImageHyperprior
+from .image_model import ImageHyperprior
 from .image_weights import load_float_model
 from .training import resolve_precision
 
@@ -36,8 +36,9 @@ def float_model(path: Path) -> ImageHyperprior:
     return model
 
 
-def quality_lambda(quality: float, lambdas: tuple[float, ...] = LAMBDAS) -> float:
-    """The training lambda of a (fractional) quality 1..len(lambdas), interpolated in log space."""
+def quality_lambda(quality: float, lambdas: tuple[float, ...]) -> float:
+    """The training lambda of a (fractional) quality 1..len(lambdas) on a model's ladder `lambdas`,
+    interpolated in log space."""
     lo = min(int(quality) - 1, len(lambdas) - 2)
     t = quality - 1 - lo
     return math.exp((1 - t) * math.log(lambdas[lo]) + t * math.log(lambdas[lo + 1]))
@@ -71,7 +72,7 @@ def refine_latent(
     g_s = model.g_s
     lam = quality_lambda(quality, model.cfg.lambdas)
     lr = refine_lr(lam) if lr is None else lr
-    lam *= 255**2
+    mse_weight = lam * 255**2
     pixels = x.shape[2] * x.shape[3]
     y = y.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
@@ -87,7 +88,7 @@ def refine_latent(
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 y_hat = ((rounded + mean) * inv_gain).contiguous(memory_format=torch.channels_last)
                 x_hat = g_s(y_hat).float()
-            distortion = lam * (x_hat - x).pow(2).mean()
+            distortion = mse_weight * (x_hat - x).pow(2).mean()
             with torch.no_grad():  # the objective of what would be coded: rounded symbols
                 coded = float(-torch.log2(gaussian_likelihood(rounded, scale)).sum() / pixels + distortion)
             if coded < best:

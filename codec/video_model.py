@@ -47,7 +47,7 @@ class VideoModelConfig:
     @property
     def image(self) -> ImageModelConfig:
         return ImageModelConfig(self.n, self.m, self.levels, self.res_units, self.context_slices,
-                                self.context_hidden, tuple(self.lambdas))
+                                self.context_hidden, self.lambdas)
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoModelConfig:

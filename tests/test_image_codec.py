@@ -204,9 +204,9 @@ def test_quality_lambda_interpolates_the_training_lambdas():
     from ncodec.image_model import LAMBDAS
     from ncodec.image_refine import quality_lambda
 
-    assert quality_lambda(1.0) == pytest.approx(LAMBDAS[0])
-    assert quality_lambda(8.0) == pytest.approx(LAMBDAS[7])
-    assert quality_lambda(2.5) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
+    assert quality_lambda(1.0, LAMBDAS) == pytest.approx(LAMBDAS[0])
+    assert quality_lambda(8.0, LAMBDAS) == pytest.approx(LAMBDAS[7])
+    assert quality_lambda(2.5, LAMBDAS) == pytest.approx((LAMBDAS[1] * LAMBDAS[2]) ** 0.5)
 
 
 def test_refinement_is_on_by_default_up_to_a_pixel_count(photo, monkeypatch):
