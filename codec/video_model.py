@@ -10,6 +10,9 @@ to the hyperprior's guess (a spatiotemporal entropy model, cf.
 
     (mean, scale)_t = (mean_h, scale_h)_t + P(y_q[t-1], mean_h[t], scale_h[t])
 
+(scale_h raw, as h_s computes it: the decoder's P reads it before any clamping, SPEC 7.3). With a
+channel context, the context nets then correct P's (mean, scale) slice by slice as they correct
+h_s's in intra frames (the inter mode the encoder picks most; the one P trains for).
 All three inputs live in the gain-scaled domain (the domain of the symbols), so P needs no
 quality input: y_q[t-1] = round(y[t-1] * gain - mean[t-1]) + mean[t-1], the value the decoder
 holds as integers. P's last convolution starts at zero, so an untrained P codes inter frames
@@ -75,8 +78,9 @@ class TemporalPrior(nn.Module):
 
     def forward(self, y_prev: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corrected (mean, scale), both unclamped, from h_s's raw (mean, scale)."""
         d_mean, d_scale = self.net(torch.cat([y_prev, mean, scale], 1)).chunk(2, 1)
-        return mean + d_mean, (scale + d_scale).clamp_min(SCALE_MIN)
+        return mean + d_mean, scale + d_scale
 
 
 PRIOR_MARGIN = 3  # latent positions each output of TemporalPrior depends on, on each side
@@ -96,10 +100,10 @@ class VideoModel(nn.Module):
         """frames [B, T, 3, H, W] in [0, 1] (H, W multiples of 64), level [B] quality indices.
 
         Frame 0 is intra (hyperprior, and the channel context if any), frames 1.. are inter
-        (temporal prior on the previous frame's quantized latent). Returns bpp [B, T] (y and z
-        bits over the frame's pixels) and, with `reconstruct`, x_hat [B, T, 3, H, W] and mse
-        [B, T]. With train_transforms=False the image model runs without gradients: only P learns
-        (the rate of inter frames).
+        (temporal prior on the previous frame's quantized latent, then the channel context if
+        any). Returns bpp [B, T] (y and z bits over the frame's pixels) and, with `reconstruct`,
+        x_hat [B, T, 3, H, W] and mse [B, T]. With train_transforms=False the image model runs
+        without gradients: only P learns (the rate of inter frames).
         """
         b, t = frames.shape[:2]
         im = self.image
@@ -115,13 +119,9 @@ class VideoModel(nn.Module):
         y, hyper = (v.unflatten(0, (b, t)) for v in (y, hyper))
         y_bits, y_hat, prev = [], [], None
         for i in range(t):
-            if prev is None:
-                with torch.set_grad_enabled(train_transforms and torch.is_grad_enabled()):
-                    mean, scale = im.latent_params(y[:, i], hyper[:, i])
-                scale = scale.clamp_min(SCALE_MIN)
-            else:
-                mean_h, scale_h = hyper[:, i].chunk(2, 1)
-                mean, scale = self.prior(prev, mean_h, scale_h.clamp_min(SCALE_MIN))
+            guess = hyper[:, i] if prev is None else torch.cat(self.prior(prev, *hyper[:, i].chunk(2, 1)), 1)
+            mean, scale = im.latent_params(y[:, i], guess)  # the channel context (if any) on the guess
+            scale = scale.clamp_min(SCALE_MIN)
             centred = y[:, i] - mean
             y_q = centred + torch.empty_like(centred).uniform_(-0.5, 0.5) if noise else torch.round(centred)
             y_bits.append(-torch.log2(gaussian_likelihood(y_q, scale)).sum((1, 2, 3)))

@@ -700,6 +700,34 @@ def test_a_new_run_may_start_its_temporal_prior_from_a_video_model(models, clips
                   init_prior=TINY_VIDEO_ID)
 
 
+def test_the_prior_trains_on_what_the_decoder_gives_it_and_under_the_channel_context():
+    """P sees h_s's scales unclamped, as the decoder's integer P does (SPEC 7.3), and an inter
+    frame's bits are those of the channel context on P's output (the encoder's sliced mode)."""
+    from conftest import trained_looking
+    from ncodec.entropy.gaussian import SCALE_MIN, gaussian_likelihood
+    from ncodec.image_model import ImageModelConfig
+    from ncodec.video_model import VideoModel, VideoModelConfig
+
+    cfg = ImageModelConfig(n=16, m=24, context_slices=3, context_hidden=8)
+    model = VideoModel(VideoModelConfig.from_dict({**cfg.as_dict(), "prior_channels": 16})).eval()
+    model.image.load_state_dict(trained_looking(cfg, "context", 0.1).state_dict())
+    torch.nn.init.normal_(model.prior.net[-1].weight, std=0.05)  # (trained: P does something)
+    seen = {}
+    model.prior.register_forward_hook(lambda module, args, out: seen.update(args=args, out=out))
+    frames = torch.from_numpy(np.stack(panning(2, 64, 64, 2))).permute(0, 3, 1, 2).float()[None] / 255
+    im, level = model.image, 3
+    with torch.no_grad():
+        bpp = model(frames, torch.tensor([level]), noise=False, reconstruct=False)["bpp"][0, 1]
+        y = im.g_a(frames[0, 1:]) * im.log_gain[level].exp()[:, None, None]
+        z = torch.round(im.h_a(y))
+        scale_h = im.h_s(z).chunk(2, 1)[1]
+        assert (scale_h < SCALE_MIN).any() and torch.allclose(seen["args"][2], scale_h)
+        mean, scale = im.latent_params(y, torch.cat(seen["out"], 1))
+        bits = -torch.log2(gaussian_likelihood(torch.round(y - mean), scale.clamp_min(SCALE_MIN))).sum()
+        bits += -torch.log2(im.z_density.likelihood(z)).sum()
+    assert math.isclose(float(bpp), float(bits) / 64**2, rel_tol=1e-5)
+
+
 def test_default_video_model_file_fits_the_15_mb_budget():
     from ncodec.zoo import find
 
