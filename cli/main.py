@@ -472,7 +472,7 @@ def cmd_train_video(args: argparse.Namespace) -> None:
 
     tc = VideoTrainConfig(batch=args.batch, crop=args.crop, frames=args.frames, windows_per_clip=args.windows,
                           lr=args.lr, finetune_lr=args.finetune_lr, prior_channels=args.prior_channels,
-                          val_every=args.val_every)
+                          prior_base=args.prior_base, val_every=args.val_every)
     try:
         ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val,
                      args.init_prior)
@@ -809,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--finetune-lr", type=float, default=0.0,
                     help="also train the image transforms at this rate (default 0: frozen)")
     tv.add_argument("--prior-channels", type=int, default=64, help="width of the temporal prior")
+    tv.add_argument("--prior-base", choices=("previous", "hyperprior"), default="previous",
+                    help="what the prior's mean corrections add to: the previous frame's latent, or the "
+                         "hyperprior's mean (the format of video-stprior-v1..v3; new runs)")
     tv.add_argument("--seed", type=int, default=0)
     tv.add_argument("--val", help="held-out validation clip (default: the last data file, if several)")
     tv.add_argument("--val-every", type=int, default=500)

@@ -207,6 +207,7 @@ class VideoTrainConfig:
     lr: float = 1e-4
     finetune_lr: float = 0.0  # > 0: the image transforms train too, at this rate
     prior_channels: int = 64
+    prior_base: str = "previous"  # VideoModelConfig.prior_base of a new run
     val_frames: int = 8
     val_every: int = 500
     log_every: int = 50
@@ -237,7 +238,8 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     from .image_weights import load_float_model
 
     image_info = describe(init_copy)
-    cfg = VideoModelConfig.from_dict({**image_info.config, "prior_channels": tc.prior_channels})
+    cfg = VideoModelConfig.from_dict({**image_info.config, "prior_channels": tc.prior_channels,
+                                      "prior_base": tc.prior_base})
     model = VideoModel(cfg)
     model.image.load_state_dict(load_float_model(init_copy).state_dict())
     model = model.to(device)
@@ -318,7 +320,13 @@ def _warm_start_prior(model: VideoModel, init_prior: str) -> dict:
         raise ValueError(f"{init_prior!r} has a temporal prior of width {source.net[0].out_channels}, "
                          f"this run asks for {model.prior.net[0].out_channels}")
     model.prior.load_state_dict(source.state_dict())
-    note(f"temporal prior initialised from {info.model_id}")
+    if source.from_previous != model.prior.from_previous:  # its mean corrections are for another base
+        with torch.no_grad():
+            for p in (model.prior.net[-1].weight, model.prior.net[-1].bias):
+                p[: p.shape[0] // 2].zero_()
+        note(f"temporal prior initialised from {info.model_id} (scale part: it adds to another mean)")
+    else:
+        note(f"temporal prior initialised from {info.model_id}")
     return {"id": info.model_id, "sha256": info.sha256}
 
 

@@ -274,7 +274,7 @@ class FrameCoder:
 
     def _params(self, z_sym: torch.Tensor, prior: bool) -> torch.Tensor:
         """h_s's output for z [1, 2M, h, w] (int32: means, then raw scales), corrected by the
-        temporal prior when `prior` (SPEC 7.3)."""
+        temporal prior when `prior` (SPEC 7.3: the means then start from the model's prior base)."""
         hyper = _hyper(self.im, z_sym)
         if not prior:
             return hyper
@@ -284,7 +284,8 @@ class FrameCoder:
         delta = torch.empty_like(hyper)
         run_tiled(self.model.prior, torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
                   margin=self.model.margin, out=delta)
-        mean = (hyper[:, :m].long() + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
+        base = self.latent if self.model.cfg.prior_base == "previous" else hyper[:, :m]
+        mean = (base.long() + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
         return torch.cat([mean, hyper[:, m:].long() + delta[:, m:]], 1).int()
 
     def _walk(self, hyper: torch.Tensor, mode: InterMode, code: SliceCoder) -> torch.Tensor:

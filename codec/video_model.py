@@ -8,11 +8,14 @@ convolutional network at latent resolution that sees the previous frame's quanti
 to the hyperprior's guess (a spatiotemporal entropy model, cf.
 "Spatiotemporal Entropy Model is All You Need for Learned Video Compression"):
 
-    (mean, scale)_t = (mean_h, scale_h)_t + P(y_q[t-1], mean_h[t], scale_h[t])
+    (mean, scale)_t = (base_t, scale_h[t]) + P(y_q[t-1], mean_h[t], scale_h[t])
 
-(scale_h raw, as h_s computes it: the decoder's P reads it before any clamping, SPEC 7.3). With a
-channel context, the context nets then correct P's (mean, scale) slice by slice as they correct
-h_s's in intra frames (the inter mode the encoder picks most; the one P trains for).
+with base_t = mean_h[t] (`prior_base` "hyperprior", the first models) or y_q[t-1] ("previous": an
+untrained P predicts every element as its value in the previous frame, which P's 64-channel hidden
+layers cannot pass through from its input). scale_h is raw, as h_s computes it: the decoder's P
+reads it before any clamping (SPEC 7.3). With a channel context, the context nets then correct
+P's (mean, scale) slice by slice as they correct h_s's in intra frames (the inter mode the encoder
+picks most; the one P trains for).
 All three inputs live in the gain-scaled domain (the domain of the symbols), so P needs no
 quality input: y_q[t-1] = round(y[t-1] * gain - mean[t-1]) + mean[t-1], the value the decoder
 holds as integers. P's last convolution starts at zero, so an untrained P codes inter frames
@@ -32,6 +35,8 @@ from torch import nn
 from .image_model import LAMBDAS, LEAK, ImageHyperprior, ImageModelConfig, _ste_round
 from .layers import conv
 
+PRIOR_BASES = ("hyperprior", "previous")  # an inter frame's mean: h_s's, or the previous latent, plus P's
+
 
 @dataclass(frozen=True)
 class VideoModelConfig:
@@ -43,9 +48,12 @@ class VideoModelConfig:
     context_slices: int = 0  # the image part's channel context, used by intra frames
     context_hidden: int = 64
     lambdas: tuple[float, ...] = LAMBDAS  # the image part's ladder, which inter frames train with too
+    prior_base: str = "hyperprior"  # what P's mean correction is added to: PRIOR_BASES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lambdas", self.image.lambdas)  # checked and made a tuple there
+        if self.prior_base not in PRIOR_BASES:
+            raise ValueError(f"prior_base must be one of {', '.join(PRIOR_BASES)}, got {self.prior_base!r}")
 
     @property
     def image(self) -> ImageModelConfig:
@@ -62,13 +70,15 @@ class VideoModelConfig:
 
 
 class TemporalPrior(nn.Module):
-    """(y_q of the previous frame, hyperprior mean, hyperprior scale) -> (mean, scale) corrections.
+    """(y_q of the previous frame, hyperprior mean, hyperprior scale) -> (mean, scale): corrections
+    added to `base` (the hyperprior's mean, or y_q of the previous frame) and to the scale.
 
     Three 3x3 convolutions (receptive field: PRIOR_MARGIN latent positions on each side).
     """
 
-    def __init__(self, m: int, channels: int):
+    def __init__(self, m: int, channels: int, base: str = "hyperprior"):
         super().__init__()
+        self.from_previous = base == "previous"
         self.net = nn.Sequential(
             conv(3 * m, channels, 3), nn.LeakyReLU(LEAK), conv(channels, channels, 3),
             nn.LeakyReLU(LEAK), conv(channels, 2 * m, 3),
@@ -78,9 +88,9 @@ class TemporalPrior(nn.Module):
 
     def forward(self, y_prev: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Corrected (mean, scale), both unclamped, from h_s's raw (mean, scale)."""
+        """(base + mean correction, scale + scale correction), unclamped, from h_s's raw (mean, scale)."""
         d_mean, d_scale = self.net(torch.cat([y_prev, mean, scale], 1)).chunk(2, 1)
-        return mean + d_mean, scale + d_scale
+        return (y_prev if self.from_previous else mean) + d_mean, scale + d_scale
 
 
 PRIOR_MARGIN = 3  # latent positions each output of TemporalPrior depends on, on each side
@@ -93,7 +103,7 @@ class VideoModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image = ImageHyperprior(cfg.image)
-        self.prior = TemporalPrior(cfg.m, cfg.prior_channels)
+        self.prior = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_base)
 
     def forward(self, frames: torch.Tensor, level: torch.Tensor, noise: bool = True,
                 train_transforms: bool = False, reconstruct: bool = True) -> dict[str, torch.Tensor]:

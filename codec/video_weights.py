@@ -25,7 +25,8 @@ from .image_weights import load_float_model as load_image_float_model
 from .video_model import PRIOR_MARGIN, TemporalPrior, VideoModel, VideoModelConfig
 from .zoo import ModelInfo, describe, write_model_file
 
-FORMAT = "ncodec-video-stprior-1"
+FORMAT = "ncodec-video-stprior-2"  # config may name the prior's base (SPEC 7.3); -1 files: "hyperprior"
+FORMATS = ("ncodec-video-stprior-1", FORMAT)
 
 
 class VideoModelError(ValueError):
@@ -72,7 +73,13 @@ def _prior_params(t: dict[str, torch.Tensor], count: int) -> list[dict[str, torc
 def _check(info: ModelInfo) -> VideoModelConfig:
     if info.modality != "video":
         raise VideoModelError(f"model {info.model_id!r} is an {info.modality} model, not a video model")
-    return VideoModelConfig.from_dict(info.config)
+    if info.format not in FORMATS:
+        raise VideoModelError(f"model {info.model_id!r} has format {info.format!r}; this ncodec reads "
+                              f"{' and '.join(FORMATS)}")
+    try:
+        return VideoModelConfig.from_dict(info.config)
+    except ValueError as err:
+        raise VideoModelError(f"model {info.model_id!r}: {err}") from None
 
 
 @cache
@@ -80,7 +87,7 @@ def load_coding_model(path: Path) -> VideoCodingModel:
     info = describe(Path(path))
     cfg = _check(info)
     image = load_image_coding_model(Path(path))
-    skeleton = TemporalPrior(cfg.m, cfg.prior_channels)
+    skeleton = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_base)
     t = load_file(str(path))
     prior = build_intnet(skeleton.net, _prior_params(t, len(conv_modules(skeleton.net))))
     return VideoCodingModel(info, cfg, image, prior)
