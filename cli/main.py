@@ -809,9 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--finetune-lr", type=float, default=0.0,
                     help="also train the image transforms at this rate (default 0: frozen)")
     tv.add_argument("--prior-channels", type=int, default=64, help="width of the temporal prior")
-    tv.add_argument("--prior-base", choices=("previous", "hyperprior"), default="previous",
-                    help="what the prior's mean corrections add to: the previous frame's latent, or the "
-                         "hyperprior's mean (the format of video-stprior-v1..v3; new runs)")
+    tv.add_argument("--prior-base", choices=("hyperprior", "previous"), default="hyperprior",
+                    help="what the prior's mean corrections add to: the hyperprior's mean, or the previous "
+                         "frame's latent (new runs; measured worse on fades, see the video model card)")
     tv.add_argument("--seed", type=int, default=0)
     tv.add_argument("--val", help="held-out validation clip (default: the last data file, if several)")
     tv.add_argument("--val-every", type=int, default=500)

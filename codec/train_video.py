@@ -207,7 +207,7 @@ class VideoTrainConfig:
     lr: float = 1e-4
     finetune_lr: float = 0.0  # > 0: the image transforms train too, at this rate
     prior_channels: int = 64
-    prior_base: str = "previous"  # VideoModelConfig.prior_base of a new run
+    prior_base: str = "hyperprior"  # VideoModelConfig.prior_base of a new run
     val_frames: int = 8
     val_every: int = 500
     log_every: int = 50

@@ -3,10 +3,10 @@
 A video model file is an image model file (enc.*, dec.g_s.*, dec.h_s.*, dec.inv_gain, tables.*,
 train.*: the layout of image_weights) plus the temporal prior's integer convolutions
 `dec.prior.N.{weight,shift,bias}` (int16, int8, int32, in call order). Metadata: modality "video",
-format FORMAT, config (VideoModelConfig as JSON), image_model ({"id", "sha256"} of the image model
-it started from), training (provenance). When the image transforms were not trained, the image
-tensors are copied from that image model file byte for byte, so intra frames code exactly as the
-image codec does with that model.
+format FORMATS[0] (or [1] for a prior on the previous latent), config (VideoModelConfig as JSON),
+image_model ({"id", "sha256"} of the image model it started from), training (provenance). When
+the image transforms were not trained, the image tensors are copied from that image model file
+byte for byte, so intra frames code exactly as the image codec does with that model.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from .image_weights import load_float_model as load_image_float_model
 from .video_model import PRIOR_MARGIN, TemporalPrior, VideoModel, VideoModelConfig
 from .zoo import ModelInfo, describe, write_model_file
 
-FORMAT = "ncodec-video-stprior-2"  # config may name the prior's base (SPEC 7.3); -1 files: "hyperprior"
-FORMATS = ("ncodec-video-stprior-1", FORMAT)
+# -1: P's mean corrections add to the hyperprior's mean; -2: config names the base (SPEC 7.3, 7.6).
+# Models on the hyperprior base are written as -1, exactly as before -2 existed (older readers
+# read them right, and refuse -2 files rather than misread them).
+FORMATS = ("ncodec-video-stprior-1", "ncodec-video-stprior-2")
 
 
 class VideoModelError(ValueError):
@@ -48,7 +50,10 @@ def export(model: VideoModel, path: str | Path, model_id: str, training: dict | 
     for i, layer in enumerate(conv_modules(model.prior.net)):
         for k, v in quantize_conv(layer).items():
             t[f"dec.prior.{i}.{k}"] = v.contiguous()
-    return write_model_file(path, t, model_id, "video", FORMAT, model.cfg.as_dict(), training,
+    config = model.cfg.as_dict()
+    if config["prior_base"] == "hyperprior":
+        del config["prior_base"]
+    return write_model_file(path, t, model_id, "video", FORMATS["prior_base" in config], config, training,
                             {"image_model": image_model} if image_model else None)
 
 
