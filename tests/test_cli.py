@@ -117,6 +117,20 @@ def test_a_non_model_file_in_a_model_folder_is_skipped_with_one_warning(png, tmp
                            "safetensors file: ")
 
 
+def test_a_model_file_is_the_same_bytes_every_time_it_is_written(tmp_path):
+    """(safetensors alone writes its metadata in a random order, another in each process.)"""
+    from ncodec.zoo import describe
+
+    code = ("import sys, torch; from ncodec.zoo import write_model_file; write_model_file(sys.argv[1], "
+            "{'w': torch.arange(6.0)}, 'm', 'image', 'f', {'n': 1}, {'steps': 3}, {'extra': [1]})")
+    files = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert len({path.read_bytes() for path in files}) == 1
+    info = describe(files[0])
+    assert (info.model_id, info.format, info.config, info.training) == ("m", "f", {"n": 1}, {"steps": 3})
+
+
 def test_encode_decode_path_imports_no_heavy_packages():
     heavy = {"compressai", "matplotlib", "pandas", "scipy", "ray"}
     assert not heavy & imported_after("ncodec", "ncodec.image_codec", "ncodec.cli.main")

@@ -64,7 +64,7 @@ def write_model_file(path: str | Path, tensors: dict, model_id: str, modality: s
     format, config, training (provenance) and any `extra` entries, all but the first three as
     JSON. The folder is created if needed; the file appears whole (written beside, then renamed)
     with the permissions a plain open() gives."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from ..atomic import atomic_output
 
@@ -75,8 +75,20 @@ def write_model_file(path: str | Path, tensors: dict, model_id: str, modality: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=meta)
+        Path(tmp).write_bytes(_sorted_metadata(save(tensors, metadata=meta)))
     return path
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes with the header's metadata in key order (safetensors writes it in a random
+    order, so the same model would give files, and weights hashes, that differ run to run)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:  # (not seen: the same entries in another order)
+        return data
+    return data[:8] + text.ljust(size) + data[8 + size :]
 
 
 @cache
