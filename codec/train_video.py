@@ -320,13 +320,13 @@ def _warm_start_prior(model: VideoModel, init_prior: str) -> dict:
         raise ValueError(f"{init_prior!r} has a temporal prior of width {source.net[0].out_channels}, "
                          f"this run asks for {model.prior.net[0].out_channels}")
     model.prior.load_state_dict(source.state_dict())
-    if source.from_previous != model.prior.from_previous:  # its mean corrections are for another base
+    other_base = source.from_previous != model.prior.from_previous
+    if other_base:  # its mean corrections are for another base
         with torch.no_grad():
             for p in (model.prior.net[-1].weight, model.prior.net[-1].bias):
                 p[: p.shape[0] // 2].zero_()
-        note(f"temporal prior initialised from {info.model_id} (scale part: it adds to another mean)")
-    else:
-        note(f"temporal prior initialised from {info.model_id}")
+    note(f"temporal prior initialised from {info.model_id}"
+         + (" (scale part: it adds to another mean)" if other_base else ""))
     return {"id": info.model_id, "sha256": info.sha256}
 
 

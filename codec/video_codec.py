@@ -284,7 +284,7 @@ class FrameCoder:
         delta = torch.empty_like(hyper)
         run_tiled(self.model.prior, torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
                   margin=self.model.margin, out=delta)
-        base = self.latent if self.model.cfg.prior_base == "previous" else hyper[:, :m]
+        base = self.latent if self.model.cfg.prior_on_previous else hyper[:, :m]
         mean = (base.long() + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
         return torch.cat([mean, hyper[:, m:].long() + delta[:, m:]], 1).int()
 

@@ -56,6 +56,11 @@ class VideoModelConfig:
             raise ValueError(f"prior_base must be one of {', '.join(PRIOR_BASES)}, got {self.prior_base!r}")
 
     @property
+    def prior_on_previous(self) -> bool:
+        """P's mean corrections add to the previous frame's latent (else to h_s's mean)."""
+        return self.prior_base == "previous"
+
+    @property
     def image(self) -> ImageModelConfig:
         return ImageModelConfig(self.n, self.m, self.levels, self.res_units, self.context_slices,
                                 self.context_hidden, self.lambdas)
@@ -76,9 +81,9 @@ class TemporalPrior(nn.Module):
     Three 3x3 convolutions (receptive field: PRIOR_MARGIN latent positions on each side).
     """
 
-    def __init__(self, m: int, channels: int, base: str = "hyperprior"):
+    def __init__(self, m: int, channels: int, from_previous: bool = False):
         super().__init__()
-        self.from_previous = base == "previous"
+        self.from_previous = from_previous
         self.net = nn.Sequential(
             conv(3 * m, channels, 3), nn.LeakyReLU(LEAK), conv(channels, channels, 3),
             nn.LeakyReLU(LEAK), conv(channels, 2 * m, 3),
@@ -103,7 +108,7 @@ class VideoModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image = ImageHyperprior(cfg.image)
-        self.prior = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_base)
+        self.prior = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_on_previous)
 
     def forward(self, frames: torch.Tensor, level: torch.Tensor, noise: bool = True,
                 train_transforms: bool = False, reconstruct: bool = True) -> dict[str, torch.Tensor]:

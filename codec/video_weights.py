@@ -3,10 +3,11 @@
 A video model file is an image model file (enc.*, dec.g_s.*, dec.h_s.*, dec.inv_gain, tables.*,
 train.*: the layout of image_weights) plus the temporal prior's integer convolutions
 `dec.prior.N.{weight,shift,bias}` (int16, int8, int32, in call order). Metadata: modality "video",
-format FORMATS[0] (or [1] for a prior on the previous latent), config (VideoModelConfig as JSON),
-image_model ({"id", "sha256"} of the image model it started from), training (provenance). When
-the image transforms were not trained, the image tensors are copied from that image model file
-byte for byte, so intra frames code exactly as the image codec does with that model.
+format FORMAT_HYPERPRIOR_BASE (FORMAT_NAMED_BASE for a prior on the previous latent), config
+(VideoModelConfig as JSON), image_model ({"id", "sha256"} of the image model it started from),
+training (provenance). When the image transforms were not trained, the image tensors are copied
+from that image model file byte for byte, so intra frames code exactly as the image codec does
+with that model.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from .zoo import ModelInfo, describe, write_model_file
 # -1: P's mean corrections add to the hyperprior's mean; -2: config names the base (SPEC 7.3, 7.6).
 # Models on the hyperprior base are written as -1, exactly as before -2 existed (older readers
 # read them right, and refuse -2 files rather than misread them).
-FORMATS = ("ncodec-video-stprior-1", "ncodec-video-stprior-2")
+FORMAT_HYPERPRIOR_BASE, FORMAT_NAMED_BASE = "ncodec-video-stprior-1", "ncodec-video-stprior-2"
+FORMATS = (FORMAT_HYPERPRIOR_BASE, FORMAT_NAMED_BASE)
 
 
 class VideoModelError(ValueError):
@@ -50,10 +52,11 @@ def export(model: VideoModel, path: str | Path, model_id: str, training: dict | 
     for i, layer in enumerate(conv_modules(model.prior.net)):
         for k, v in quantize_conv(layer).items():
             t[f"dec.prior.{i}.{k}"] = v.contiguous()
-    config = model.cfg.as_dict()
-    if config["prior_base"] == "hyperprior":
+    config, fmt = model.cfg.as_dict(), FORMAT_NAMED_BASE
+    if not model.cfg.prior_on_previous:
         del config["prior_base"]
-    return write_model_file(path, t, model_id, "video", FORMATS["prior_base" in config], config, training,
+        fmt = FORMAT_HYPERPRIOR_BASE
+    return write_model_file(path, t, model_id, "video", fmt, config, training,
                             {"image_model": image_model} if image_model else None)
 
 
@@ -92,7 +95,7 @@ def load_coding_model(path: Path) -> VideoCodingModel:
     info = describe(Path(path))
     cfg = _check(info)
     image = load_image_coding_model(Path(path))
-    skeleton = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_base)
+    skeleton = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_on_previous)
     t = load_file(str(path))
     prior = build_intnet(skeleton.net, _prior_params(t, len(conv_modules(skeleton.net))))
     return VideoCodingModel(info, cfg, image, prior)

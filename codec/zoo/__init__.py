@@ -86,9 +86,8 @@ def _sorted_metadata(data: bytes) -> bytes:
     header = json.loads(data[8 : 8 + size])
     header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(text) > size:  # (not seen: the same entries in another order)
-        return data
-    return data[:8] + text.ljust(size) + data[8 + size :]
+    text = text.ljust(-(-len(text) // 8) * 8)  # (tensor offsets count from the end of the header)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 @cache
