@@ -649,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ceiling on the file's rate; stereo splits it equally between mid and side")
     e.add_argument("--model", help="model id (see `ncodec models`)")
     e.add_argument("--refine", type=int, metavar="STEPS",
-                   help="encoder-side latent refinement steps of images and video intra frames: better "
+                   help="encoder-side latent refinement steps of images and video frames: better "
                         "rate-distortion from the same decoder, at ~1 s per step per megapixel; default "
                         "20 up to 4 megapixels, 0 above; 0: fastest")
     e.add_argument("--gop", type=_positive_int, metavar="N",

@@ -316,9 +316,9 @@ def _hyperprior_chunks(path, model: ImageCodingModel, x: torch.Tensor, params: I
 
 
 def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, hyper: torch.Tensor,
-            quality_fx: int, steps: int, progress: Progress | None) -> torch.Tensor:
+            quality_fx: int, steps: int, progress: Progress | None, context: bool = True) -> torch.Tensor:
     """Encoder-side refinement of y in latent tiles (bounded memory), z and so h_s's output
-    `hyper` (float, [1, 2M, h, w]) unchanged."""
+    `hyper` (float, [1, 2M, h, w]) unchanged; `context` as `refine_latent`'s."""
     from .image_refine import refine_latent
 
     inv = _inverse_gain(model, quality_fx).float() * 2.0**-GAIN_BITS
@@ -331,7 +331,7 @@ def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, hyp
         b0, b1 = max(x0 - REFINE_MARGIN, 0), min(x1 + REFINE_MARGIN, y.shape[3])
         window = (..., slice(a0, a1), slice(b0, b1))
         refined = refine_latent(path, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1], out[window],
-                                hyper[window].float(), inv, quality, steps)
+                                hyper[window].float(), inv, quality, steps, context=context)
         out[..., y0:y1, x0:x1] = refined[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]
         if progress:
             progress("refine", i + 1, len(tiles))

@@ -58,14 +58,15 @@ def refine_lr(lam: float) -> float:
 
 def refine_latent(
     model_path: Path, x: torch.Tensor, y: torch.Tensor, hyper: torch.Tensor,
-    inv_gain: torch.Tensor, quality: float, steps: int, lr: float | None = None,
+    inv_gain: torch.Tensor, quality: float, steps: int, lr: float | None = None, context: bool = True,
 ) -> torch.Tensor:
     """Refined y for padded pixels x [1,3,H,W] in [0,1], given h_s's fixed output `hyper`.
 
     Adam with a cosine-decayed learning rate (from `lr` to 0 over `steps`; default `refine_lr`
     of the quality's lambda): large early steps move many symbols, the small late ones settle the
     rounding. The (mean, scale) of each step's latent come from the model's `latent_params`
-    (with a channel context they follow the decoded slices). y: [1, M, H/16, W/16] float;
+    (with a channel context they follow the decoded slices; context=False takes `hyper`'s as they
+    are, as a video inter frame coded without the context does). y: [1, M, H/16, W/16] float;
     hyper: [1, 2M, H/16, W/16] float; inv_gain [1, M, 1, 1]. Returns a tensor like y.
     """
     model = float_model(Path(model_path))
@@ -81,7 +82,7 @@ def refine_latent(
     best, best_y = math.inf, y.detach().clone()
     with torch.enable_grad():
         for step in range(steps + 1):  # the last pass only scores the last update
-            mean, scale = model.latent_params(y, hyper)
+            mean, scale = model.latent_params(y, hyper) if context else hyper.chunk(2, 1)
             scale = scale.clamp_min(SCALE_MIN)
             centred = y - mean
             rounded = centred + (torch.round(centred) - centred).detach()

@@ -10,6 +10,8 @@ An inter frame may skip blocks of 4x4 latent positions (64x64 pixels): a skipped
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
 The encoder skips a block when that lowers rate + lambda * distortion (lambda of the quality, the
 distortion measured on a float synthesis of both choices); the decoder just follows the skip map.
+Encoder-side latent refinement (image_refine) applies to intra frames and to inter frames that code
+blocks (under the parameters the temporal prior gives): the same decoder, better rate-distortion.
 The only state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied
 latent), an integer latent that encoder and decoder compute identically.
 Decoding mirrors it with integer arithmetic only, so the output never depends on the machine.
@@ -39,6 +41,7 @@ from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
 from .image_codec import (
     QUALITY_STEPS,
+    REFINE_MARGIN,
     ImageError,
     ImageParams,
     SliceCoder,
@@ -250,7 +253,8 @@ class FrameCoder:
     `encode(rgb, intra)` returns a frame chunk (type, data), `decode(kind, data, t)` the frame's
     pixels; both update `latent` (y_q of the frame, int32), which the next inter frame is coded
     against. Encoder only: `synthesis` (the float g_s) enables skipped blocks in inter frames,
-    `refine` > 0 refines intra latents for that many steps (as `image_codec.encode_image` does).
+    `refine` > 0 refines latents for that many steps (as `image_codec.encode_image` does): intra
+    frames, and inter frames that code blocks.
     """
 
     def __init__(self, model: VideoCodingModel, params: VideoParams,
@@ -371,6 +375,11 @@ class FrameCoder:
             skip, coded = np.zeros(self.blocks, dtype=bool), None
             if self.synthesis is not None:
                 skip, coded = self._choose_skips(x, q, sym, index)
+            if self.refine and not skip.all():  # (a frame that copies every block is not refined)
+                y = self._refine_inter(x, y, z_sym, options, mode, z_copied, skip)
+                _, _, q, index, sym = options[mode, z_copied]
+                if self.synthesis is not None:
+                    skip, coded = self._choose_skips(x, q, sym, index)
             keep = ~self._positions(skip)
             if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
                 z_bits = self._z_bits(z_sym)
@@ -411,6 +420,32 @@ class FrameCoder:
         if self.synthesis is not None:
             self.recon = self._synthesize(q)
         return pack_frame(self._code_z(z_sym), payloads)
+
+    def _refine_inter(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor, options: dict,
+                      mode: InterMode, z_copied: bool, skip: np.ndarray) -> torch.Tensor:
+        """y refined (as intra latents are) under the entropy parameters of the chosen `mode` and z,
+        over the rectangle of latents around the blocks `skip` codes (with a margin of context);
+        `options`' entries of that mode are re-estimated for the refined y in place."""
+        rows, cols = np.nonzero(~skip)
+        box = [SKIP_BLOCK * int(rows.min()), min(SKIP_BLOCK * (int(rows.max()) + 1), y.shape[2]),
+               SKIP_BLOCK * int(cols.min()), min(SKIP_BLOCK * (int(cols.max()) + 1), y.shape[3])]
+        a0, a1 = max(box[0] - REFINE_MARGIN, 0), min(box[1] + REFINE_MARGIN, y.shape[2])
+        b0, b1 = max(box[2] - REFINE_MARGIN, 0), min(box[3] + REFINE_MARGIN, y.shape[3])
+        hyper = options[mode, z_copied][1][..., a0:a1, b0:b1].double() * 2.0**-ACT_BITS
+        with torch.inference_mode(False):  # (gradients through the synthesis)
+            part = _refine(self.model.info.path, self.im, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1],
+                           y[..., a0:a1, b0:b1], hyper, self.params.quality_fx, self.refine, None,
+                           context=mode.context)
+        y = y.clone()
+        y[..., box[0]:box[1], box[2]:box[3]] = part[..., box[0] - a0:box[1] - a0, box[2] - b0:box[3] - b0]
+        z_bits = self._z_bits(z_sym)
+        for copied in (False, True):
+            if (mode, copied) in options:
+                params = options[mode, copied][1]
+                q, index, sym = self._estimate(y, params, mode)
+                bits = self._y_bits(sym, index) + (0 if copied else z_bits)
+                options[mode, copied] = (bits, params, q, index, sym)
+        return y
 
     def _options(self, y: torch.Tensor, z_sym: torch.Tensor) -> dict[tuple[InterMode, bool], tuple]:
         """Every way the encoder weighs to code the inter frame whose scaled latent is y and rounded
@@ -540,7 +575,7 @@ class VideoEncoder:
             raise VideoError(f"quality must be within 1..{levels}, got {quality}")
         if not isinstance(gop, int) or not 1 <= gop <= MAX_GOP:
             raise VideoError(f"GOP must be an integer within 1..{MAX_GOP}, got {gop}")
-        try:  # intra frames are refined as images of the frame size are
+        try:  # frames are refined as images of the frame size are
             refine = refine_steps(refine, int(width), int(height))
         except ImageError as err:
             raise VideoError(str(err)) from None
@@ -617,7 +652,8 @@ def encode_video(frames: Iterable[np.ndarray], frame_rate, quality: float = 4.0,
     """Compress RGB frames (H, W, 3) uint8 at `frame_rate` to .ncz bytes.
 
     skip_blocks=False codes every block of every inter frame (no copies from the previous frame);
-    refine: latent refinement steps of intra frames (0: off; None: as images of the frame size).
+    refine: latent refinement steps of intra frames and of inter frames that code blocks (0: off;
+    None: as images of the frame size).
     """
     buf = io.BytesIO()
     enc = None

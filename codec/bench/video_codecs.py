@@ -51,8 +51,8 @@ DESCRIPTIONS = {
     "x265": "libx265 preset medium, CRF, yuv420p BT.709 limited range; HEVC elementary stream",
     "svtav1": "SVT-AV1 (libsvtav1) preset 8, CRF, yuv420p BT.709 limited range; AV1 OBU stream, "
               "decoded by libdav1d",
-    "ncodec": "ncodec learned video codec (intra frames as images, with the default refinement; inter frames "
-              "with the temporal prior and skipped blocks), quality, GOP 32, RGB; the whole .ncz file",
+    "ncodec": "ncodec learned video codec (intra frames as images; inter frames with the temporal prior and "
+              "skipped blocks; the default refinement of both), quality, GOP 32, RGB; the whole .ncz file",
 }
 
 
