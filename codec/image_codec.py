@@ -315,20 +315,36 @@ def _hyperprior_chunks(path, model: ImageCodingModel, x: torch.Tensor, params: I
     return [(CHUNK_Z, z_payload), *((CHUNK_Y, p) for p in payloads)]
 
 
+def _with_margin(y0: int, y1: int, x0: int, x1: int, shape: torch.Size) -> tuple[int, int, int, int]:
+    """Latent rows y0:y1, columns x0:x1 widened by REFINE_MARGIN of context within `shape`'s last two."""
+    return (max(y0 - REFINE_MARGIN, 0), min(y1 + REFINE_MARGIN, shape[-2]),
+            max(x0 - REFINE_MARGIN, 0), min(x1 + REFINE_MARGIN, shape[-1]))
+
+
 def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, hyper: torch.Tensor,
-            quality_fx: int, steps: int, progress: Progress | None, context: bool = True) -> torch.Tensor:
+            quality_fx: int, steps: int, progress: Progress | None, context: bool = True,
+            region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Encoder-side refinement of y in latent tiles (bounded memory), z and so h_s's output
-    `hyper` (float, [1, 2M, h, w]) unchanged; `context` as `refine_latent`'s."""
+    `hyper` (float, [1, 2M, h, w]) unchanged; `context` as `refine_latent`'s. `region` (rows y0:y1,
+    columns x0:x1 of latents) refines only those, seeing a margin of context around them."""
     from .image_refine import refine_latent
 
+    if region is not None:
+        a0, a1, b0, b1 = _with_margin(*region, y.shape)
+        window = (..., slice(a0, a1), slice(b0, b1))
+        part = _refine(path, model, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1], y[window], hyper[window],
+                       quality_fx, steps, progress, context)
+        y0, y1, x0, x1 = region
+        out = y.clone()
+        out[..., y0:y1, x0:x1] = part[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]
+        return out
     inv = _inverse_gain(model, quality_fx).float() * 2.0**-GAIN_BITS
     quality = 1 + quality_fx / QUALITY_STEPS
     out = y.clone()
     tiles = [(y0, min(y0 + REFINE_TILE, y.shape[2]), x0, min(x0 + REFINE_TILE, y.shape[3]))
              for y0 in range(0, y.shape[2], REFINE_TILE) for x0 in range(0, y.shape[3], REFINE_TILE)]
     for i, (y0, y1, x0, x1) in enumerate(tiles):
-        a0, a1 = max(y0 - REFINE_MARGIN, 0), min(y1 + REFINE_MARGIN, y.shape[2])
-        b0, b1 = max(x0 - REFINE_MARGIN, 0), min(x1 + REFINE_MARGIN, y.shape[3])
+        a0, a1, b0, b1 = _with_margin(y0, y1, x0, x1, y.shape)
         window = (..., slice(a0, a1), slice(b0, b1))
         refined = refine_latent(path, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1], out[window],
                                 hyper[window].float(), inv, quality, steps, context=context)

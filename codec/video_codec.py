@@ -41,7 +41,6 @@ from . import container as ct
 from .fixed_point import ACT_BITS, ACT_LIMIT, run_tiled
 from .image_codec import (
     QUALITY_STEPS,
-    REFINE_MARGIN,
     ImageError,
     ImageParams,
     SliceCoder,
@@ -427,17 +426,12 @@ class FrameCoder:
         over the rectangle of latents around the blocks `skip` codes (with a margin of context);
         `options`' entries of that mode are re-estimated for the refined y in place."""
         rows, cols = np.nonzero(~skip)
-        box = [SKIP_BLOCK * int(rows.min()), min(SKIP_BLOCK * (int(rows.max()) + 1), y.shape[2]),
-               SKIP_BLOCK * int(cols.min()), min(SKIP_BLOCK * (int(cols.max()) + 1), y.shape[3])]
-        a0, a1 = max(box[0] - REFINE_MARGIN, 0), min(box[1] + REFINE_MARGIN, y.shape[2])
-        b0, b1 = max(box[2] - REFINE_MARGIN, 0), min(box[3] + REFINE_MARGIN, y.shape[3])
-        hyper = options[mode, z_copied][1][..., a0:a1, b0:b1].double() * 2.0**-ACT_BITS
+        box = (SKIP_BLOCK * int(rows.min()), min(SKIP_BLOCK * (int(rows.max()) + 1), y.shape[2]),
+               SKIP_BLOCK * int(cols.min()), min(SKIP_BLOCK * (int(cols.max()) + 1), y.shape[3]))
+        hyper = options[mode, z_copied][1].double() * 2.0**-ACT_BITS
         with torch.inference_mode(False):  # (gradients through the synthesis)
-            part = _refine(self.model.info.path, self.im, x[..., 16 * a0:16 * a1, 16 * b0:16 * b1],
-                           y[..., a0:a1, b0:b1], hyper, self.params.quality_fx, self.refine, None,
-                           context=mode.context)
-        y = y.clone()
-        y[..., box[0]:box[1], box[2]:box[3]] = part[..., box[0] - a0:box[1] - a0, box[2] - b0:box[3] - b0]
+            y = _refine(self.model.info.path, self.im, x, y, hyper, self.params.quality_fx, self.refine, None,
+                        context=mode.context, region=box)
         z_bits = self._z_bits(z_sym)
         for copied in (False, True):
             if (mode, copied) in options:
