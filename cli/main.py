@@ -472,7 +472,7 @@ def cmd_train_video(args: argparse.Namespace) -> None:
 
     tc = VideoTrainConfig(batch=args.batch, crop=args.crop, frames=args.frames, windows_per_clip=args.windows,
                           lr=args.lr, finetune_lr=args.finetune_lr, prior_channels=args.prior_channels,
-                          prior_base=args.prior_base, val_every=args.val_every)
+                          prior_bases=tuple(args.prior_base or ("hyperprior",)), val_every=args.val_every)
     try:
         ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val,
                      args.init_prior)
@@ -796,8 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--data", nargs="+", required=True, help="video files or folders of them")
     tv.add_argument("--run", required=True, help="run folder (frame cache, checkpoint, log); resumes")
     tv.add_argument("--init-image", help="image model file or id to start from (needed for a new run)")
-    tv.add_argument("--init-prior",
-                    help="video model file or id whose temporal prior a new run starts from (same width)")
+    tv.add_argument("--init-prior", action="append",
+                    help="video model file or id whose temporal priors a new run's start from (same width; "
+                         "repeat to take priors on different bases from different models)")
     tv.add_argument("--minutes", type=float, default=60.0)
     tv.add_argument("--steps", type=int, default=10**9)
     tv.add_argument("--batch", type=int, default=8)
@@ -809,9 +810,11 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--finetune-lr", type=float, default=0.0,
                     help="also train the image transforms at this rate (default 0: frozen)")
     tv.add_argument("--prior-channels", type=int, default=64, help="width of the temporal prior")
-    tv.add_argument("--prior-base", choices=("hyperprior", "previous"), default="hyperprior",
-                    help="what the prior's mean corrections add to: the hyperprior's mean, or the previous "
-                         "frame's latent (new runs; measured worse on fades, see the video model card)")
+    tv.add_argument("--prior-base", choices=("hyperprior", "previous"), action="append",
+                    help="what the prior's mean corrections add to: the hyperprior's mean (default), or the "
+                         "previous frame's latent (new runs; measured worse on fades, see the video model "
+                         "card). Repeat for one prior per base: each inter frame is coded with the one that "
+                         "costs fewer bits")
     tv.add_argument("--seed", type=int, default=0)
     tv.add_argument("--val", help="held-out validation clip (default: the last data file, if several)")
     tv.add_argument("--val-every", type=int, default=500)

@@ -207,7 +207,7 @@ class VideoTrainConfig:
     lr: float = 1e-4
     finetune_lr: float = 0.0  # > 0: the image transforms train too, at this rate
     prior_channels: int = 64
-    prior_base: str = "hyperprior"  # VideoModelConfig.prior_base of a new run
+    prior_bases: tuple[str, ...] = ("hyperprior",)  # VideoModelConfig.prior_bases of a new run
     val_frames: int = 8
     val_every: int = 500
     log_every: int = 50
@@ -215,12 +215,13 @@ class VideoTrainConfig:
 
 def train(data: list[str], run_dir: str, minutes: float, init_image: str | None = None, steps: int = 10**9,
           tc: VideoTrainConfig = VideoTrainConfig(), seed: int = 0, val: str | None = None,
-          init_prior: str | None = None) -> Path:
+          init_prior: list[str] | None = None) -> Path:
     """Train until `minutes` or `steps`; resumes from run_dir/checkpoint.safetensors.
 
     init_image (an image model file or id) is needed for a new run; a resumed run ignores it.
-    init_prior (a video model file or id) starts a new run's temporal prior from that model's
-    (same width), e.g. when the image transforms change.
+    init_prior (video model files or ids) start a new run's temporal priors from theirs (same
+    width; each from one on the same base where they hold one), e.g. when the image transforms
+    change or to train two priors that were trained apart together.
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -239,12 +240,12 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
 
     image_info = describe(init_copy)
     cfg = VideoModelConfig.from_dict({**image_info.config, "prior_channels": tc.prior_channels,
-                                      "prior_base": tc.prior_base})
+                                      "prior_bases": tc.prior_bases})
     model = VideoModel(cfg)
     model.image.load_state_dict(load_float_model(init_copy).state_dict())
     model = model.to(device)
     finetune = tc.finetune_lr > 0
-    groups = [{"params": model.prior.parameters(), "lr": tc.lr}]
+    groups = [{"params": model.priors.parameters(), "lr": tc.lr}]
     if finetune:
         groups.append({"params": model.image.parameters(), "lr": tc.finetune_lr})
     else:
@@ -258,7 +259,7 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     step = load_checkpoint(run, parts)
     prior_info = meta.get("init_prior")
     if step == 0 and init_prior:
-        prior_info = _warm_start_prior(model, init_prior)
+        prior_info = _warm_start_priors(model, init_prior)
     files = video_files(data)
     val_path = Path(val) if val else (files.pop() if len(files) > 1 else None)
     if val_path is not None and len(files) > 1:  # held out: never a training clip
@@ -295,6 +296,9 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
                    "bpp_intra": round(float(bpp[:, 0].mean()), 4),
                    "bpp_inter": round(float(bpp[:, 1:].mean()), 4),
                    "elapsed_s": round(time.monotonic() - start)}
+            if "prior" in out:  # inter frames coded with each prior
+                wins = torch.bincount(out["prior"].flatten(), minlength=len(model.priors))
+                rec["prior_wins"] = wins.tolist()
             if "mse" in out:
                 rec["psnr"] = round(float((-10 * torch.log10(out["mse"].detach())).mean()), 2)
             record_loss(log, rec)
@@ -308,26 +312,34 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     return run / CHECKPOINT
 
 
-def _warm_start_prior(model: VideoModel, init_prior: str) -> dict:
-    """Load a video model file's temporal prior into `model`; returns what the run records of it."""
+def _warm_start_priors(model: VideoModel, init_prior: list[str]) -> list[dict]:
+    """Load the temporal priors of video model files into `model`'s: each of `model`'s from the
+    first source prior on its base, else the first source prior's scale part (its mean
+    corrections add to another base). Returns what the run records of the files."""
     from .video_weights import load_float_model
     from .zoo import describe, find
 
-    path = Path(init_prior)
-    info = describe(path) if path.is_file() else find(init_prior, "video")
-    source = load_float_model(info.path).prior
-    if source.net[0].out_channels != model.prior.net[0].out_channels:
-        raise ValueError(f"{init_prior!r} has a temporal prior of width {source.net[0].out_channels}, "
-                         f"this run asks for {model.prior.net[0].out_channels}")
-    model.prior.load_state_dict(source.state_dict())
-    other_base = source.from_previous != model.prior.from_previous
-    if other_base:  # its mean corrections are for another base
-        with torch.no_grad():
-            for p in (model.prior.net[-1].weight, model.prior.net[-1].bias):
-                p[: p.shape[0] // 2].zero_()
-    note(f"temporal prior initialised from {info.model_id}"
-         + (" (scale part: it adds to another mean)" if other_base else ""))
-    return {"id": info.model_id, "sha256": info.sha256}
+    sources, records = [], []
+    for name in init_prior:
+        path = Path(name)
+        info = describe(path) if path.is_file() else find(name, "video")
+        for prior in load_float_model(info.path).priors:
+            if prior.net[0].out_channels != model.priors[0].net[0].out_channels:
+                raise ValueError(f"{name!r} has a temporal prior of width {prior.net[0].out_channels}, "
+                                 f"this run asks for {model.priors[0].net[0].out_channels}")
+            sources.append((info.model_id, prior))
+        records.append({"id": info.model_id, "sha256": info.sha256})
+    for target, base in zip(model.priors, model.cfg.prior_bases, strict=True):
+        same = [(i, p) for i, p in sources if p.from_previous == target.from_previous]
+        model_id, source = (same or sources)[0]
+        target.load_state_dict(source.state_dict())
+        if not same:
+            with torch.no_grad():
+                for p in (target.net[-1].weight, target.net[-1].bias):
+                    p[: p.shape[0] // 2].zero_()
+        note(f"temporal prior on the {base} base initialised from {model_id}"
+             + ("" if same else " (scale part: it adds to another mean)"))
+    return records
 
 
 def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dict[str, torch.Tensor] | None]:

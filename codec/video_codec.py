@@ -74,7 +74,8 @@ MAP_NONE, MAP_ALL, MAP_CODED = 0, 1, 2  # skip map kinds: no block skipped, all 
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
 SLICED = 0x20  # skip map kind flag: the channel context codes the frame slice by slice
-MODE_FLAGS = NO_PRIOR | SLICED
+SECOND_PRIOR = 0x10  # skip map kind flag: the model's second temporal prior corrects them
+MODE_FLAGS = NO_PRIOR | SLICED | SECOND_PRIOR
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -195,16 +196,19 @@ def _skip_tables(p: int) -> coder.TableSet:
 class InterMode:
     """How an inter frame's entropy parameters are formed (SPEC 7.3), chosen per frame."""
 
-    prior: bool = True  # the temporal prior corrects h_s's (mean, scale)
+    prior: int | None = 0  # which of the model's temporal priors corrects h_s's (mean, scale); None: none
     context: bool = False  # then the channel context corrects them slice by slice (as in intra frames)
 
     @property
     def flags(self) -> int:
-        return (0 if self.prior else NO_PRIOR) | (SLICED if self.context else 0)
+        return {None: NO_PRIOR, 0: 0, 1: SECOND_PRIOR}[self.prior] | (SLICED if self.context else 0)
 
     @classmethod
     def from_flags(cls, flags: int) -> InterMode:
-        return cls(prior=not flags & NO_PRIOR, context=bool(flags & SLICED))
+        """The mode of an inter frame's skip map kind byte (whose NO_PRIOR and SECOND_PRIOR flags
+        the caller has checked are not both set)."""
+        prior = None if flags & NO_PRIOR else int(bool(flags & SECOND_PRIOR))
+        return cls(prior=prior, context=bool(flags & SLICED))
 
 
 def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode()) -> bytes:
@@ -226,6 +230,8 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.nda
     checked."""
     head = data[0] if data else 0
     kind, z_copied, mode = head & ~(Z_COPIED | MODE_FLAGS), bool(head & Z_COPIED), InterMode.from_flags(head)
+    if head & NO_PRIOR and head & SECOND_PRIOR:
+        raise VideoError(f"frame {t}: skip map names a temporal prior and none")
     if len(data) == 1 and (kind == MAP_NONE or head == MAP_ALL):
         return np.full(shape, kind == MAP_ALL), z_copied, mode
     if len(data) < 2 or kind != MAP_CODED or not 1 <= data[1] <= 255:
@@ -275,19 +281,20 @@ class FrameCoder:
             self._valid[: self.geometry.height, : self.geometry.width] = 1
         self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
 
-    def _params(self, z_sym: torch.Tensor, prior: bool) -> torch.Tensor:
+    def _params(self, z_sym: torch.Tensor, prior: int | None) -> torch.Tensor:
         """h_s's output for z [1, 2M, h, w] (int32: means, then raw scales), corrected by the
-        temporal prior when `prior` (SPEC 7.3: the means then start from the model's prior base)."""
+        model's temporal prior number `prior` unless None (SPEC 7.3: the means then start from
+        that prior's base)."""
         hyper = _hyper(self.im, z_sym)
-        if not prior:
+        if prior is None:
             return hyper
         if self.latent is None:
             raise VideoError("an inter frame needs the previous frame's latent")
         m = self.im.cfg.m
         delta = torch.empty_like(hyper)
-        run_tiled(self.model.prior, torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
+        run_tiled(self.model.priors[prior], torch.cat([self.latent, hyper], 1).double(), 1, tile=64,
                   margin=self.model.margin, out=delta)
-        base = self.latent if self.model.cfg.prior_on_previous else hyper[:, :m]
+        base = self.latent if self.model.cfg.prior_bases[prior] == "previous" else hyper[:, :m]
         mean = (base.long() + delta[:, :m]).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT))
         return torch.cat([mean, hyper[:, m:].long() + delta[:, m:]], 1).int()
 
@@ -313,12 +320,13 @@ class FrameCoder:
         return q, torch.cat(indices, 1), torch.cat(syms, 1)
 
     def _modes(self) -> list[InterMode]:
-        """The inter modes the encoder weighs by their estimated bits: the temporal prior, then also
-        with the channel context if the model has one. (Modes without the prior code for fewer
-        bits on moving footage but reconstruct far worse, by 5 dB on Big Buck Bunny at quality 2:
-        the prior's means lie closer to the latent, so rounding moves it less. Weighing them needs
-        rate + lambda * distortion per mode; decoders read them all.)"""
-        return [InterMode(True, context) for context in (False, True)[: 1 + bool(self.im.context)]]
+        """The inter modes the encoder weighs by their estimated bits: each of the model's temporal
+        priors, alone and with the channel context if the model has one. (Modes without a prior
+        code for fewer bits on moving footage but reconstruct far worse, by 5 dB on Big Buck Bunny
+        at quality 2: the prior's means lie closer to the latent, so rounding moves it less.
+        Weighing them needs rate + lambda * distortion per mode; decoders read them all.)"""
+        return [InterMode(prior, context) for prior in range(len(self.model.priors))
+                for context in (False, True)[: 1 + bool(self.im.context)]]
 
     def _intra(self, z_sym: torch.Tensor, code: SliceCoder) -> tuple[torch.Tensor, torch.Tensor]:
         """(q [int64], latent [int32]) of an intra frame, coded or decoded by `code` slice by
@@ -341,8 +349,9 @@ class FrameCoder:
                          margin=self.im.synthesis_margin, out=torch.empty(1, 3, hp, wp))
 
     def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor
-                      ) -> tuple[np.ndarray, torch.Tensor]:
-        """Skip flags per block (rate + lambda * SSE of copying vs coding) and the coded synthesis."""
+                      ) -> tuple[np.ndarray, torch.Tensor, float]:
+        """Skip flags per block (rate + lambda * SSE of copying vs coding), the coded synthesis, and
+        the frame's cost so (the y bits of the coded blocks + lambda * SSE, in bits)."""
         from .image_refine import quality_lambda
 
         coded = self._synthesize(q)
@@ -352,7 +361,9 @@ class FrameCoder:
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = _block_sums(torch.from_numpy(bits), SKIP_BLOCK)
         lam = quality_lambda(self.params.quality, self.im.cfg.lambdas) * 255**2 / 3  # per SSE, 3 channels
-        return (lam * (sse_copied - sse_coded) <= bits).numpy(), coded
+        skip = lam * (sse_copied - sse_coded) <= bits
+        cost = torch.where(skip, lam * sse_copied, bits + lam * sse_coded).sum()
+        return skip.numpy(), coded, float(cost)
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
         p, im = self.geometry, self.im
@@ -369,16 +380,12 @@ class FrameCoder:
             if intra:
                 return CHUNK_INTRA, self._encode_intra(x, y, z_sym)
             options = self._options(y, z_sym)  # (mode, z copied) -> (bits, params, q, index, symbols)
-            mode, z_copied = min(options, key=lambda key: options[key][0])
-            _, _, q, index, sym = options[mode, z_copied]
-            skip, coded = np.zeros(self.blocks, dtype=bool), None
-            if self.synthesis is not None:
-                skip, coded = self._choose_skips(x, q, sym, index)
+            mode, z_copied, skip, coded = self._choose(x, z_sym, options)
             if self.refine and not skip.all():  # (a frame that copies every block is not refined)
                 y = self._refine_inter(x, y, z_sym, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
                 if self.synthesis is not None:
-                    skip, coded = self._choose_skips(x, q, sym, index)
+                    skip, coded, _ = self._choose_skips(x, q, sym, index)
             keep = ~self._positions(skip)
             if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
                 z_bits = self._z_bits(z_sym)
@@ -404,6 +411,29 @@ class FrameCoder:
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
+
+    def _choose(self, x: torch.Tensor, z_sym: torch.Tensor, options: dict
+                ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None]:
+        """(mode, z copied, skip flags, coded synthesis or None) of an inter frame: for each temporal
+        prior the option (context, z) of fewest estimated bits; among the priors, with skipped
+        blocks enabled, the one of least rate + lambda * SSE once its blocks are skipped where that
+        pays (the priors round the latent around different means, so their distortions differ),
+        else the one of fewest bits."""
+        best: dict[int | None, tuple[InterMode, bool]] = {}
+        for key, (bits, *_) in options.items():
+            if key[0].prior not in best or bits < options[best[key[0].prior]][0]:
+                best[key[0].prior] = key
+        if self.synthesis is None:
+            mode, z_copied = min(best.values(), key=lambda key: options[key][0])
+            return mode, z_copied, np.zeros(self.blocks, dtype=bool), None
+        z_bits = self._z_bits(z_sym) if len(best) > 1 else 0.0
+        choices = {}
+        for key in best.values():
+            _, _, q, index, sym = options[key]
+            skip, coded, cost = self._choose_skips(x, q, sym, index)
+            choices[key] = (cost + (0 if key[1] or skip.all() else z_bits), skip, coded)
+        key = min(choices, key=lambda key: choices[key][0])
+        return *key, *choices[key][1:]
 
     def _encode_intra(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor) -> bytes:
         """An intra frame's chunk data (z, then the y payloads slice by slice, tile by tile), with
@@ -449,7 +479,7 @@ class FrameCoder:
         options = {}
         z_bits = self._z_bits(z_sym)
         for copied in (False, True)[: 1 + (self.synthesis is not None)]:
-            params: dict[bool, torch.Tensor] = {}  # h_s (and P) once per z and prior
+            params: dict[int | None, torch.Tensor] = {}  # h_s (and P) once per z and prior
             for mode in self._modes():
                 if mode.prior not in params:
                     params[mode.prior] = self._params(self.z_sym if copied else z_sym, mode.prior)
@@ -523,6 +553,9 @@ class FrameCoder:
         if mode.context and not self.im.context:
             raise VideoError(f"frame {t}: coded with a channel context, which model "
                              f"{self.model.info.model_id} lacks")
+        if mode.prior is not None and mode.prior >= len(self.model.priors):
+            raise VideoError(f"frame {t}: coded with temporal prior {mode.prior + 1}; model "
+                             f"{self.model.info.model_id} has {len(self.model.priors)}")
         count = len(self.tiles) * (self.im.cfg.context_slices if mode.context else 1)
         if z_copied:
             y_payloads = _payloads(data, count, t)

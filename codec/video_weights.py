@@ -2,8 +2,9 @@
 
 A video model file is an image model file (enc.*, dec.g_s.*, dec.h_s.*, dec.inv_gain, tables.*,
 train.*: the layout of image_weights) plus the temporal prior's integer convolutions
-`dec.prior.N.{weight,shift,bias}` (int16, int8, int32, in call order). Metadata: modality "video",
-format FORMAT_HYPERPRIOR_BASE (FORMAT_NAMED_BASE for a prior on the previous latent), config
+`dec.prior.N.{weight,shift,bias}` (int16, int8, int32, in call order), or with several priors
+prior J's as `dec.prior.J.N.*`. Metadata: modality "video", format FORMAT_HYPERPRIOR_BASE
+(FORMAT_NAMED_BASE for one prior on the previous latent, FORMAT_PRIORS for several), config
 (VideoModelConfig as JSON), image_model ({"id", "sha256"} of the image model it started from),
 training (provenance). When the image transforms were not trained, the image tensors are copied
 from that image model file byte for byte, so intra frames code exactly as the image codec does
@@ -26,11 +27,12 @@ from .image_weights import load_float_model as load_image_float_model
 from .video_model import PRIOR_MARGIN, TemporalPrior, VideoModel, VideoModelConfig
 from .zoo import ModelInfo, describe, write_model_file
 
-# -1: P's mean corrections add to the hyperprior's mean; -2: config names the base (SPEC 7.3, 7.6).
-# Models on the hyperprior base are written as -1, exactly as before -2 existed (older readers
-# read them right, and refuse -2 files rather than misread them).
+# -1: P's mean corrections add to the hyperprior's mean; -2: config names the base; -3: config lists
+# the bases of several priors (SPEC 7.3, 7.6). A model is written in the oldest format that holds it
+# (older readers read it right, and refuse newer formats rather than misread them).
 FORMAT_HYPERPRIOR_BASE, FORMAT_NAMED_BASE = "ncodec-video-stprior-1", "ncodec-video-stprior-2"
-FORMATS = (FORMAT_HYPERPRIOR_BASE, FORMAT_NAMED_BASE)
+FORMAT_PRIORS = "ncodec-video-stprior-3"
+FORMATS = (FORMAT_HYPERPRIOR_BASE, FORMAT_NAMED_BASE, FORMAT_PRIORS)
 
 
 class VideoModelError(ValueError):
@@ -49,31 +51,41 @@ def export(model: VideoModel, path: str | Path, model_id: str, training: dict | 
     model = model.cpu().eval()
     t = dict(image_tensors) if image_tensors is not None else export_tensors(model.image)
     t = {k: v.contiguous() for k, v in t.items() if not k.startswith("dec.prior.")}
-    for i, layer in enumerate(conv_modules(model.prior.net)):
-        for k, v in quantize_conv(layer).items():
-            t[f"dec.prior.{i}.{k}"] = v.contiguous()
-    config, fmt = model.cfg.as_dict(), FORMAT_NAMED_BASE
-    if not model.cfg.prior_on_previous:
-        del config["prior_base"]
-        fmt = FORMAT_HYPERPRIOR_BASE
+    bases = model.cfg.prior_bases
+    for j, prior in enumerate(model.priors):
+        for i, layer in enumerate(conv_modules(prior.net)):
+            for k, v in quantize_conv(layer).items():
+                t[f"{_prior_prefix(j, len(bases))}{i}.{k}"] = v.contiguous()
+    config, fmt = model.cfg.as_dict(), FORMAT_PRIORS
+    if len(bases) == 1:
+        del config["prior_bases"]
+        fmt = FORMAT_HYPERPRIOR_BASE if bases == ("hyperprior",) else FORMAT_NAMED_BASE
+        if fmt == FORMAT_NAMED_BASE:
+            config["prior_base"] = bases[0]
     return write_model_file(path, t, model_id, "video", fmt, config, training,
                             {"image_model": image_model} if image_model else None)
 
 
 @dataclass
 class VideoCodingModel:
-    """Everything video encode/decode needs: the image coding model and the integer prior."""
+    """Everything video encode/decode needs: the image coding model and the integer priors (one per
+    base of `cfg.prior_bases`, in order)."""
 
     info: ModelInfo
     cfg: VideoModelConfig
     image: ImageCodingModel
-    prior: IntNet
+    priors: list[IntNet]
     margin: int = PRIOR_MARGIN
 
 
-def _prior_params(t: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+def _prior_prefix(j: int, count: int) -> str:
+    """Name prefix of prior j's tensors in a file of a model with `count` priors."""
+    return "dec.prior." if count == 1 else f"dec.prior.{j}."
+
+
+def _prior_params(t: dict[str, torch.Tensor], prefix: str, count: int) -> list[dict[str, torch.Tensor]]:
     try:
-        return [{k: t[f"dec.prior.{i}.{k}"] for k in ("weight", "shift", "bias")} for i in range(count)]
+        return [{k: t[f"{prefix}{i}.{k}"] for k in ("weight", "shift", "bias")} for i in range(count)]
     except KeyError as err:
         raise VideoModelError(f"video model file lacks tensor {err.args[0]}") from None
 
@@ -85,9 +97,13 @@ def _check(info: ModelInfo) -> VideoModelConfig:
         raise VideoModelError(f"model {info.model_id!r} has format {info.format!r}; this ncodec reads "
                               f"{' and '.join(FORMATS)}")
     try:
-        return VideoModelConfig.from_dict(info.config)
+        cfg = VideoModelConfig.from_dict(info.config)
     except ValueError as err:
         raise VideoModelError(f"model {info.model_id!r}: {err}") from None
+    if (len(cfg.prior_bases) > 1) != (info.format == FORMAT_PRIORS):
+        raise VideoModelError(f"model {info.model_id!r}: format {info.format!r} with "
+                              f"{len(cfg.prior_bases)} temporal priors")
+    return cfg
 
 
 @cache
@@ -95,10 +111,12 @@ def load_coding_model(path: Path) -> VideoCodingModel:
     info = describe(Path(path))
     cfg = _check(info)
     image = load_image_coding_model(Path(path))
-    skeleton = TemporalPrior(cfg.m, cfg.prior_channels, cfg.prior_on_previous)
+    skeleton = TemporalPrior(cfg.m, cfg.prior_channels).net
     t = load_file(str(path))
-    prior = build_intnet(skeleton.net, _prior_params(t, len(conv_modules(skeleton.net))))
-    return VideoCodingModel(info, cfg, image, prior)
+    count = len(cfg.prior_bases)
+    priors = [build_intnet(skeleton, _prior_params(t, _prior_prefix(j, count), len(conv_modules(skeleton))))
+              for j in range(count)]
+    return VideoCodingModel(info, cfg, image, priors)
 
 
 def load_float_model(path: str | Path) -> VideoModel:
@@ -107,7 +125,9 @@ def load_float_model(path: str | Path) -> VideoModel:
     model = VideoModel(_check(info))
     model.image.load_state_dict(load_image_float_model(path).state_dict())
     t = load_file(str(path))
-    convs = conv_modules(model.prior.net)
-    for layer, p in zip(convs, _prior_params(t, len(convs)), strict=True):
-        dequantize_conv(layer, p)
+    for j, prior in enumerate(model.priors):
+        convs = conv_modules(prior.net)
+        params = _prior_params(t, _prior_prefix(j, len(model.priors)), len(convs))
+        for layer, p in zip(convs, params, strict=True):
+            dequantize_conv(layer, p)
     return model

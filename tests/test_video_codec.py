@@ -22,6 +22,7 @@ from PIL import Image
 
 TINY_IMAGE_ID, TINY_VIDEO_ID, UNTRAINED_VIDEO_ID = "tiny-vimage", "tiny-video", "tiny-video-untrained"
 UNTRAINED_PREVIOUS_ID = "tiny-video-untrained-previous"  # prior base: the previous frame's latent
+UNTRAINED_TWO_ID = "tiny-video-untrained-two"  # two priors: on h_s's mean, on the previous latent
 KNOWN = (b"IFRM", b"SFRM", b"PFRM", b"seek")
 
 
@@ -86,8 +87,9 @@ def tiny_models(tmp_path_factory, clips) -> Path:
         image.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         image_file = export_image(image, folder / f"{TINY_IMAGE_ID}.safetensors", TINY_IMAGE_ID)
 
-        for model_id, base in ((UNTRAINED_VIDEO_ID, "hyperprior"), (UNTRAINED_PREVIOUS_ID, "previous")):
-            untrained = VideoModel(VideoModelConfig(16, 24, 8, prior_channels=16, prior_base=base))
+        for model_id, bases in ((UNTRAINED_VIDEO_ID, ("hyperprior",)), (UNTRAINED_PREVIOUS_ID, ("previous",)),
+                                (UNTRAINED_TWO_ID, ("hyperprior", "previous"))):
+            untrained = VideoModel(VideoModelConfig(16, 24, 8, prior_channels=16, prior_bases=bases))
             untrained.image.load_state_dict(load_float_model(image_file).state_dict())
             export(untrained, folder / f"{model_id}.safetensors", model_id,
                    image_tensors=load_file(str(image_file)))
@@ -170,7 +172,8 @@ def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
 def test_intra_frames_code_with_the_image_models_channel_context(models, clips, tmp_path, monkeypatch):
     """A video model made from an image model with a channel context codes its intra frames exactly
     as the image codec does with that model (z, then each slice's tile payloads); its inter frames
-    may use the context too, with or without the temporal prior (warm-started, trained a step)."""
+    may use the context too, with either of its two temporal priors or none (warm-started, trained
+    a step)."""
     import os
 
     from conftest import trained_looking
@@ -185,10 +188,11 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
     folder = tmp_path / "m"
     cfg = ImageModelConfig(n=16, m=24, context_slices=3, context_hidden=8)
     image = export_image(trained_looking(cfg, "context", 0.1), folder / "ctx-image.safetensors", "ctx-image")
-    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100,
+                          prior_bases=("hyperprior", "previous"))
     with one_thread():
         ckpt = train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, str(image), steps=1, tc=tc,
-                     init_prior=TINY_VIDEO_ID)
+                     init_prior=[TINY_VIDEO_ID])
     model, training, image_tensors = load_checkpoint_model(ckpt)
     assert model.cfg.context_slices == 3 and model.cfg.context_hidden == 8
     export(model, folder / "ctx-video.safetensors", "ctx-video", training, image_tensors,
@@ -210,7 +214,7 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
     assert np.array_equal(out[0], np.asarray(decode_image(encode_image(Image.fromarray(frames[0]), 4.0,
                                                                        "ctx-image"))))
 
-    # inter frames in each mode (temporal prior or not, channel context or not), with and without
+    # inter frames in each mode (either temporal prior or none, channel context or not), with and without
     # skipped blocks: the decoder's latent is the encoder's after every frame
     from ncodec.image_refine import float_model
     from ncodec.video_codec import MODE_FLAGS, FrameCoder, InterMode, VideoParams, _payloads
@@ -220,7 +224,7 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
     info = find("ctx-video", "video")
     model, params = load_coding_model(info.path), VideoParams(48, 40, 25, 1, 4, 4, 3 * 256)
     moving = panning(4, 48, 40, 3)
-    modes = [InterMode(prior, context) for prior in (True, False) for context in (True, False)]
+    modes = [InterMode(prior, context) for prior in (0, 1, None) for context in (True, False)]
     with one_thread():
         for mode, synthesis in itertools.product(modes, (None, float_model(info.path).g_s)):
             monkeypatch.setattr(FrameCoder, "_modes", lambda self, mode=mode: [mode])
@@ -264,6 +268,71 @@ def test_an_untrained_prior_on_the_previous_latent_repeats_a_still_frame_exactly
         return sum(len(c.data) for c in frame_chunks(data) if c.type == b"SFRM")
 
     assert inter_bytes(previous) < 0.1 * inter_bytes(hyper)  # (87 against 4,359 bytes when written)
+
+
+def test_a_model_with_two_priors_codes_each_inter_frame_with_the_one_that_costs_fewer_bits(models):
+    """Untrained priors on both bases: a still frame costs least from the previous latent, a cut
+    from h_s's means; the chunk is then the one-prior model's chunk of that base, its mode naming
+    the prior. A decoder whose model has one prior refuses a frame coded with a second."""
+    from ncodec.video_codec import SECOND_PRIOR, FrameCoder, VideoParams
+    from ncodec.video_io import VideoError
+    from ncodec.video_weights import load_coding_model
+    from ncodec.zoo import describe
+    from safetensors.torch import load_file
+
+    path = models / f"{UNTRAINED_TWO_ID}.safetensors"
+    info = describe(path)
+    assert info.format == "ncodec-video-stprior-3"
+    assert info.config["prior_bases"] == ["hyperprior", "previous"]
+    assert {k for k in load_file(str(path)) if k.startswith("dec.prior.")} == {
+        f"dec.prior.{j}.{i}.{p}" for j in range(2) for i in range(3) for p in ("weight", "shift", "bias")}
+    first = panning(1, 48, 40)[0]
+    for second, base_id, flag in ((first, UNTRAINED_PREVIOUS_ID, SECOND_PRIOR),
+                                  (np.zeros_like(first), UNTRAINED_VIDEO_ID, 0)):
+        two = frame_chunks(encode([first, second], model=UNTRAINED_TWO_ID, skip_blocks=False, refine=0))
+        one = frame_chunks(encode([first, second], model=base_id, skip_blocks=False, refine=0))
+        assert two[0].data == one[0].data and two[1].data[4] == one[1].data[4] | flag  # (u32 length, kind)
+        assert two[1].data[:4] + two[1].data[5:] == one[1].data[:4] + one[1].data[5:]
+        if flag:
+            params = VideoParams(48, 40, 25, 1, 2, 4, 3 * 256)
+            dec = FrameCoder(load_coding_model(models / f"{base_id}.safetensors"), params)
+            dec.decode(two[0].type, two[0].data, 0)
+            with pytest.raises(VideoError, match="frame 1: coded with temporal prior 2; model .* has 1"):
+                dec.decode(two[1].type, two[1].data, 1)
+    assert np.array_equal(decode(encode([first] * 3, model=UNTRAINED_TWO_ID, refine=0))[2], decode(
+        encode([first], model=UNTRAINED_TWO_ID, refine=0))[0])
+
+
+def test_training_two_priors_codes_each_window_with_the_cheaper_one(models):
+    """With two priors, an inter frame's rate is the smaller of the two one-prior models' rates per
+    window (the encoder's choice), and `prior` says which one it was."""
+    from ncodec.image_weights import load_float_model
+    from ncodec.video_model import VideoModel, VideoModelConfig
+
+    torch.manual_seed(0)
+    cfg = VideoModelConfig(16, 24, 8, prior_channels=8, prior_bases=("hyperprior", "previous"))
+    two = VideoModel(cfg).eval()
+    two.image.load_state_dict(load_float_model(models / f"{TINY_IMAGE_ID}.safetensors").state_dict())
+    for prior in two.priors:
+        torch.nn.init.normal_(prior.net[-1].weight, std=0.05)
+    clip = np.stack(panning(2, 64, 64, 0))  # still
+    cut = np.stack([clip[0], np.zeros_like(clip[1])])
+    frames = torch.from_numpy(np.stack([clip, cut])).permute(0, 1, 4, 2, 3).float() / 255
+    level = torch.tensor([2, 5])
+    with torch.no_grad():
+        out = two(frames, level, noise=False)
+        alone = []
+        for j, base in enumerate(cfg.prior_bases):
+            one = VideoModel(VideoModelConfig(16, 24, 8, prior_channels=8, prior_bases=(base,))).eval()
+            one.image.load_state_dict(two.image.state_dict())
+            one.priors[0].load_state_dict(two.priors[j].state_dict())
+            alone.append(one(frames, level, noise=False))
+    bits = torch.stack([a["bpp"][:, 1] for a in alone])
+    assert torch.equal(out["bpp"][:, 1], bits.min(0).values)
+    assert torch.equal(out["prior"][:, 0], bits.argmin(0))
+    assert out["prior"].tolist() == [[1], [0]]  # the still frame from the previous latent, the cut not
+    for i, j in enumerate(out["prior"][:, 0].tolist()):
+        assert torch.equal(out["x_hat"][i], alone[j]["x_hat"][i])
 
 
 @pytest.mark.parametrize("step", [0, 1], ids=["static", "panning"])
@@ -352,10 +421,10 @@ def left_blocks_coded(monkeypatch):
     choose = FrameCoder._choose_skips
 
     def forced(self, *args):
-        skip, coded = choose(self, *args)
+        skip, coded, cost = choose(self, *args)
         skip[:] = True
         skip[:, 0] = False
-        return skip, coded
+        return skip, coded, cost
 
     monkeypatch.setattr(FrameCoder, "_choose_skips", forced)
 
@@ -382,7 +451,9 @@ def test_skipped_blocks_copy_the_previous_latent_exactly(models, left_blocks_cod
 
 
 def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
-    """lambda * (SSE copied - SSE coded) against the coded block's bits, block by block."""
+    """lambda * (SSE copied - SSE coded) against the coded block's bits, block by block; the frame's
+    cost is what each block's choice costs."""
+    from ncodec.entropy import coder
     from ncodec.video_codec import FrameCoder, VideoParams
     from ncodec.video_weights import load_coding_model
 
@@ -393,8 +464,33 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     fc.recon[..., :, 64:128] += 0.2  # the middle block changed: copying it costs distortion
     sym = torch.ones(1, 24, 4, 12, dtype=torch.long)
     index = torch.full(sym.shape, 10, dtype=torch.uint8)
-    skip, coded = fc._choose_skips(x, sym << 12, sym, index)
+    skip, coded, cost = fc._choose_skips(x, sym << 12, sym, index)
     assert skip.tolist() == [[True, False, True]] and torch.equal(coded, x)
+    bits = coder.cost_bits(sym.numpy(), index.long().numpy(), fc.im.y_tables)[..., 4:8].sum()
+    assert math.isclose(cost, bits, rel_tol=1e-9)  # (the skipped blocks copy without error)
+
+
+def test_the_encoder_weighs_the_priors_by_rate_and_distortion_when_it_can_skip_blocks(models):
+    """Prior 0's option costs fewer bits but synthesizes 0.3 off everywhere (and copying is as far
+    off); prior 1's costs more bits and synthesizes exactly: with skipped blocks enabled (a
+    synthesis to measure distortion) the encoder takes prior 1, without them the fewer bits."""
+    from ncodec.video_codec import FrameCoder, InterMode, VideoParams
+    from ncodec.video_weights import load_coding_model
+
+    x = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(0))
+    model = load_coding_model(models / f"{UNTRAINED_TWO_ID}.safetensors")
+    params = VideoParams(192, 64, 25, 1, 2, 2, 3 * 256)
+    index = torch.full((1, 24, 4, 12), 10, dtype=torch.uint8)
+    options = {}
+    for prior, value in ((0, 0), (1, 1)):
+        sym = torch.full(index.shape, value, dtype=torch.long)
+        options[InterMode(prior), True] = (float(value), None, sym << 12, index, sym)
+    exact = FrameCoder(model, params, synthesis=lambda v: x if v.abs().sum() > 0 else x + 0.3)
+    exact.recon = x + 0.3
+    mode, z_copied, skip, coded = exact._choose(x, torch.zeros(1, 16, 1, 3, dtype=torch.long), options)
+    assert mode == InterMode(1) and z_copied and not skip.any() and torch.equal(coded, x)
+    mode, _, skip, coded = FrameCoder(model, params)._choose(x, None, options)
+    assert mode == InterMode(0) and not skip.any() and coded is None
 
 
 def test_an_inter_frame_may_reuse_the_last_coded_z(models, left_blocks_coded, monkeypatch):
@@ -435,6 +531,8 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
         MAP_ALL,
         MAP_CODED,
         MAP_NONE,
+        NO_PRIOR,
+        SECOND_PRIOR,
         SLICED,
         Z_COPIED,
         InterMode,
@@ -444,7 +542,7 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
     from ncodec.video_io import VideoError
 
     rng = np.random.default_rng(0)
-    modes = [InterMode(prior, context) for prior in (True, False) for context in (False, True)]
+    modes = [InterMode(prior, context) for prior in (0, 1, None) for context in (False, True)]
     for density in (0.0, 0.1, 0.5, 0.97, 1.0):
         skip = rng.random((5, 7)) < density
         for z_copied, mode in itertools.product((False, True), modes):
@@ -454,7 +552,8 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
             assert got_mode == (InterMode() if skip.all() else mode)  # (nothing is coded in a skipped frame)
     assert len(pack_skip_map(rng.random((30, 40)) < 0.05)) < 0.5 * 30 * 40 / 8  # entropy-coded flags
     coded = pack_skip_map(rng.random((5, 7)) < 0.5)
-    bad = {"empty": b"", "unknown kind": bytes([3]), "unknown flag": bytes([0x10]),
+    bad = {"empty": b"", "unknown kind": bytes([3]), "unknown flag": bytes([0x08]),
+           "a prior and none": bytes([MAP_NONE | NO_PRIOR | SECOND_PRIOR]),
            "all skipped yet z copied": bytes([MAP_ALL | Z_COPIED]),
            "all skipped with a mode": bytes([MAP_ALL | SLICED]),
            "bytes after none": bytes([MAP_NONE, 0]), "zero probability": bytes([MAP_CODED, 0]) + coded[2:],
@@ -496,11 +595,11 @@ def test_integer_temporal_prior_is_exact_in_tiles_and_close_to_the_float_prior(m
     mean = torch.from_numpy(rng.normal(0, 2, (1, 24, 9, 11)))
     scale = torch.from_numpy(rng.uniform(0.2, 6, (1, 24, 9, 11)))
     x = torch.round(torch.cat([y, mean, scale], 1) * 2**ACT_BITS)
-    whole = coding.prior(x)
-    tiled = run_tiled(coding.prior, x, 1, tile=4, margin=coding.margin, out=torch.empty_like(whole))
+    whole = coding.priors[0](x)
+    tiled = run_tiled(coding.priors[0], x, 1, tile=4, margin=coding.margin, out=torch.empty_like(whole))
     assert torch.equal(whole, tiled)
     with torch.no_grad():
-        d_mean, d_scale = model.prior.net(torch.cat([y, mean, scale], 1).float()).chunk(2, 1)
+        d_mean, d_scale = model.priors[0].net(torch.cat([y, mean, scale], 1).float()).chunk(2, 1)
     got = whole * 2.0**-ACT_BITS
     assert float((torch.cat([d_mean, d_scale], 1).double() - got).abs().max()) < 0.05
     assert float(torch.cat([d_mean, d_scale], 1).abs().max()) > 0.05  # the trained prior does something
@@ -737,27 +836,27 @@ def test_a_new_run_may_start_its_temporal_prior_from_a_video_model(models, clips
     from ncodec.video_weights import load_float_model
 
     tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
-    source = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors").prior
+    source = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors").priors[0]
     with one_thread():
         train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, TINY_IMAGE_ID, steps=0, tc=tc,
-              init_prior=TINY_VIDEO_ID)
+              init_prior=[TINY_VIDEO_ID])
         model, training, _ = load_checkpoint_model(tmp_path / "run" / "checkpoint.safetensors")
-        assert all(torch.equal(a, b) for a, b in zip(model.prior.state_dict().values(),
+        assert all(torch.equal(a, b) for a, b in zip(model.priors[0].state_dict().values(),
                                                      source.state_dict().values(), strict=True))
-        assert training["init_prior"]["id"] == TINY_VIDEO_ID
+        assert [r["id"] for r in training["init_prior"]] == [TINY_VIDEO_ID]
         narrow = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=8)
         with pytest.raises(ValueError, match="temporal prior of width 16, this run asks for 8"):
             train([str(clips / "pan.mkv")], str(tmp_path / "run2"), 5, TINY_IMAGE_ID, steps=0, tc=narrow,
-                  init_prior=TINY_VIDEO_ID)
+                  init_prior=[TINY_VIDEO_ID])
         # from a prior on the other base: its scale corrections, and zero mean corrections
         other = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16,
-                                 prior_base="previous")
+                                 prior_bases=("previous",))
         train([str(clips / "pan.mkv")], str(tmp_path / "run3"), 5, TINY_IMAGE_ID, steps=0, tc=other,
-              init_prior=TINY_VIDEO_ID)
+              init_prior=[TINY_VIDEO_ID])
         model, _, _ = load_checkpoint_model(tmp_path / "run3" / "checkpoint.safetensors")
-    assert model.prior.from_previous and not source.from_previous
-    for got, was in ((model.prior.net[-1].weight, source.net[-1].weight), (model.prior.net[-1].bias,
-                                                                           source.net[-1].bias)):
+    prior = model.priors[0]
+    assert prior.from_previous and not source.from_previous
+    for got, was in zip(prior.net[-1].parameters(), source.net[-1].parameters(), strict=True):
         assert not got[:24].any() and was[:24].any() and torch.equal(got[24:], was[24:])
 
 
@@ -793,9 +892,9 @@ def test_the_prior_trains_on_what_the_decoder_gives_it_and_under_the_channel_con
     cfg = ImageModelConfig(n=16, m=24, context_slices=3, context_hidden=8)
     model = VideoModel(VideoModelConfig.from_dict({**cfg.as_dict(), "prior_channels": 16})).eval()
     model.image.load_state_dict(trained_looking(cfg, "context", 0.1).state_dict())
-    torch.nn.init.normal_(model.prior.net[-1].weight, std=0.05)  # (trained: P does something)
+    torch.nn.init.normal_(model.priors[0].net[-1].weight, std=0.05)  # (trained: P does something)
     seen = {}
-    model.prior.register_forward_hook(lambda module, args, out: seen.update(args=args, out=out))
+    model.priors[0].register_forward_hook(lambda module, args, out: seen.update(args=args, out=out))
     frames = torch.from_numpy(np.stack(panning(2, 64, 64, 2))).permute(0, 3, 1, 2).float()[None] / 255
     im, level = model.image, 3
     with torch.no_grad():
