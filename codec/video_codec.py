@@ -3,13 +3,15 @@
 Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   x -> g_a (tiled) -> y * gain -> h_a -> z (rounded, factorized tables) -> exact h_s -> (mean_h, scale_h)
   intra frame (t % gop == 0): exactly the image codec (with the channel context, if any)
-  inter frame: (mean, scale) = (mean_h, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers
+  inter frame: (mean, scale) = (base, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers,
+    base = mean_h or y_q[t-1] as the prior's base says (a model may hold one prior per base)
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
   -> one IFRM / SFRM chunk per frame; a seek index lists the intra frames (random access).
 An inter frame may skip blocks of 4x4 latent positions (64x64 pixels): a skipped block copies the
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
 The encoder skips a block when that lowers rate + lambda * distortion (lambda of the quality, the
-distortion measured on a float synthesis of both choices); the decoder just follows the skip map.
+distortion measured on a float synthesis of both choices), and of a model's two priors takes the
+one whose frame costs less so; the decoder just follows the skip map and the frame's mode flags.
 Encoder-side latent refinement (image_refine) applies to intra frames and to inter frames that code
 blocks (under the parameters the temporal prior gives): the same decoder, better rate-distortion.
 The only state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied
@@ -351,7 +353,7 @@ class FrameCoder:
     def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor
                       ) -> tuple[np.ndarray, torch.Tensor, float]:
         """Skip flags per block (rate + lambda * SSE of copying vs coding), the coded synthesis, and
-        the frame's cost so (the y bits of the coded blocks + lambda * SSE, in bits)."""
+        the frame's cost with those flags (the coded blocks' y bits + lambda * SSE, in bits)."""
         from .image_refine import quality_lambda
 
         coded = self._synthesize(q)
