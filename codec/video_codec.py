@@ -392,16 +392,16 @@ class FrameCoder:
             z_sym = torch.round(z).long()
             if intra:
                 return CHUNK_INTRA, self._encode_intra(x, y, z_sym)
-            options = self._options(y, z_sym)  # (mode, z copied) -> (bits, params, q, index, symbols)
-            mode, z_copied, skip, coded = self._choose(x, z_sym, options)
+            z_bits = self._z_bits(z_sym)
+            options = self._options(y, z_sym, z_bits)  # (mode, z copied) -> (bits, params, q, index, symbols)
+            mode, z_copied, skip, coded = self._choose(x, z_bits, options)
             if self.refine and not skip.all():  # (a frame that copies every block is not refined)
-                y = self._refine_inter(x, y, z_sym, options, mode, z_copied, skip)
+                y = self._refine_inter(x, y, z_bits, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
                 if self.synthesis is not None:
                     skip, coded, _ = self._choose_skips(x, q, sym, index)
             keep = ~self._positions(skip)
             if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
-                z_bits = self._z_bits(z_sym)
                 bits = {}
                 for copied in (False, True):
                     _, _, _, index_c, sym_c = options[mode, copied]
@@ -425,13 +425,13 @@ class FrameCoder:
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
 
-    def _choose(self, x: torch.Tensor, z_sym: torch.Tensor, options: dict
+    def _choose(self, x: torch.Tensor, z_bits: float, options: dict
                 ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None]:
         """(mode, z copied, skip flags, coded synthesis or None) of an inter frame: for each temporal
         prior the option (context, z) of fewest estimated bits; among the priors, with skipped
         blocks enabled, the one of least rate + lambda * SSE once its blocks are skipped where that
         pays (the priors round the latent around different means, so their distortions differ),
-        else the one of fewest bits."""
+        else the one of fewest bits. z_bits: the estimated bits of the frame's own z."""
         best: dict[int | None, tuple[InterMode, bool]] = {}
         for key, (bits, *_) in options.items():
             if key[0].prior not in best or bits < options[best[key[0].prior]][0]:
@@ -439,7 +439,6 @@ class FrameCoder:
         if self.synthesis is None:
             mode, z_copied = min(best.values(), key=lambda key: options[key][0])
             return mode, z_copied, np.zeros(self.blocks, dtype=bool), None
-        z_bits = self._z_bits(z_sym) if len(best) > 1 else 0.0
         choices = {}
         for key in best.values():
             _, _, q, index, sym = options[key]
@@ -463,7 +462,7 @@ class FrameCoder:
             self.recon = self._synthesize(q)
         return pack_frame(self._code_z(z_sym), payloads)
 
-    def _refine_inter(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor, options: dict,
+    def _refine_inter(self, x: torch.Tensor, y: torch.Tensor, z_bits: float, options: dict,
                       mode: InterMode, z_copied: bool, skip: np.ndarray) -> torch.Tensor:
         """y refined (as intra latents are) under the entropy parameters of the chosen `mode` and z,
         over the rectangle of latents around the blocks `skip` codes (with a margin of context);
@@ -475,7 +474,6 @@ class FrameCoder:
         with torch.inference_mode(False):  # (gradients through the synthesis)
             y = _refine(self.model.info.path, self.im, x, y, hyper, self.params.quality_fx, self.refine, None,
                         context=mode.context, region=box)
-        z_bits = self._z_bits(z_sym)
         for copied in (False, True):
             if (mode, copied) in options:
                 params = options[mode, copied][1]
@@ -484,13 +482,13 @@ class FrameCoder:
                 options[mode, copied] = (bits, params, q, index, sym)
         return y
 
-    def _options(self, y: torch.Tensor, z_sym: torch.Tensor) -> dict[tuple[InterMode, bool], tuple]:
+    def _options(self, y: torch.Tensor, z_sym: torch.Tensor, z_bits: float
+                 ) -> dict[tuple[InterMode, bool], tuple]:
         """Every way the encoder weighs to code the inter frame whose scaled latent is y and rounded
-        hyper latent z_sym: each mode, with its own z or (with skipped blocks enabled) the last
-        coded one, mapped to (estimated bits over the whole frame, `_params`' output, then
-        `_estimate`'s tensors)."""
+        hyper latent z_sym (of `z_bits` estimated bits): each mode, with its own z or (with skipped
+        blocks enabled) the last coded one, mapped to (estimated bits over the whole frame,
+        `_params`' output, then `_estimate`'s tensors)."""
         options = {}
-        z_bits = self._z_bits(z_sym)
         for copied in (False, True)[: 1 + (self.synthesis is not None)]:
             params: dict[int | None, torch.Tensor] = {}  # h_s (and P) once per z and prior
             for mode in self._modes():

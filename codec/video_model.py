@@ -55,7 +55,7 @@ class VideoModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lambdas", self.image.lambdas)  # checked and made a tuple there
-        bases = (self.prior_bases,) if isinstance(self.prior_bases, str) else tuple(self.prior_bases)
+        bases = tuple(self.prior_bases)
         object.__setattr__(self, "prior_bases", bases)
         if not 1 <= len(bases) <= MAX_PRIORS or len(set(bases)) < len(bases):
             raise ValueError(f"prior_bases must name 1 to {MAX_PRIORS} different bases, got {list(bases)}")
@@ -72,7 +72,7 @@ class VideoModelConfig:
     def from_dict(cls, d: dict) -> VideoModelConfig:
         """From `as_dict`'s output; `prior_base` (one base: files of format -2) is read as `prior_bases`."""
         names = {f.name for f in fields(cls)}
-        d = {"prior_bases": d["prior_base"], **d} if "prior_base" in d else d
+        d = {"prior_bases": [d["prior_base"]], **d} if "prior_base" in d else d
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def as_dict(self) -> dict:

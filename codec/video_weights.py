@@ -57,11 +57,12 @@ def export(model: VideoModel, path: str | Path, model_id: str, training: dict | 
             for k, v in quantize_conv(layer).items():
                 t[f"{_prior_prefix(j, len(bases))}{i}.{k}"] = v.contiguous()
     config, fmt = model.cfg.as_dict(), FORMAT_PRIORS
-    if len(bases) == 1:
+    if bases == ("hyperprior",):
         del config["prior_bases"]
-        fmt = FORMAT_HYPERPRIOR_BASE if bases == ("hyperprior",) else FORMAT_NAMED_BASE
-        if fmt == FORMAT_NAMED_BASE:
-            config["prior_base"] = bases[0]
+        fmt = FORMAT_HYPERPRIOR_BASE
+    elif len(bases) == 1:
+        config["prior_base"] = config.pop("prior_bases")[0]
+        fmt = FORMAT_NAMED_BASE
     return write_model_file(path, t, model_id, "video", fmt, config, training,
                             {"image_model": image_model} if image_model else None)
 
@@ -113,9 +114,8 @@ def load_coding_model(path: Path) -> VideoCodingModel:
     image = load_image_coding_model(Path(path))
     skeleton = TemporalPrior(cfg.m, cfg.prior_channels).net
     t = load_file(str(path))
-    count = len(cfg.prior_bases)
-    priors = [build_intnet(skeleton, _prior_params(t, _prior_prefix(j, count), len(conv_modules(skeleton))))
-              for j in range(count)]
+    count, layers = len(cfg.prior_bases), len(conv_modules(skeleton))
+    priors = [build_intnet(skeleton, _prior_params(t, _prior_prefix(j, count), layers)) for j in range(count)]
     return VideoCodingModel(info, cfg, image, priors)
 
 

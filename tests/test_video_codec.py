@@ -497,9 +497,10 @@ def test_the_encoder_weighs_the_priors_by_rate_and_distortion_when_it_can_skip_b
         options[InterMode(prior), True] = (float(value), None, sym << 12, index, sym)
     exact = FrameCoder(model, params, synthesis=lambda v: x if v.abs().sum() > 0 else x + 0.3)
     exact.recon = x + 0.3
-    mode, z_copied, skip, coded = exact._choose(x, torch.zeros(1, 16, 1, 3, dtype=torch.long), options)
+    mode, z_copied, skip, coded = exact._choose(x, exact._z_bits(torch.zeros(1, 16, 1, 3, dtype=torch.long)),
+                                                options)
     assert mode == InterMode(1) and z_copied and not skip.any() and torch.equal(coded, x)
-    mode, _, skip, coded = FrameCoder(model, params)._choose(x, None, options)
+    mode, _, skip, coded = FrameCoder(model, params)._choose(x, 0.0, options)
     assert mode == InterMode(0) and not skip.any() and coded is None
 
 
