@@ -264,15 +264,17 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     val_path = Path(val) if val else (files.pop() if len(files) > 1 else None)
     if val_path is not None and len(files) > 1:  # held out: never a training clip
         files = [f for f in files if f.resolve() != val_path.resolve()]
+    recorded, meta = meta, {
+        "cfg": cfg.as_dict(), "data": [str(f) for f in files], "val": str(val_path) if val_path else None,
+        "seed": seed, "image_model": {"id": image_info.model_id, "sha256": file_sha256(init_copy)},
+        "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames,
+        "windows": tc.windows_per_clip, "init_prior": prior_info}
+    _check_resume(run, recorded, meta)
     windows = build_cache(files, run / "cache", tc.crop, tc.frames, tc.windows_per_clip, seed)
     rng = np.random.default_rng(seed + step)
     sampler = WindowSampler(windows, rng)
     val_clip = validation_clip(val_path, tc.val_frames).to(device) if val_path else None
     lambdas = torch.tensor(cfg.lambdas, device=device)
-    meta = {"cfg": cfg.as_dict(), "data": [str(f) for f in files], "val": str(val_path) if val_path else None,
-            "seed": seed, "image_model": {"id": image_info.model_id, "sha256": file_sha256(init_copy)},
-            "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames,
-            "init_prior": prior_info}
     log = (run / "log.jsonl").open("a")
     start = last_save = time.monotonic()
     note(f"step {step}: training the temporal prior{' and the transforms' if finetune else ''} on {device} "
@@ -312,6 +314,19 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     return run / CHECKPOINT
 
 
+RESUME_SETTINGS = ("data", "val", "seed", "lr", "finetune_lr", "crop", "frames", "windows")  # kept on resume
+
+
+def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
+    """Refuse to resume a run with other data or settings than its checkpoint records (the
+    exported model's provenance is the checkpoint's record: it must stay true)."""
+    changed = [k for k in RESUME_SETTINGS if k in recorded and recorded[k] != settings[k]]
+    if changed:
+        was = "; ".join(f"{k} {recorded[k]!r} (now {settings[k]!r})" for k in changed)
+        raise ValueError(f"{run} was trained with {was}: resume it with the same settings, or start a "
+                         f"new run from its export (--init-prior)")
+
+
 def _warm_start_priors(model: VideoModel, init_prior: list[str]) -> list[dict]:
     """Load the temporal priors of video model files into `model`'s: each of `model`'s from the
     first source prior on its base, else the first source prior's scale part (its mean
@@ -349,8 +364,8 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dic
     model = VideoModel(VideoModelConfig.from_dict(meta["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
     provenance = ("data", "val", "seed", "image_model", "finetune_lr", "lr", "crop", "frames")
-    training = {"steps": step, **{k: meta[k] for k in provenance}, "init_prior": meta.get("init_prior"),
-                "hardware": meta.get("hardware")}
+    training = {"steps": step, **{k: meta[k] for k in provenance},
+                **{k: meta.get(k) for k in ("windows", "init_prior", "hardware")}}
     image_tensors = None
     if not meta["finetune_lr"]:
         from .zoo import file_sha256

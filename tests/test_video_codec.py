@@ -824,6 +824,27 @@ def test_training_resumes_caches_frames_and_exports_the_frozen_image_part(models
     assert meta["format"] == "ncodec-video-stprior-1" and "prior_base" not in json.loads(meta["config"])
 
 
+def test_a_run_resumes_only_with_the_data_and_settings_it_records(models, clips, tmp_path):
+    from dataclasses import replace
+
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
+    run, pan, static = tmp_path / "run", str(clips / "pan.mkv"), str(clips / "static.mkv")
+    with one_thread():
+        train([pan], str(run), 5, TINY_IMAGE_ID, steps=1, tc=tc, val=pan)
+        cache = run / "cache" / "windows.npy"
+        built = cache.stat().st_mtime_ns
+        with pytest.raises(ValueError, match=r"trained with data \[.*pan.mkv'\] \(now \[.*static.mkv'\]\)"):
+            train([static], str(run), 5, None, steps=2, tc=tc, val=pan)
+        with pytest.raises(ValueError, match=r"lr 0.0001 \(now 0.001\); windows 2 \(now 3\)"):
+            train([pan], str(run), 5, None, steps=2, tc=replace(tc, lr=1e-3, windows_per_clip=3), val=pan)
+        assert cache.stat().st_mtime_ns == built  # refused before the cache is rebuilt
+        train([pan], str(run), 5, None, steps=2, tc=tc, val=pan)
+    _, training, _ = load_checkpoint_model(run / "checkpoint.safetensors")
+    assert (training["steps"], training["data"], training["windows"]) == (2, [pan], 2)
+
+
 def test_cli_trains_and_exports_a_usable_video_model(models, clips, tmp_path, monkeypatch):
     import os
 
