@@ -72,11 +72,13 @@ CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier wri
 FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1)
 KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
 SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
-# Inter frames' choices weigh distortion at this fraction of the quality's training lambda (the
-# intra frame, which every skipped block copies, and refinement use the whole of it). Measured with
-# two priors before their joint training: 0.3 codes the held-out clip for 15% fewer bits than 1
-# (30.6-42.2 dB; the video model card has the runs).
-INTER_LAMBDA_SCALE = 0.3
+# Inter frames' choices weigh distortion at a fraction of the quality's training lambda (the intra
+# frame, which every skipped block copies, and refinement use the whole of it): INTER_LAMBDA_SCALES
+# at the lowest and the highest quality, log-linear in quality between. Measured on the held-out
+# clip (the video model card has the runs): 0.3 codes it for 15% fewer bits than 1 (v5's priors
+# before their joint training); with v6, 0.1 is cheaper than 0.3 at qualities 1-4 (quality 1:
+# 0.0023 bpp at 30.47 dB against 0.0043 at 30.77), even at 6 and dearer at 8.
+INTER_LAMBDA_SCALES = (0.1, 0.3)
 MAP_NONE, MAP_ALL, MAP_CODED = 0, 1, 2  # skip map kinds: no block skipped, all skipped, coded flags
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
@@ -252,12 +254,19 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.nda
     return flags.reshape(shape).astype(bool), z_copied, mode
 
 
+def inter_lambda_scale(quality: float, levels: int) -> float:
+    """The fraction of the training lambda an inter frame's choices use at `quality` (1..levels)."""
+    lo, hi = INTER_LAMBDA_SCALES
+    return lo * (hi / lo) ** ((quality - 1) / (levels - 1))
+
+
 def inter_lambda(quality: float, lambdas: tuple[float, ...]) -> float:
-    """Bits per unit of SSE (pixels in 0..255, summed over 3 channels) that an inter frame's choices
-    (skipped blocks, the prior) trade: INTER_LAMBDA_SCALE times the quality's training lambda."""
+    """Bits per unit of SSE (pixels in 0..1, summed over 3 channels, lambda in units of 255^2 MSE)
+    that an inter frame's choices (skipped blocks, the prior) trade: `inter_lambda_scale` times
+    the quality's training lambda."""
     from .image_refine import quality_lambda
 
-    return INTER_LAMBDA_SCALE * quality_lambda(quality, lambdas) * 255**2 / 3
+    return inter_lambda_scale(quality, len(lambdas)) * quality_lambda(quality, lambdas) * 255**2 / 3
 
 
 def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:

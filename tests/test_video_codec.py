@@ -455,7 +455,13 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     cost is what each block's choice costs."""
     from ncodec.entropy import coder
     from ncodec.image_refine import quality_lambda
-    from ncodec.video_codec import INTER_LAMBDA_SCALE, FrameCoder, VideoParams, inter_lambda
+    from ncodec.video_codec import (
+        INTER_LAMBDA_SCALES,
+        FrameCoder,
+        VideoParams,
+        inter_lambda,
+        inter_lambda_scale,
+    )
     from ncodec.video_weights import load_coding_model
 
     x = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(0))
@@ -469,11 +475,14 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     assert skip.tolist() == [[True, False, True]] and torch.equal(coded, x)
     bits = coder.cost_bits(sym.numpy(), index.long().numpy(), fc.im.y_tables)[..., 4:8].sum()
     assert math.isclose(cost, bits, rel_tol=1e-9)  # (the skipped blocks copy without error)
-    # a change worth half the block's bits at INTER_LAMBDA_SCALE * lambda is not coded, though at
-    # the quality's training lambda (1 / INTER_LAMBDA_SCALE times larger) it would be worth coding
-    assert INTER_LAMBDA_SCALE < 0.5
+    # a change worth half the block's bits at the scaled lambda is not coded, though at the
+    # quality's training lambda (more than twice larger) it would be worth coding
+    levels = len(fc.im.cfg.lambdas)
+    assert [inter_lambda_scale(q, levels) for q in (1, levels)] == pytest.approx(INTER_LAMBDA_SCALES)
+    assert INTER_LAMBDA_SCALES[0] < inter_lambda_scale(4.0, levels) < INTER_LAMBDA_SCALES[1] < 0.5
     lam = inter_lambda(fc.params.quality, fc.im.cfg.lambdas)
-    assert math.isclose(lam, INTER_LAMBDA_SCALE * quality_lambda(4.0, fc.im.cfg.lambdas) * 255**2 / 3)
+    scale = inter_lambda_scale(4.0, levels)
+    assert math.isclose(lam, scale * quality_lambda(4.0, fc.im.cfg.lambdas) * 255**2 / 3)
     fc.recon = x.clone()
     fc.recon[..., :, 64:128] += math.sqrt(0.5 * bits / lam / (3 * 64 * 64))
     skip, _, cost = fc._choose_skips(x, sym << 12, sym, index)
