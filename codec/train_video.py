@@ -264,12 +264,13 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     val_path = Path(val) if val else (files.pop() if len(files) > 1 else None)
     if val_path is not None and len(files) > 1:  # held out: never a training clip
         files = [f for f in files if f.resolve() != val_path.resolve()]
-    recorded, meta = meta, {
+    settings = {
         "cfg": cfg.as_dict(), "data": [str(f) for f in files], "val": str(val_path) if val_path else None,
         "seed": seed, "image_model": {"id": image_info.model_id, "sha256": file_sha256(init_copy)},
         "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames,
         "windows": tc.windows_per_clip, "init_prior": prior_info}
-    _check_resume(run, recorded, meta)
+    _check_resume(run, meta, settings)
+    meta = settings
     windows = build_cache(files, run / "cache", tc.crop, tc.frames, tc.windows_per_clip, seed)
     rng = np.random.default_rng(seed + step)
     sampler = WindowSampler(windows, rng)
@@ -363,9 +364,8 @@ def load_checkpoint_model(checkpoint: str | Path) -> tuple[VideoModel, dict, dic
     step, meta = checkpoint_info(path)
     model = VideoModel(VideoModelConfig.from_dict(meta["cfg"]))
     model.load_state_dict(module_state(load_file(str(path)), "model"))
-    provenance = ("data", "val", "seed", "image_model", "finetune_lr", "lr", "crop", "frames")
-    training = {"steps": step, **{k: meta[k] for k in provenance},
-                **{k: meta.get(k) for k in ("windows", "init_prior", "hardware")}}
+    provenance = (*RESUME_SETTINGS, "image_model", "init_prior", "hardware")  # (older runs lack some)
+    training = {"steps": step, **{k: meta.get(k) for k in provenance}}
     image_tensors = None
     if not meta["finetune_lr"]:
         from .zoo import file_sha256
