@@ -795,7 +795,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "intra frames code exactly as the image codec). Resumes from the run folder.")
     tv.add_argument("--data", nargs="+", required=True, help="video files or folders of them")
     tv.add_argument("--run", required=True, help="run folder (frame cache, checkpoint, log); resumes")
-    tv.add_argument("--init-image", help="image model file or id to start from (needed for a new run)")
+    tv.add_argument("--init-image", help="image model file or id to start from (needed for a new run); "
+                    "a video model gives its image part")
     tv.add_argument("--init-prior", action="append",
                     help="video model file or id whose temporal priors a new run's start from (same width; "
                          "repeat to take priors on different bases from different models)")

@@ -218,7 +218,8 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
           init_prior: list[str] | None = None) -> Path:
     """Train until `minutes` or `steps`; resumes from run_dir/checkpoint.safetensors.
 
-    init_image (an image model file or id) is needed for a new run; a resumed run ignores it.
+    init_image (an image model file or id, or a video model whose image part to take) is needed
+    for a new run; a resumed run ignores it.
     init_prior (video model files or ids) start a new run's temporal priors from theirs (same
     width; each from one on the same base where they hold one), e.g. when the image transforms
     change or to train two priors that were trained apart together.
@@ -233,8 +234,7 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     if not init_copy.exists():
         if not init_image:
             raise ValueError("a new run needs --init-image (an image model file or id)")
-        source = resolve_hyperprior(init_image)
-        shutil.copyfile(source, init_copy)
+        _copy_image_model(init_image, init_copy)
         note(f"initialised from {init_image}")
     from .image_weights import load_float_model
 
@@ -326,6 +326,19 @@ def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
         was = "; ".join(f"{k} {recorded[k]!r} (now {settings[k]!r})" for k in changed)
         raise ValueError(f"{run} was trained with {was}: resume it with the same settings, or start a "
                          f"new run from its export (--init-prior)")
+
+
+def _copy_image_model(init_image: str, dest: Path) -> None:
+    """Copy the image model a new run starts from; a video model (file or id) gives its image part."""
+    from .video_weights import write_image_part
+    from .zoo import describe, find
+
+    path = Path(init_image)
+    info = describe(path) if path.is_file() else find(init_image, "image")
+    if info.modality == "video":
+        write_image_part(info.path, dest)
+    else:
+        shutil.copyfile(resolve_hyperprior(init_image), dest)
 
 
 def _warm_start_priors(model: VideoModel, init_prior: list[str]) -> list[dict]:

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from .fixed_point import IntNet, build_intnet, conv_modules, dequantize_conv, quantize_conv
-from .image_weights import ImageCodingModel, export_tensors
+from .image_weights import FORMAT as IMAGE_FORMAT
+from .image_weights import ImageCodingModel, export_tensors, image_config
 from .image_weights import load_coding_model as load_image_coding_model
 from .image_weights import load_float_model as load_image_float_model
 from .video_model import PRIOR_MARGIN, TemporalPrior, VideoModel, VideoModelConfig
@@ -65,6 +66,17 @@ def export(model: VideoModel, path: str | Path, model_id: str, training: dict | 
         fmt = FORMAT_NAMED_BASE
     return write_model_file(path, t, model_id, "video", fmt, config, training,
                             {"image_model": image_model} if image_model else None)
+
+
+def write_image_part(path: str | Path, dest: str | Path) -> Path:
+    """Write a video model file's image part (transforms, gains, hyperprior, context, tables) as an
+    image model file, e.g. for a new video run that starts from a fine-tuned model's transforms."""
+    info = describe(Path(path))
+    _check(info)
+    t = {k: v for k, v in load_file(str(path)).items() if not k.startswith("dec.prior.")}
+    return write_model_file(dest, t, f"{info.model_id}-image", "image", IMAGE_FORMAT,
+                            image_config(info).as_dict(), {"image_part_of": {"id": info.model_id,
+                                                                            "sha256": info.sha256}})
 
 
 @dataclass

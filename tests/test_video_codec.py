@@ -901,6 +901,27 @@ def test_a_new_run_may_start_its_temporal_prior_from_a_video_model(models, clips
         assert not got[:24].any() and was[:24].any() and torch.equal(got[24:], was[24:])
 
 
+def test_a_new_run_may_start_from_a_video_models_fine_tuned_image_part(models, clips, tmp_path):
+    from ncodec.image_weights import load_float_model as load_image
+    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+    from ncodec.video_weights import export, load_float_model
+
+    tuned = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors")
+    with torch.no_grad():
+        tuned.image.g_a[0].weight.mul_(1.5)  # as a fine-tune leaves it: not the image model's
+    export(tuned, tmp_path / "tuned.safetensors", "tuned-video")
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
+    with one_thread():
+        train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, str(tmp_path / "tuned.safetensors"),
+              steps=0, tc=tc)
+    model, training, _ = load_checkpoint_model(tmp_path / "run" / "checkpoint.safetensors")
+    want = load_float_model(tmp_path / "tuned.safetensors").image.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in model.image.state_dict().items())
+    image_model = load_image(models / f"{TINY_IMAGE_ID}.safetensors").g_a[0].weight
+    assert not torch.equal(model.image.g_a[0].weight, image_model)
+    assert training["image_model"]["id"] == "tuned-video-image"
+
+
 @pytest.mark.parametrize(("fmt", "change", "message"), [
     ("ncodec-video-stprior-9", {}, "has format 'ncodec-video-stprior-9'; this ncodec reads"),
     ("ncodec-video-stprior-2", {"prior_base": "next"}, "prior_base must be one of hyperprior, previous"),
