@@ -31,7 +31,7 @@ from .fixed_point import (
     tiling_margins,
 )
 from .image_model import ImageHyperprior, ImageModelConfig
-from .zoo import ModelInfo, describe, find, write_model_file
+from .zoo import ModelInfo, describe, locate, write_model_file
 
 FORMAT = "ncodec-image-hyperprior-1"
 GAIN_BITS = 16
@@ -169,8 +169,11 @@ def load_float_model(path: str | Path) -> ImageHyperprior:
 
 def resolve_hyperprior(init: str) -> Path:
     """A hyperprior image model file, given as a path or as an installed model id."""
-    path = Path(init)
-    info = describe(path) if path.is_file() else find(init, "image")
+    return hyperprior_path(locate(init, "image"), init)
+
+
+def hyperprior_path(info: ModelInfo, name: str) -> Path:
+    """The file of `info` (given by the user as `name`) if it is a hyperprior image model."""
     if info.modality != "image" or info.format not in ("", FORMAT):
-        raise ValueError(f"{init!r} is not an image hyperprior model ({info.modality}, {info.format})")
+        raise ValueError(f"{name!r} is not an image hyperprior model ({info.modality}, {info.format})")
     return info.path

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .image_weights import resolve_hyperprior
+from .image_weights import hyperprior_path
 from .training import (
     CHECKPOINT,
     Part,
@@ -331,14 +331,13 @@ def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
 def _copy_image_model(init_image: str, dest: Path) -> None:
     """Copy the image model a new run starts from; a video model (file or id) gives its image part."""
     from .video_weights import write_image_part
-    from .zoo import describe, find
+    from .zoo import locate
 
-    path = Path(init_image)
-    info = describe(path) if path.is_file() else find(init_image, "image")
+    info = locate(init_image, "image")
     if info.modality == "video":
         write_image_part(info.path, dest)
     else:
-        shutil.copyfile(resolve_hyperprior(init_image), dest)
+        shutil.copyfile(hyperprior_path(info, init_image), dest)
 
 
 def _warm_start_priors(model: VideoModel, init_prior: list[str]) -> list[dict]:
@@ -346,12 +345,11 @@ def _warm_start_priors(model: VideoModel, init_prior: list[str]) -> list[dict]:
     first source prior on its base, else the first source prior's scale part (its mean
     corrections add to another base). Returns what the run records of the files."""
     from .video_weights import load_float_model
-    from .zoo import describe, find
+    from .zoo import locate
 
     sources, records = [], []
     for name in init_prior:
-        path = Path(name)
-        info = describe(path) if path.is_file() else find(name, "video")
+        info = locate(name, "video")
         for prior in load_float_model(info.path).priors:
             if prior.net[0].out_channels != model.priors[0].net[0].out_channels:
                 raise ValueError(f"{name!r} has a temporal prior of width {prior.net[0].out_channels}, "

@@ -140,6 +140,13 @@ def find(model_id: str | None, modality: str) -> ModelInfo:
     raise ModelNotFound(f"model {wanted!r} is not installed (installed: {have})")
 
 
+def locate(name: str, modality: str) -> ModelInfo:
+    """A model given as a file path or as an installed id (`find`, which may return another
+    modality's model of that id: callers check)."""
+    path = Path(name)
+    return describe(path) if path.is_file() else find(name, modality)
+
+
 def find_by_hash(model_id: str, weights_hash: bytes) -> ModelInfo:
     """The installed model a file was made with, refused by name if the weights differ."""
     models = installed()
