@@ -40,16 +40,16 @@ QUALITY_STEPS = 256
 SYMBOL_LIMIT = 1 << 20  # decoded symbols are clamped to +-SYMBOL_LIMIT
 REFINE_TILE = 32  # latent tile refined at once (512x512 pixels), with a margin of context
 REFINE_MARGIN = 4
-DEFAULT_REFINE = 20  # refinement steps when the caller names none (images and video intra frames)
+DEFAULT_REFINE = 20  # refinement steps when the caller names none (images, video inter frames)
 DEFAULT_REFINE_MAX_PIXELS = 4_000_000  # above this, no refinement unless asked (encode time)
 
 
-def refine_steps(refine: int | None, width: int, height: int) -> int:
-    """The refinement steps to run: `refine` when given (checked), else DEFAULT_REFINE for
-    images up to DEFAULT_REFINE_MAX_PIXELS and 0 above (refining costs ~1 s per step per
-    megapixel on two cores)."""
+def refine_steps(refine: int | None, width: int, height: int, default: int = DEFAULT_REFINE) -> int:
+    """The refinement steps to run: `refine` when given (checked), else `default` for images up
+    to DEFAULT_REFINE_MAX_PIXELS and 0 above (refining costs ~1 s per step per megapixel on two
+    cores)."""
     if refine is None:
-        return DEFAULT_REFINE if width * height <= DEFAULT_REFINE_MAX_PIXELS else 0
+        return default if width * height <= DEFAULT_REFINE_MAX_PIXELS else 0
     if not isinstance(refine, int) or not 0 <= refine <= 1000:
         raise ImageError(f"refine steps must be an integer within 0..1000, got {refine}")
     return refine

@@ -152,16 +152,16 @@ def test_round_trip_keeps_frame_count_rate_and_odd_sizes(models, size):
 def test_intra_only_video_is_the_image_codec_frame_by_frame(models):
     """gop 1: every frame chunk carries exactly the image file's ZLAT and YLAT payloads (the video model
     holds the image model's tensors byte for byte; by default intra frames are refined as images
-    of their size are), and decodes to the same pixels."""
+    of their size are, for DEFAULT_INTRA_REFINE steps), and decodes to the same pixels."""
     from ncodec import container as ct
     from ncodec.image_codec import decode_image, encode_image
-    from ncodec.video_codec import unpack_frame
+    from ncodec.video_codec import DEFAULT_INTRA_REFINE, unpack_frame
 
     frames = panning(3, 48, 40, 2)
     data = encode(frames, gop=1)
     decoded = decode(data)
     for rgb, chunk, out in zip(frames, frame_chunks(data), decoded, strict=True):
-        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID)
+        image_file = encode_image(Image.fromarray(rgb), 4.0, TINY_IMAGE_ID, refine=DEFAULT_INTRA_REFINE)
         pieces = {t: [c.data for c in ct.read_container(image_file, (b"ZLAT", b"YLAT"))[1] if c.type == t]
                   for t in (b"ZLAT", b"YLAT")}
         assert chunk.type == b"IFRM"
@@ -182,7 +182,7 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
     from ncodec.image_model import ImageModelConfig
     from ncodec.image_weights import export as export_image
     from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
-    from ncodec.video_codec import unpack_frame
+    from ncodec.video_codec import DEFAULT_INTRA_REFINE, unpack_frame
     from ncodec.video_weights import export
 
     folder = tmp_path / "m"
@@ -211,8 +211,8 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
     assert [c.type for c in frame_chunks(data)] == [b"IFRM", b"SFRM", b"IFRM"]
     out = decode(data)
     assert np.array_equal(out, decode(data)) and out.shape == (3, 40, 48, 3)
-    assert np.array_equal(out[0], np.asarray(decode_image(encode_image(Image.fromarray(frames[0]), 4.0,
-                                                                       "ctx-image"))))
+    assert np.array_equal(out[0], np.asarray(decode_image(encode_image(
+        Image.fromarray(frames[0]), 4.0, "ctx-image", refine=DEFAULT_INTRA_REFINE))))
 
     # inter frames in each mode (either temporal prior or none, channel context or not), with and without
     # skipped blocks: the decoder's latent is the encoder's after every frame
