@@ -84,12 +84,20 @@ INTER_LAMBDA_SCALES = (0.1, 0.3)
 # held-out clip's first frame (video-stprior-v7's image part), 40 steps against 20: quality 4 +1.4%
 # bytes at +0.26 dB, quality 7 -1.6% at +0.13 dB (the video model card has the clip's figures).
 DEFAULT_INTRA_REFINE = 40
+# What a payload costs beyond its symbols' estimated bits: its u32 length and the range coder's
+# rounding up to 32-bit words (16 bits on average). A frame that codes any block pays it once per
+# payload (z, and each tile of each slice): with 8 channel-context slices some 400 bits, which at
+# the lowest qualities outweighs what coding a few blocks saves.
+PAYLOAD_BITS = 48
 MAP_NONE, MAP_ALL, MAP_CODED = 0, 1, 2  # skip map kinds: no block skipped, all skipped, coded flags
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
 SLICED = 0x20  # skip map kind flag: the channel context codes the frame slice by slice
 SECOND_PRIOR = 0x10  # skip map kind flag: the model's second temporal prior corrects them
 MODE_FLAGS = NO_PRIOR | SLICED | SECOND_PRIOR
+OFFSET = 0x08  # skip map kind flag: 3 signed bytes follow, the change of the brightness offset (R, G, B)
+OFFSET_BITS = 3  # brightness offsets are in units of 2^-OFFSET_BITS pixel levels
+OFFSET_LIMIT = 255 << OFFSET_BITS  # the largest |offset| of a frame
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -225,38 +233,51 @@ class InterMode:
         return cls(prior=prior, context=bool(flags & SLICED))
 
 
-def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode()) -> bytes:
+def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode(),
+                  offset: tuple[int, int, int] = (0, 0, 0)) -> bytes:
     """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL or MAP_CODED, plus Z_COPIED
-    when the frame reuses the last coded z and the flags of its `mode`); MAP_CODED adds u8 p (skip
-    probability * 256) and the range-coded flags, row-major over the blocks."""
-    flag = (Z_COPIED if z_copied else 0) | mode.flags
-    if not skip.any():
-        return bytes([MAP_NONE | flag])
+    when the frame reuses the last coded z, the flags of its `mode`, and OFFSET when the brightness
+    `offset` changes, its 3 signed bytes then following); MAP_CODED adds u8 p (skip probability *
+    256) and the range-coded flags, row-major over the blocks."""
+    change = struct.pack(">bbb", *offset) if any(offset) else b""
     if skip.all():
-        return bytes([MAP_ALL])
+        return bytes([MAP_ALL | (OFFSET if change else 0)]) + change
+    head = (Z_COPIED if z_copied else 0) | mode.flags | (OFFSET if change else 0)
+    if not skip.any():
+        return bytes([MAP_NONE | head]) + change
     p = min(max(round(256 * float(skip.mean())), 1), 255)
     flags = skip.ravel().astype(np.int64)
-    return bytes([MAP_CODED | flag, p]) + coder.encode(flags, np.zeros_like(flags), _skip_tables(p))
+    return bytes([MAP_CODED | head]) + change + bytes([p]) + coder.encode(flags, np.zeros_like(flags),
+                                                                           _skip_tables(p))
 
 
-def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int) -> tuple[np.ndarray, bool, InterMode]:
-    """(skip flags [blocks down, blocks across], z copied, mode) of an inter frame's first payload,
-    checked."""
-    head = data[0] if data else 0
-    kind, z_copied, mode = head & ~(Z_COPIED | MODE_FLAGS), bool(head & Z_COPIED), InterMode.from_flags(head)
+def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
+                    ) -> tuple[np.ndarray, bool, InterMode, tuple[int, int, int]]:
+    """(skip flags [blocks down, blocks across], z copied, mode, change of the brightness offset) of
+    an inter frame's first payload, checked."""
+    if not data:
+        raise VideoError(f"frame {t}: empty skip map")
+    head = data[0]
+    kind, z_copied = head & ~(Z_COPIED | MODE_FLAGS | OFFSET), bool(head & Z_COPIED)
+    mode = InterMode.from_flags(head)
     if head & NO_PRIOR and head & SECOND_PRIOR:
         raise VideoError(f"frame {t}: skip map names a temporal prior and none")
-    if len(data) == 1 and (kind == MAP_NONE or head == MAP_ALL):
-        return np.full(shape, kind == MAP_ALL), z_copied, mode
-    if len(data) < 2 or kind != MAP_CODED or not 1 <= data[1] <= 255:
+    offset, rest = (0, 0, 0), data[1:]
+    if head & OFFSET:
+        if len(rest) < 3:
+            raise VideoError(f"frame {t}: skip map ends inside its brightness offset")
+        offset, rest = struct.unpack(">bbb", rest[:3]), rest[3:]
+    if not rest and (kind == MAP_NONE or head & ~OFFSET == MAP_ALL):
+        return np.full(shape, kind == MAP_ALL), z_copied, mode, offset
+    if kind != MAP_CODED or not rest or not 1 <= rest[0] <= 255:
         raise VideoError(f"frame {t}: invalid skip map")
     try:
-        flags = coder.decode(data[2:], np.zeros(shape[0] * shape[1], np.int64), _skip_tables(data[1]))
+        flags = coder.decode(rest[1:], np.zeros(shape[0] * shape[1], np.int64), _skip_tables(rest[0]))
     except coder.DecodeError as err:
         raise VideoError(f"frame {t}: skip map: {err}") from None
     if ((flags != 0) & (flags != 1)).any():
         raise VideoError(f"frame {t}: skip map holds values other than 0 and 1")
-    return flags.reshape(shape).astype(bool), z_copied, mode
+    return flags.reshape(shape).astype(bool), z_copied, mode, offset
 
 
 def inter_lambda_scale(quality: float, levels: int) -> float:
@@ -272,6 +293,11 @@ def inter_lambda(quality: float, lambdas: tuple[float, ...]) -> float:
     from .image_refine import quality_lambda
 
     return inter_lambda_scale(quality, len(lambdas)) * quality_lambda(quality, lambdas) * 255**2 / 3
+
+
+def _moved(offset: tuple[int, ...], change: tuple[int, ...]) -> tuple[int, ...]:
+    """A brightness offset after a frame's change."""
+    return tuple(a + b for a, b in zip(offset, change, strict=True))
 
 
 def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
@@ -310,7 +336,8 @@ class FrameCoder:
         if synthesis is not None:
             self._valid = torch.zeros(hp, wp)
             self._valid[: self.geometry.height, : self.geometry.width] = 1
-        self._shown: tuple[torch.Tensor, np.ndarray] | None = None  # decoder: last (y_hat, pixels)
+        self.offset = (0, 0, 0)  # the frame's brightness offset (R, G, B; 2^-OFFSET_BITS levels)
+        self._shown: tuple[torch.Tensor, tuple, np.ndarray] | None = None  # decoder: (y_hat, offset, pixels)
 
     def _params(self, z_sym: torch.Tensor, prior: int | None) -> torch.Tensor:
         """h_s's output for z [1, 2M, h, w] (int32: means, then raw scales), corrected by the
@@ -379,10 +406,12 @@ class FrameCoder:
         return run_tiled(lambda v: self.synthesis(v.float()).float().clamp_(0, 1), y, 16, tile=32,
                          margin=self.im.synthesis_margin, out=torch.empty(1, 3, hp, wp))
 
-    def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor
-                      ) -> tuple[np.ndarray, torch.Tensor, float]:
+    def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor,
+                      fixed: float = 0.0) -> tuple[np.ndarray, torch.Tensor, float]:
         """Skip flags per block (rate + lambda * SSE of copying vs coding, `inter_lambda`), the coded
-        synthesis, and the frame's cost with those flags (the coded blocks' y bits + lambda * SSE)."""
+        synthesis, and the frame's cost with those flags (the coded blocks' y bits + lambda * SSE,
+        plus `fixed`, the bits a frame that codes any block spends besides them: every block is
+        skipped when that costs less)."""
         coded = self._synthesize(q)
         px = 16 * SKIP_BLOCK
         sse_coded = _block_sums(((coded - x) ** 2).sum((0, 1)) * self._valid, px)
@@ -392,7 +421,10 @@ class FrameCoder:
         lam = inter_lambda(self.params.quality, self.im.cfg.lambdas)
         skip = lam * (sse_copied - sse_coded) <= bits
         cost = torch.where(skip, lam * sse_copied, bits + lam * sse_coded).sum()
-        return skip.numpy(), coded, float(cost)
+        copy_all = lam * sse_copied.sum()
+        if not skip.all() and cost + fixed >= copy_all:
+            return np.ones(skip.shape, dtype=bool), coded, float(copy_all)
+        return skip.numpy(), coded, float(cost + (0 if skip.all() else fixed))
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
         p, im = self.geometry, self.im
@@ -400,6 +432,9 @@ class FrameCoder:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
+            change = (0, 0, 0) if intra or self.synthesis is None else self._offset_change(x)
+            self.offset = (0, 0, 0) if intra else _moved(self.offset, change)
+            x = x - self._shift()  # what the latent codes: the frame less its brightness offset
             y = run_tiled(im.g_a, x, 1 / 16, tile=1024, margin=im.analysis_margin,
                           out=torch.empty(1, im.cfg.m, hp // 16, wp // 16))
             y = y * _gain(im, self.params.quality_fx)
@@ -415,7 +450,8 @@ class FrameCoder:
                 y = self._refine_inter(x, y, z_bits, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
                 if self.synthesis is not None:
-                    skip, coded, _ = self._choose_skips(x, q, sym, index)
+                    fixed = self._fixed_bits(mode, z_copied, z_bits)
+                    skip, coded, _ = self._choose_skips(x, q, sym, index, fixed)
             keep = ~self._positions(skip)
             if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
                 bits = {}
@@ -436,10 +472,37 @@ class FrameCoder:
                 if self.synthesis is not None:  # what the next frame's choices compare with
                     self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
                 self.latent = q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-        head = pack_skip_map(skip, z_copied, mode)
+        head = pack_skip_map(skip, z_copied, mode, change)
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
+
+    def _shift(self) -> torch.Tensor:
+        """The brightness offset as float pixels [1, 3, 1, 1] (0..1 scale)."""
+        return torch.tensor(self.offset, dtype=torch.float32).view(1, 3, 1, 1) / (255 * 2**OFFSET_BITS)
+
+    def _offset_change(self, x: torch.Tensor) -> tuple[int, int, int]:
+        """The change of the brightness offset that makes the previous frame's pixels match the
+        padded frame x [1, 3, H, W]: per channel the median over blocks of their mean difference,
+        rounded, where at least half the blocks lie within a level of it (a change of the whole
+        frame, not of what moves); none when what it saves on those blocks (lambda * SSE, at the
+        inter lambda) is not worth its 24 bits."""
+        px, valid = 16 * SKIP_BLOCK, self._valid
+        counts = _block_sums(valid, px)
+        inside = counts > 0
+        diff = (x - self.recon - self._shift())[0] * valid
+        sums = torch.stack([_block_sums(d, px) for d in diff])[:, inside]
+        means = sums / counts[inside]
+        median = means.median(1, keepdim=True).values
+        near = (means - median).abs() <= 1 / 255
+        step = 255 * 2**OFFSET_BITS
+        change = [max(-127, -OFFSET_LIMIT - o, min(127, OFFSET_LIMIT - o, round(m * step))) if agree else 0
+                  for m, o, agree in zip(median.view(-1).tolist(), self.offset,
+                                         (2 * near.sum(1) >= near.shape[1]).tolist(), strict=True)]
+        d = torch.tensor(change, dtype=torch.float32).view(3, 1) / step
+        saved = float(((2 * d * sums - counts[inside] * d**2) * near).sum())  # SSE before - after
+        worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * saved > 24
+        return tuple(change) if worth else (0, 0, 0)
 
     def _choose(self, x: torch.Tensor, z_bits: float, options: dict
                 ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None]:
@@ -458,8 +521,8 @@ class FrameCoder:
         choices = {}
         for key in best.values():
             _, _, q, index, sym = options[key]
-            skip, coded, cost = self._choose_skips(x, q, sym, index)
-            choices[key] = (cost + (0 if key[1] or skip.all() else z_bits), skip, coded)
+            skip, coded, cost = self._choose_skips(x, q, sym, index, self._fixed_bits(*key, z_bits))
+            choices[key] = (cost, skip, coded)
         key = min(choices, key=lambda key: choices[key][0])
         return *key, *choices[key][1:]
 
@@ -494,7 +557,7 @@ class FrameCoder:
             if (mode, copied) in options:
                 params = options[mode, copied][1]
                 q, index, sym = self._estimate(y, params, mode)
-                bits = self._y_bits(sym, index) + (0 if copied else z_bits)
+                bits = self._y_bits(sym, index) + self._fixed_bits(mode, copied, z_bits)
                 options[mode, copied] = (bits, params, q, index, sym)
         return y
 
@@ -511,12 +574,21 @@ class FrameCoder:
                 if mode.prior not in params:
                     params[mode.prior] = self._params(self.z_sym if copied else z_sym, mode.prior)
                 q, index, sym = self._estimate(y, params[mode.prior], mode)
-                bits = self._y_bits(sym, index) + (0 if copied else z_bits)
+                bits = self._y_bits(sym, index) + self._fixed_bits(mode, copied, z_bits)
                 options[mode, copied] = (bits, params[mode.prior], q, index, sym)
         return options
 
     def _z_bits(self, z_sym: torch.Tensor) -> float:
-        return float(coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables).sum())
+        """Estimated bits of z's payload (its symbols and `PAYLOAD_BITS`)."""
+        bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables)
+        return float(bits.sum()) + PAYLOAD_BITS
+
+    def _fixed_bits(self, mode: InterMode, z_copied: bool, z_bits: float) -> float:
+        """Estimated bits an inter frame in `mode` that codes any block spends besides its symbols: the
+        framing of its y payloads (one per tile, and per slice with the channel context) and, unless
+        copied, z's payload (of `z_bits`)."""
+        payloads = len(self.tiles) * (self.im.cfg.context_slices if mode.context else 1)
+        return PAYLOAD_BITS * payloads + (0 if z_copied else z_bits)
 
     def _y_bits(self, sym: torch.Tensor, index: torch.Tensor, keep: torch.Tensor | None = None) -> float:
         """Estimated bits of the symbols (at positions `keep`, if given)."""
@@ -532,10 +604,13 @@ class FrameCoder:
         synthesize=False only updates the latent."""
         p, im = self.geometry, self.im
         hp, wp = p.padded
-        skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
+        skip, z_copied, mode, change = np.zeros(self.blocks, dtype=bool), False, InterMode(), (0, 0, 0)
         if kind == CHUNK_INTER:
             head, data = _payloads(data, 1, t, rest=True)
-            skip, z_copied, mode = unpack_skip_map(head, self.blocks, t)
+            skip, z_copied, mode, change = unpack_skip_map(head, self.blocks, t)
+        offset = (0, 0, 0) if kind == CHUNK_INTRA else _moved(self.offset, change)
+        if max(map(abs, offset)) > OFFSET_LIMIT:
+            raise VideoError(f"frame {t}: brightness offset {offset} beyond +-{OFFSET_LIMIT}")
         if skip.all():
             _payloads(data, 0, t)  # nothing may follow
             q, latent = self.latent.long(), self.latent
@@ -544,17 +619,18 @@ class FrameCoder:
         else:
             q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-        self.latent = latent
+        self.latent, self.offset = latent, offset
         if not synthesize:
             self._shown = None
             return None
-        if self._shown is not None and torch.equal(self._shown[0], y_hat):
-            return self._shown[1].copy()  # same latents, same pixels
+        if self._shown is not None and torch.equal(self._shown[0], y_hat) and self._shown[1] == offset:
+            return self._shown[2].copy()  # same latents and offset, same pixels
         pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
-        run_tiled(lambda v: _to_pixels(im.g_s(v.double())), y_hat, 16, tile=24, margin=im.synthesis_margin,
-                  out=pixels)
+        shift = torch.tensor(offset, dtype=torch.float64).view(1, 3, 1, 1) * 2 ** (ACT_BITS - OFFSET_BITS)
+        run_tiled(lambda v: _to_pixels(im.g_s(v.double()), shift), y_hat, 16, tile=24,
+                  margin=im.synthesis_margin, out=pixels)
         rgb = np.ascontiguousarray(pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy())
-        self._shown = (y_hat, rgb)
+        self._shown = (y_hat, offset, rgb)
         return rgb.copy()
 
     def _decode_intra(self, data: bytes, t: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -299,8 +299,8 @@ def test_a_model_with_two_priors_codes_each_inter_frame_with_the_one_that_costs_
             dec.decode(two[0].type, two[0].data, 0)
             with pytest.raises(VideoError, match="frame 1: coded with temporal prior 2; model .* has 1"):
                 dec.decode(two[1].type, two[1].data, 1)
-    assert np.array_equal(decode(encode([first] * 3, model=UNTRAINED_TWO_ID, refine=0))[2], decode(
-        encode([first], model=UNTRAINED_TWO_ID, refine=0))[0])
+    still = encode([first] * 3, model=UNTRAINED_TWO_ID, skip_blocks=False, refine=0)
+    assert np.array_equal(decode(still)[2], decode(encode([first], model=UNTRAINED_TWO_ID, refine=0))[0])
 
 
 def test_training_two_priors_codes_each_window_with_the_cheaper_one(models):
@@ -412,6 +412,77 @@ def test_a_static_clip_skips_every_block_and_repeats_the_first_frame(models):
     assert np.array_equal(out[0], decode(full)[0])
 
 
+def test_a_brightening_clip_is_followed_by_the_brightness_offset(monkeypatch):
+    """Frames that grow brighter by 3 levels each (the shipped model): the inter frames change the
+    brightness offset (OFFSET in their skip maps) and copy every block, their mean staying within a
+    level of the source's; without offsets they lag behind, code blocks and cost more. A decoder
+    that starts later agrees."""
+    from ncodec.video_codec import MAP_ALL, OFFSET, FrameCoder
+
+    rows, cols = np.mgrid[0:128, 0:192]
+    base = np.stack([90 + cols // 8, 110 + rows // 8, 100 + (cols + rows) // 16], -1).astype(np.uint8)
+    frames = [base + np.uint8(3 * t) for t in range(6)]
+    data = encode(frames, gop=6, model=None, refine=0)
+    assert heads(data) == [MAP_ALL | OFFSET] * 5
+    lag = (np.stack(frames).astype(float) - decode(data)).mean((1, 2))  # [frame, channel]
+    assert np.abs(lag).max() < 1
+    assert np.array_equal(decode(data, first=2), decode(data)[2:])
+    monkeypatch.setattr(FrameCoder, "_offset_change", lambda self, x: (0, 0, 0))
+    plain = encode(frames, gop=6, model=None, refine=0)
+    assert not any(h & OFFSET for h in heads(plain))
+    plain_lag = (np.stack(frames).astype(float) - decode(plain)).mean((1, 2))
+    assert len(plain) > len(data) and np.abs(plain_lag).max() > 3  # (604 against 447 bytes, 7 levels off)
+
+
+def test_the_brightness_offset_follows_the_whole_frame_not_what_moves(models):
+    """The change is each channel's median block difference, in 1/8 levels, when at least half the
+    blocks agree on it within a level and it saves more than its 24 bits at the inter lambda."""
+    from ncodec.video_codec import FrameCoder, VideoParams
+    from ncodec.video_weights import load_coding_model
+
+    x = torch.rand(1, 3, 128, 192, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    fc = FrameCoder(load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors"),
+                    VideoParams(192, 128, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: x)
+    fc.recon = x - torch.tensor([3.0, -2.0, 0.0]).view(1, 3, 1, 1) / 255
+    fc.recon[..., :64, :64] = 0.9  # something moved in one of the 6 blocks
+    assert fc._offset_change(x) == (24, -16, 0)
+    fc.offset = (16, 0, 0)  # measured from the pixels shown, the offset included
+    assert fc._offset_change(x) == (8, -16, 0)
+    fc.offset = (0, 0, 0)
+    fc.recon = x - 1 / 255 / 8  # one step everywhere: 0.1 bits saved
+    assert fc._offset_change(x) == (0, 0, 0)
+    spread = torch.tensor([[-10.0, -5, 0], [5, 10, 15]]).repeat_interleave(64, 0).repeat_interleave(64, 1)
+    fc.recon = x - spread / 255  # the blocks disagree
+    assert fc._offset_change(x) == (0, 0, 0)
+
+
+def test_the_brightness_offset_raises_the_pixels_shown(models):
+    """An inter frame that skips every block and changes the offset by (+1, 0, -2) levels shows the
+    previous frame's pixels so much brighter in each channel (clipped at 0 and 255)."""
+    from ncodec.video_codec import (
+        CHUNK_INTER,
+        OFFSET_BITS,
+        FrameCoder,
+        VideoDecoder,
+        pack_frame,
+        pack_skip_map,
+    )
+
+    data = encode([(panning(1, 48, 40, 0)[0] * 0.6 + 30).astype(np.uint8)], gop=2)
+    first = decode(data)[0]
+    with VideoDecoder(data) as dec:
+        fc = FrameCoder(dec.model, dec.params)
+    chunk = frame_chunks(data)[0]
+    fc.decode(chunk.type, chunk.data, 0)
+    steps = 1 << OFFSET_BITS
+    change = (steps, 0, -2 * steps)
+    shown = fc.decode(CHUNK_INTER, pack_frame(pack_skip_map(np.ones(fc.blocks, bool), offset=change), []), 1)
+    assert fc.offset == change
+    inside = (first > 2) & (first < 253)  # (the offset applies before pixels are clipped)
+    assert np.array_equal(shown[inside], (first.astype(int) + [1, 0, -2])[inside])
+    assert inside.mean() > 0.9
+
+
 @pytest.fixture
 def left_blocks_coded(monkeypatch):
     """The encoder codes the leftmost column of blocks of every inter frame and skips the rest (the
@@ -475,18 +546,46 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     assert skip.tolist() == [[True, False, True]] and torch.equal(coded, x)
     bits = coder.cost_bits(sym.numpy(), index.long().numpy(), fc.im.y_tables)[..., 4:8].sum()
     assert math.isclose(cost, bits, rel_tol=1e-9)  # (the skipped blocks copy without error)
+    # what a frame that codes any block spends besides its symbols (payload framing, z) is weighed
+    # against copying every block
+    lam = inter_lambda(fc.params.quality, fc.im.cfg.lambdas)
+    copy_all = lam * float(((fc.recon - x) ** 2).sum())
+    assert copy_all > bits
+    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - 1)
+    assert skip.tolist() == [[True, False, True]] and math.isclose(cost, copy_all - 1, rel_tol=1e-6)
+    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits + 1)
+    assert skip.all() and math.isclose(cost, copy_all, rel_tol=1e-6)
     # a change worth half the block's bits at the scaled lambda is not coded, though at the
     # quality's training lambda (more than twice larger) it would be worth coding
     levels = len(fc.im.cfg.lambdas)
     assert [inter_lambda_scale(q, levels) for q in (1, levels)] == pytest.approx(INTER_LAMBDA_SCALES)
     assert INTER_LAMBDA_SCALES[0] < inter_lambda_scale(4.0, levels) < INTER_LAMBDA_SCALES[1] < 0.5
-    lam = inter_lambda(fc.params.quality, fc.im.cfg.lambdas)
     scale = inter_lambda_scale(4.0, levels)
     assert math.isclose(lam, scale * quality_lambda(4.0, fc.im.cfg.lambdas) * 255**2 / 3)
     fc.recon = x.clone()
     fc.recon[..., :, 64:128] += math.sqrt(0.5 * bits / lam / (3 * 64 * 64))
     skip, _, cost = fc._choose_skips(x, sym << 12, sym, index)
     assert skip.tolist() == [[True, True, True]] and math.isclose(cost, 0.5 * bits, rel_tol=1e-4)
+
+
+def test_payload_bits_is_what_a_payload_costs_beyond_its_symbols(models):
+    """PAYLOAD_BITS (the u32 length and the range coder's rounding) against payloads written: the
+    mean of written bits + 32 - estimated bits over random payloads."""
+    from ncodec.entropy import coder
+    from ncodec.video_codec import PAYLOAD_BITS, FrameCoder, InterMode, VideoParams
+    from ncodec.video_weights import load_coding_model
+
+    model = load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors")
+    fc = FrameCoder(model, VideoParams(192, 64, 25, 1, 2, 2, 0))
+    tables, rng, extra = fc.im.y_tables, np.random.default_rng(0), []
+    for n in (3, 30, 300, 3000) * 25:
+        index = rng.integers(0, len(tables), n)
+        sym = np.round(rng.laplace(0, rng.uniform(0.1, 3), n)).astype(np.int64)
+        written = 8 * len(coder.encode(sym, index, tables)) + 32
+        extra.append(written - coder.cost_bits(sym, index, tables).sum())
+    assert abs(np.mean(extra) - PAYLOAD_BITS) < 8
+    assert fc._fixed_bits(InterMode(0, False), True, 99.0) == PAYLOAD_BITS * len(fc.tiles)
+    assert fc._fixed_bits(InterMode(0, False), False, 99.0) == PAYLOAD_BITS * len(fc.tiles) + 99.0
 
 
 def test_the_encoder_weighs_the_priors_by_rate_and_distortion_when_it_can_skip_blocks(models):
@@ -552,6 +651,7 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
         MAP_CODED,
         MAP_NONE,
         NO_PRIOR,
+        OFFSET,
         SECOND_PRIOR,
         SLICED,
         Z_COPIED,
@@ -565,14 +665,17 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
     modes = [InterMode(prior, context) for prior in (0, 1, None) for context in (False, True)]
     for density in (0.0, 0.1, 0.5, 0.97, 1.0):
         skip = rng.random((5, 7)) < density
-        for z_copied, mode in itertools.product((False, True), modes):
-            data = pack_skip_map(skip, z_copied, mode)
-            got, copied, got_mode = unpack_skip_map(data, (5, 7), 0)
+        for z_copied, mode, offset in itertools.product((False, True), modes, ((0, 0, 0), (3, -127, 0))):
+            data = pack_skip_map(skip, z_copied, mode, offset)
+            got, copied, got_mode, got_offset = unpack_skip_map(data, (5, 7), 0)
             assert np.array_equal(got, skip) and copied == (z_copied and not skip.all())
             assert got_mode == (InterMode() if skip.all() else mode)  # (nothing is coded in a skipped frame)
+            assert got_offset == offset and bool(data[0] & OFFSET) == any(offset)
     assert len(pack_skip_map(rng.random((30, 40)) < 0.05)) < 0.5 * 30 * 40 / 8  # entropy-coded flags
     coded = pack_skip_map(rng.random((5, 7)) < 0.5)
-    bad = {"empty": b"", "unknown kind": bytes([3]), "unknown flag": bytes([0x08]),
+    bad = {"empty": b"", "unknown kind": bytes([3]), "unknown flag": bytes([0x04]),
+           "truncated offset": bytes([MAP_NONE | OFFSET, 1, 2]),
+           "bytes after the offset": bytes([MAP_ALL | OFFSET, 1, 2, 3, 0]),
            "a prior and none": bytes([MAP_NONE | NO_PRIOR | SECOND_PRIOR]),
            "all skipped yet z copied": bytes([MAP_ALL | Z_COPIED]),
            "all skipped with a mode": bytes([MAP_ALL | SLICED]),
