@@ -354,14 +354,9 @@ def _refine(path, model: ImageCodingModel, x: torch.Tensor, y: torch.Tensor, hyp
     return out
 
 
-def _to_pixels(x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """8-bit pixels of g_s's output x (SPEC 5.5 step 4), each channel raised by `shift` [1, 3, 1, 1]
-    (pixel levels times 2^ACT_BITS, integers) when given (a video frame's brightness offset, 7.4)."""
+def _to_pixels(x: torch.Tensor) -> torch.Tensor:
     half = 2.0 ** (ACT_BITS - 1)
-    x = x * 255 + half
-    if shift is not None:
-        x = x + shift
-    return torch.floor(x * 2.0**-ACT_BITS).clamp_(0, 255)
+    return torch.floor((x * 255 + half) * 2.0**-ACT_BITS).clamp_(0, 255)
 
 
 def decode_image(data: bytes, progress: Progress | None = None) -> Image.Image:

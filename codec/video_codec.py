@@ -54,7 +54,6 @@ from .image_codec import (
     _refine,
     _slice_decoder,
     _slice_encoder,
-    _to_pixels,
     _z_index,
     latent_symbols,
     refine_steps,
@@ -337,7 +336,7 @@ class FrameCoder:
             self._valid = torch.zeros(hp, wp)
             self._valid[: self.geometry.height, : self.geometry.width] = 1
         self.offset = (0, 0, 0)  # the frame's brightness offset (R, G, B; 2^-OFFSET_BITS levels)
-        self._shown: tuple[torch.Tensor, tuple, np.ndarray] | None = None  # decoder: (y_hat, offset, pixels)
+        self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # decoder: last (y_hat, g_s output)
 
     def _params(self, z_sym: torch.Tensor, prior: int | None) -> torch.Tensor:
         """h_s's output for z [1, 2M, h, w] (int32: means, then raw scales), corrected by the
@@ -623,15 +622,24 @@ class FrameCoder:
         if not synthesize:
             self._shown = None
             return None
-        if self._shown is not None and torch.equal(self._shown[0], y_hat) and self._shown[1] == offset:
-            return self._shown[2].copy()  # same latents and offset, same pixels
-        pixels = torch.empty(1, 3, hp, wp, dtype=torch.uint8)
-        shift = torch.tensor(offset, dtype=torch.float64).view(1, 3, 1, 1) * 2 ** (ACT_BITS - OFFSET_BITS)
-        run_tiled(lambda v: _to_pixels(im.g_s(v.double()), shift), y_hat, 16, tile=24,
-                  margin=im.synthesis_margin, out=pixels)
-        rgb = np.ascontiguousarray(pixels[0, :, : p.height, : p.width].permute(1, 2, 0).numpy())
-        self._shown = (y_hat, offset, rgb)
-        return rgb.copy()
+        if self._shown is None or not torch.equal(self._shown[0], y_hat):  # (else: same latents, same g_s)
+            synth = torch.empty(1, 3, hp, wp, dtype=torch.int16)
+            run_tiled(lambda v: im.g_s(v.double()).clamp_(-(2**15), 2**15 - 1), y_hat, 16, tile=24,
+                      margin=im.synthesis_margin, out=synth)
+            self._shown = (y_hat, synth)
+        return self._pixels(self._shown[1], offset)
+
+    def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...]) -> np.ndarray:
+        """RGB pixels (H, W, 3) uint8 of g_s's output `synth` [1, 3, H', W'] (padded; int16, which
+        keeps every pixel: beyond +-8 the pixel is 0 or 255 whatever the offset) with the brightness
+        `offset` (SPEC 5.5 step 4, 7.4 step 4), in integer arithmetic."""
+        p = self.geometry
+        rgb = np.empty((p.height, p.width, 3), np.uint8)
+        for c in range(3):
+            add = (1 << (ACT_BITS - 1)) + (offset[c] << (ACT_BITS - OFFSET_BITS))
+            x = synth[0, c, : p.height, : p.width].int() * 255 + add
+            rgb[..., c] = (x >> ACT_BITS).clamp_(0, 255).numpy()
+        return rgb
 
     def _decode_intra(self, data: bytes, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(q [int64], latent [int32]) of an intra frame's chunk data."""
