@@ -97,6 +97,10 @@ MODE_FLAGS = NO_PRIOR | SLICED | SECOND_PRIOR
 OFFSET = 0x08  # skip map kind flag: 3 signed bytes follow, the change of the brightness offset (R, G, B)
 OFFSET_BITS = 3  # brightness offsets are in units of 2^-OFFSET_BITS pixel levels
 OFFSET_LIMIT = 255 << OFFSET_BITS  # the largest |offset| of a frame
+# The encoder's limit on the share of a channel's pixels that the frame less its offset (what the
+# latent codes) puts outside 0..255, where the transforms never trained: a fade from black is not
+# an offset (Big Buck Bunny's opening at quality 8: 44.97 dB with offsets there, 49.77 without).
+OFFSET_OUTSIDE = 0.01
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -377,13 +381,16 @@ class FrameCoder:
         return q, torch.cat(indices, 1), torch.cat(syms, 1)
 
     def _modes(self) -> list[InterMode]:
-        """The inter modes the encoder weighs by their estimated bits: each of the model's temporal
-        priors, alone and with the channel context if the model has one. (Modes without a prior
-        code for fewer bits on moving footage but reconstruct far worse, by 5 dB on Big Buck Bunny
-        at quality 2: the prior's means lie closer to the latent, so rounding moves it less.
-        Weighing them needs rate + lambda * distortion per mode; decoders read them all.)"""
-        return [InterMode(prior, context) for prior in range(len(self.model.priors))
-                for context in (False, True)[: 1 + bool(self.im.context)]]
+        """The inter modes the encoder weighs: each of the model's temporal priors and, when it
+        measures distortion (skipped blocks enabled), none, each alone and with the channel context
+        if the model has one. (Without a prior a frame codes for fewer bits on moving footage but
+        reconstructs worse, by 5 dB on Big Buck Bunny at quality 2: the prior's means lie closer to
+        the latent, so rounding moves it less; only rate + lambda * distortion can weigh it. So
+        weighed, it coded Big Buck Bunny's first 16 frames at quality 4 with v8 in 0.0426 bpp at
+        40.87 dB against 0.0488 at 40.25, and changed nothing on two fixed-camera clips.)"""
+        priors = [*range(len(self.model.priors)), *([None] if self.synthesis is not None else [])]
+        contexts = (False, True)[: 1 + bool(self.im.context)]
+        return [InterMode(prior, context) for prior in priors for context in contexts]
 
     def _intra(self, z_sym: torch.Tensor, code: SliceCoder) -> tuple[torch.Tensor, torch.Tensor]:
         """(q [int64], latent [int32]) of an intra frame, coded or decoded by `code` slice by
@@ -426,25 +433,20 @@ class FrameCoder:
         return skip.numpy(), coded, float(cost + (0 if skip.all() else fixed))
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
-        p, im = self.geometry, self.im
+        p = self.geometry
         hp, wp = p.padded
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
-            change = (0, 0, 0) if intra or self.synthesis is None else self._offset_change(x)
-            self.offset = (0, 0, 0) if intra else _moved(self.offset, change)
-            x = x - self._shift()  # what the latent codes: the frame less its brightness offset
-            y = run_tiled(im.g_a, x, 1 / 16, tile=1024, margin=im.analysis_margin,
-                          out=torch.empty(1, im.cfg.m, hp // 16, wp // 16))
-            y = y * _gain(im, self.params.quality_fx)
-            z = run_tiled(im.h_a, y, 1 / 4, tile=256, margin=16,
-                          out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
-            z_sym = torch.round(z).long()
             if intra:
-                return CHUNK_INTRA, self._encode_intra(x, y, z_sym)
-            z_bits = self._z_bits(z_sym)
-            options = self._options(y, z_sym, z_bits)  # (mode, z copied) -> (bits, params, q, index, symbols)
-            mode, z_copied, skip, coded = self._choose(x, z_bits, options)
+                self.offset = (0, 0, 0)
+                return CHUNK_INTRA, self._encode_intra(x, *self._analyse(x))
+            # with a change of the brightness offset worth trying, the frame is weighed both ways
+            change = (0, 0, 0) if self.synthesis is None else self._offset_change(x)
+            plans = [self._plan(x, change)] + ([self._plan(x, (0, 0, 0))] if any(change) else [])
+            plan = min(plans, key=lambda plan: plan[0])
+            _, change, x, y, z_sym, z_bits, options, mode, z_copied, skip, coded = plan
+            self.offset = _moved(self.offset, change)
             if self.refine and not skip.all():  # (a frame that copies every block is not refined)
                 y = self._refine_inter(x, y, z_bits, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
@@ -476,20 +478,22 @@ class FrameCoder:
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
 
-    def _shift(self) -> torch.Tensor:
-        """The brightness offset as float pixels [1, 3, 1, 1] (0..1 scale)."""
-        return torch.tensor(self.offset, dtype=torch.float32).view(1, 3, 1, 1) / (255 * 2**OFFSET_BITS)
+    @staticmethod
+    def _shift(offset: tuple[int, ...]) -> torch.Tensor:
+        """A brightness offset as float pixels [1, 3, 1, 1] (0..1 scale)."""
+        return torch.tensor(offset, dtype=torch.float32).view(1, 3, 1, 1) / (255 << OFFSET_BITS)
 
     def _offset_change(self, x: torch.Tensor) -> tuple[int, int, int]:
         """The change of the brightness offset that makes the previous frame's pixels match the
         padded frame x [1, 3, H, W]: per channel the median over blocks of their mean difference,
         rounded, where at least half the blocks lie within a level of it (a change of the whole
-        frame, not of what moves); none when what it saves on those blocks (lambda * SSE, at the
-        inter lambda) is not worth its 24 bits."""
+        frame, not of what moves) and the frame less the new offset leaves 0..255 for at most
+        OFFSET_OUTSIDE of the pixels; none when what it saves on those blocks (lambda * SSE, at
+        the inter lambda) is not worth its 24 bits."""
         px, valid = 16 * SKIP_BLOCK, self._valid
         counts = _block_sums(valid, px)
         inside = counts > 0
-        diff = (x - self.recon - self._shift())[0] * valid
+        diff = (x - self.recon - self._shift(self.offset))[0] * valid
         sums = torch.stack([_block_sums(d, px) for d in diff])[:, inside]
         means = sums / counts[inside]
         median = means.median(1, keepdim=True).values
@@ -498,32 +502,57 @@ class FrameCoder:
         change = [max(-127, -OFFSET_LIMIT - o, min(127, OFFSET_LIMIT - o, round(m * step))) if agree else 0
                   for m, o, agree in zip(median.view(-1).tolist(), self.offset,
                                          (2 * near.sum(1) >= near.shape[1]).tolist(), strict=True)]
+        shifted = x[0] - (torch.tensor(self.offset) + torch.tensor(change)).view(3, 1, 1) / step
+        outside = ((shifted < -0.5 / 255) | (shifted > 1 + 0.5 / 255)) & (valid > 0)
+        change = [c if share <= OFFSET_OUTSIDE else 0
+                  for c, share in zip(change, (outside.sum((1, 2)) / valid.sum()).tolist(), strict=True)]
         d = torch.tensor(change, dtype=torch.float32).view(3, 1) / step
         saved = float(((2 * d * sums - counts[inside] * d**2) * near).sum())  # SSE before - after
         worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * saved > 24
         return tuple(change) if worth else (0, 0, 0)
 
+    def _analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y scaled by the quality's gain, rounded z) of padded pixels x [1, 3, H, W]."""
+        im, (hp, wp) = self.im, self.geometry.padded
+        y = run_tiled(im.g_a, x, 1 / 16, tile=1024, margin=im.analysis_margin,
+                      out=torch.empty(1, im.cfg.m, hp // 16, wp // 16))
+        y = y * _gain(im, self.params.quality_fx)
+        z = run_tiled(im.h_a, y, 1 / 4, tile=256, margin=16, out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
+        return y, torch.round(z).long()
+
+    def _plan(self, x: torch.Tensor, change: tuple[int, int, int]) -> tuple:
+        """An inter frame's choices with the brightness offset moved by `change`: (cost, change, the
+        frame less the offset, y, z, z_bits, options, then `_choose`'s mode, z copied, skip flags and
+        coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus 24 bits for a change."""
+        x = x - self._shift(_moved(self.offset, change))
+        y, z_sym = self._analyse(x)
+        z_bits = self._z_bits(z_sym)
+        options = self._options(y, z_sym, z_bits)  # (mode, z copied) -> (bits, params, q, index, symbols)
+        *choice, cost = self._choose(x, z_bits, options)
+        return (cost + 24 * any(change), change, x, y, z_sym, z_bits, options, *choice)
+
     def _choose(self, x: torch.Tensor, z_bits: float, options: dict
-                ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None]:
-        """(mode, z copied, skip flags, coded synthesis or None) of an inter frame: for each temporal
-        prior the option (context, z) of fewest estimated bits; among the priors, with skipped
-        blocks enabled, the one of least rate + lambda * SSE once its blocks are skipped where that
-        pays (the priors round the latent around different means, so their distortions differ),
-        else the one of fewest bits. z_bits: the estimated bits of the frame's own z."""
+                ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None, float]:
+        """(mode, z copied, skip flags, coded synthesis or None, cost) of an inter frame: for each
+        temporal prior the option (context, z) of fewest estimated bits; among the priors, with
+        skipped blocks enabled, the one of least rate + lambda * SSE once its blocks are skipped where
+        that pays (the priors round the latent around different means, so their distortions
+        differ), else the one of fewest bits (the cost: those bits). z_bits: the estimated bits of
+        the frame's own z."""
         best: dict[int | None, tuple[InterMode, bool]] = {}
         for key, (bits, *_) in options.items():
             if key[0].prior not in best or bits < options[best[key[0].prior]][0]:
                 best[key[0].prior] = key
         if self.synthesis is None:
             mode, z_copied = min(best.values(), key=lambda key: options[key][0])
-            return mode, z_copied, np.zeros(self.blocks, dtype=bool), None
+            return mode, z_copied, np.zeros(self.blocks, dtype=bool), None, options[mode, z_copied][0]
         choices = {}
         for key in best.values():
             _, _, q, index, sym = options[key]
             skip, coded, cost = self._choose_skips(x, q, sym, index, self._fixed_bits(*key, z_bits))
-            choices[key] = (cost, skip, coded)
-        key = min(choices, key=lambda key: choices[key][0])
-        return *key, *choices[key][1:]
+            choices[key] = (skip, coded, cost)
+        key = min(choices, key=lambda key: choices[key][2])
+        return *key, *choices[key]
 
     def _encode_intra(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor) -> bytes:
         """An intra frame's chunk data (z, then the y payloads slice by slice, tile by tile), with

@@ -434,6 +434,18 @@ def test_a_brightening_clip_is_followed_by_the_brightness_offset(monkeypatch):
     assert len(plain) > len(data) and np.abs(plain_lag).max() > 3  # (1,366 against 943 bytes, 7 levels off)
 
 
+def test_a_change_of_the_offset_is_kept_only_where_it_lowers_the_frames_cost(monkeypatch):
+    """The encoder weighs an inter frame with the change `_offset_change` proposes and without it:
+    a still photo with a change of +10 levels forced on it is coded without (the shipped model)."""
+    from ncodec.video_codec import OFFSET, FrameCoder
+
+    photo = np.asarray(Image.open(SAMPLE).convert("RGB"))[32:160, 32:224]
+    monkeypatch.setattr(FrameCoder, "_offset_change", lambda self, x: (80, 80, 80))
+    assert not any(h & OFFSET for h in heads(encode([photo] * 3, gop=3, model=None, refine=0)))
+    brighter = [photo, np.minimum(photo.astype(int) + 10, 255).astype(np.uint8)]
+    assert all(h & OFFSET for h in heads(encode(brighter, gop=2, model=None, refine=0)))
+
+
 def test_the_brightness_offset_follows_the_whole_frame_not_what_moves(models):
     """The change is each channel's median block difference, in 1/8 levels, when at least half the
     blocks agree on it within a level and it saves more than its 24 bits at the inter lambda."""
@@ -454,6 +466,12 @@ def test_the_brightness_offset_follows_the_whole_frame_not_what_moves(models):
     spread = torch.tensor([[-10.0, -5, 0], [5, 10, 15]]).repeat_interleave(64, 0).repeat_interleave(64, 1)
     fc.recon = x - spread / 255  # the blocks disagree
     assert fc._offset_change(x) == (0, 0, 0)
+    # a change that would put more than OFFSET_OUTSIDE of a channel's pixels below 0 in what the
+    # latent codes (the frame less the offset) is not made: a fade from black is no offset
+    dark = x.clone()
+    dark[:, 0, :, :12] = 0  # 6% of the red channel black
+    fc.recon = dark - 3 / 255
+    assert fc._offset_change(dark) == (0, 24, 24)
 
 
 def test_the_brightness_offset_raises_the_pixels_shown(models):
@@ -568,6 +586,17 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     assert skip.tolist() == [[True, True, True]] and math.isclose(cost, 0.5 * bits, rel_tol=1e-4)
 
 
+def test_coding_without_a_prior_is_weighed_only_when_the_encoder_measures_distortion(models):
+    from ncodec.video_codec import FrameCoder, InterMode, VideoParams
+    from ncodec.video_weights import load_coding_model
+
+    model = load_coding_model(models / f"{UNTRAINED_TWO_ID}.safetensors")
+    params = VideoParams(48, 40, 25, 1, 2, 2, 0)
+    assert FrameCoder(model, params)._modes() == [InterMode(0), InterMode(1)]
+    weighing = FrameCoder(model, params, synthesis=lambda v: v)
+    assert weighing._modes() == [InterMode(0), InterMode(1), InterMode(None)]
+
+
 def test_payload_bits_is_what_a_payload_costs_beyond_its_symbols(models):
     """PAYLOAD_BITS (the u32 length and the range coder's rounding) against payloads written: the
     mean of written bits + 32 - estimated bits over random payloads."""
@@ -605,10 +634,10 @@ def test_the_encoder_weighs_the_priors_by_rate_and_distortion_when_it_can_skip_b
         options[InterMode(prior), True] = (float(value), None, sym << 12, index, sym)
     exact = FrameCoder(model, params, synthesis=lambda v: x if v.abs().sum() > 0 else x + 0.3)
     exact.recon = x + 0.3
-    mode, z_copied, skip, coded = exact._choose(x, exact._z_bits(torch.zeros(1, 16, 1, 3, dtype=torch.long)),
-                                                options)
+    z_bits = exact._z_bits(torch.zeros(1, 16, 1, 3, dtype=torch.long))
+    mode, z_copied, skip, coded, _ = exact._choose(x, z_bits, options)
     assert mode == InterMode(1) and z_copied and not skip.any() and torch.equal(coded, x)
-    mode, _, skip, coded = FrameCoder(model, params)._choose(x, 0.0, options)
+    mode, _, skip, coded, _ = FrameCoder(model, params)._choose(x, 0.0, options)
     assert mode == InterMode(0) and not skip.any() and coded is None
 
 
