@@ -46,8 +46,8 @@ def video_digest(frames: np.ndarray) -> str:
 def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
     """Short deterministic clips (frames, quality, GOP): a gradient whose left part slides while the
     rest stands still (inter frames that skip some blocks), a still one (frames that skip all), one
-    that moves everywhere (frames that skip none) and a still one that grows brighter by 3 levels a
-    frame (brightness offsets)."""
+    that moves everywhere (frames that skip none) and a smooth one that grows brighter by 3 levels a
+    frame (frames that change the brightness offset)."""
     y, x = np.mgrid[0:72, 0:137]
     still = np.stack([x * 255 // 136, y * 255 // 71, (x * y) % 256], -1).astype(np.uint8)
     moving = []
@@ -56,7 +56,8 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
         frame[:, :60] = np.roll(still[:, :60], 4 * t, axis=1)
         moving.append(frame)
     panning = [np.roll(still, (3 * t, 5 * t), axis=(0, 1)) for t in range(3)]
-    brighter = [np.minimum(still.astype(int) + 3 * t, 255).astype(np.uint8) for t in range(4)]
+    smooth = np.stack([60 + x // 2, 80 + y, 100 + (x + y) // 4], -1).astype(np.uint8)
+    brighter = [smooth + np.uint8(3 * t) for t in range(4)]
     return {"video_137x72_q3_gop4": (moving, 3.0, 4), "video_still_137x72_q5": ([still] * 4, 5.0, 32),
             "video_pan_137x72_q7": (panning, 7.0, 32),
             "video_brighter_137x72_q5": (brighter, 5.0, 32)}

@@ -820,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--val", help="held-out validation clip (default: the last data file, if several)")
     tv.add_argument("--val-every", type=int, default=500)
     tv.add_argument("--export", help="write the trained model as a video model file")
-    tv.add_argument("--model-id", default="video-stprior-v8")
+    tv.add_argument("--model-id", default="video-stprior-v9")
     tv.set_defaults(func=cmd_train_video)
 
     b = sub.add_parser("bench", help="benchmark ncodec against other codecs")

@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 ZOO_DIR = Path(__file__).parent
-DEFAULT_MODELS = {"image": "image-hyperprior-v6", "audio": "audio-seanet-v1", "video": "video-stprior-v7"}
+DEFAULT_MODELS = {"image": "image-hyperprior-v6", "audio": "audio-seanet-v1", "video": "video-stprior-v8"}
 
 
 class ModelNotFound(LookupError):
