@@ -97,6 +97,7 @@ MODE_FLAGS = NO_PRIOR | SLICED | SECOND_PRIOR
 OFFSET = 0x08  # skip map kind flag: 3 signed bytes follow, the change of the brightness offset (R, G, B)
 OFFSET_BITS = 3  # brightness offsets are in units of 2^-OFFSET_BITS pixel levels
 OFFSET_LIMIT = 255 << OFFSET_BITS  # the largest |offset| of a frame
+OFFSET_CHANGE_BITS = 24  # what a frame's change of the offset costs (its 3 bytes)
 # The encoder's limit on the share of a channel's pixels that the frame less its offset (what the
 # latent codes) puts outside 0..255, where the transforms never trained: a fade from black is not
 # an offset (Big Buck Bunny's opening at quality 8: 44.97 dB with offsets there, 49.77 without).
@@ -489,7 +490,7 @@ class FrameCoder:
         rounded, where at least half the blocks lie within a level of it (a change of the whole
         frame, not of what moves) and the frame less the new offset leaves 0..255 for at most
         OFFSET_OUTSIDE of the pixels; none when what it saves on those blocks (lambda * SSE, at
-        the inter lambda) is not worth its 24 bits."""
+        the inter lambda) is not worth OFFSET_CHANGE_BITS."""
         px, valid = 16 * SKIP_BLOCK, self._valid
         counts = _block_sums(valid, px)
         inside = counts > 0
@@ -508,7 +509,7 @@ class FrameCoder:
                   for c, share in zip(change, (outside.sum((1, 2)) / valid.sum()).tolist(), strict=True)]
         d = torch.tensor(change, dtype=torch.float32).view(3, 1) / step
         saved = float(((2 * d * sums - counts[inside] * d**2) * near).sum())  # SSE before - after
-        worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * saved > 24
+        worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * saved > OFFSET_CHANGE_BITS
         return tuple(change) if worth else (0, 0, 0)
 
     def _analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -523,13 +524,14 @@ class FrameCoder:
     def _plan(self, x: torch.Tensor, change: tuple[int, int, int]) -> tuple:
         """An inter frame's choices with the brightness offset moved by `change`: (cost, change, the
         frame less the offset, y, z, z_bits, options, then `_choose`'s mode, z copied, skip flags and
-        coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus 24 bits for a change."""
+        coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus OFFSET_CHANGE_BITS for a
+        change."""
         x = x - self._shift(_moved(self.offset, change))
         y, z_sym = self._analyse(x)
         z_bits = self._z_bits(z_sym)
         options = self._options(y, z_sym, z_bits)  # (mode, z copied) -> (bits, params, q, index, symbols)
         *choice, cost = self._choose(x, z_bits, options)
-        return (cost + 24 * any(change), change, x, y, z_sym, z_bits, options, *choice)
+        return (cost + OFFSET_CHANGE_BITS * any(change), change, x, y, z_sym, z_bits, options, *choice)
 
     def _choose(self, x: torch.Tensor, z_bits: float, options: dict
                 ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None, float]:
