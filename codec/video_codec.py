@@ -548,6 +548,9 @@ class FrameCoder:
         if self.synthesis is None:
             mode, z_copied = min(best.values(), key=lambda key: options[key][0])
             return mode, z_copied, np.zeros(self.blocks, dtype=bool), None, options[mode, z_copied][0]
+        if None in best and len(best) > 1 and options[best[None]][0] >= min(
+                options[key][0] for prior, key in best.items() if prior is not None):
+            del best[None]  # no prior and more bits: it rounds farther from the latent too (a synthesis less)
         choices = {}
         for key in best.values():
             _, _, q, index, sym = options[key]

@@ -641,6 +641,30 @@ def test_the_encoder_weighs_the_priors_by_rate_and_distortion_when_it_can_skip_b
     assert mode == InterMode(0) and not skip.any() and coded is None
 
 
+def test_coding_without_a_prior_is_weighed_by_distortion_only_when_it_costs_fewer_bits(models, monkeypatch):
+    """The no-prior option is synthesized and weighed only when its bits are fewer than the best
+    prior's (with more bits it also rounds farther from the latent)."""
+    from ncodec.video_codec import FrameCoder, InterMode, VideoParams
+    from ncodec.video_weights import load_coding_model
+
+    x = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(0))
+    model = load_coding_model(models / f"{UNTRAINED_VIDEO_ID}.safetensors")
+    fc = FrameCoder(model, VideoParams(192, 64, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: x)
+    fc.recon = x + 0.3
+    index = torch.full((1, 24, 4, 12), 10, dtype=torch.uint8)
+    sym = torch.ones(index.shape, dtype=torch.long)
+    weighed = []
+    choose = FrameCoder._choose_skips
+    monkeypatch.setattr(FrameCoder, "_choose_skips",
+                        lambda self, *args: weighed.append(args[1]) or choose(self, *args))
+    for none_bits, count in ((2.0, 1), (0.5, 2)):
+        weighed.clear()
+        options = {(InterMode(0), True): (1.0, None, sym << 12, index, sym),
+                   (InterMode(None), True): (none_bits, None, sym << 12, index, sym)}
+        fc._choose(x, 0.0, options)
+        assert len(weighed) == count
+
+
 def test_an_inter_frame_may_reuse_the_last_coded_z(models, left_blocks_coded, monkeypatch):
     """Forced both ways by the price of symbols (zero bits: z is always copied; infinite: never):
     a copied z saves its bytes, and the decoder, given no z, rebuilds the encoder's latents."""
