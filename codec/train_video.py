@@ -270,7 +270,7 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
         "finetune_lr": tc.finetune_lr, "lr": tc.lr, "crop": tc.crop, "frames": tc.frames,
         "windows": tc.windows_per_clip, "init_prior": prior_info}
     _check_resume(run, meta, settings)
-    meta = settings
+    meta = {**settings, **{k: meta[k] for k in ("data", "val") if k in meta}}  # (the paths as first written)
     windows = build_cache(files, run / "cache", tc.crop, tc.frames, tc.windows_per_clip, seed)
     rng = np.random.default_rng(seed + step)
     sampler = WindowSampler(windows, rng)
@@ -318,14 +318,33 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
 RESUME_SETTINGS = ("data", "val", "seed", "lr", "finetune_lr", "crop", "frames", "windows")  # kept on resume
 
 
+def _resolved(path: str) -> Path:
+    return Path(path).resolve()
+
+
 def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
     """Refuse to resume a run with other data or settings than its checkpoint records (the
-    exported model's provenance is the checkpoint's record: it must stay true)."""
-    changed = [k for k in RESUME_SETTINGS if k in recorded and recorded[k] != settings[k]]
+    exported model's provenance is the checkpoint's record: it must stay true). Data and validation
+    paths count as the same where they name the same files from here (relative or not); of a
+    changed file list the message names the entries that differ."""
+    def same_files(was: list | str | None, now: list | str | None) -> bool:
+        if isinstance(was, list) and isinstance(now, list):
+            return [*map(_resolved, was)] == [*map(_resolved, now)]
+        return was == now or (was is not None and now is not None and _resolved(was) == _resolved(now))
+
+    changed = []
+    for k in RESUME_SETTINGS:
+        was, now = recorded.get(k), settings[k]
+        if k not in recorded or (same_files(was, now) if k in ("data", "val") else was == now):
+            continue
+        if k == "data" and isinstance(was, list) and {*map(_resolved, was)} != {*map(_resolved, now)}:
+            kept = {*map(_resolved, was)} & {*map(_resolved, now)}
+            was = [p for p in was if _resolved(p) not in kept]
+            now = [p for p in now if _resolved(p) not in kept]
+        changed.append(f"{k} {was!r} (now {now!r})")
     if changed:
-        was = "; ".join(f"{k} {recorded[k]!r} (now {settings[k]!r})" for k in changed)
-        raise ValueError(f"{run} was trained with {was}: resume it with the same settings, or start a "
-                         f"new run from its export (--init-prior)")
+        raise ValueError(f"{run} was trained with {'; '.join(changed)}: resume it with the same settings, "
+                         f"or start a new run from its export (--init-prior)")
 
 
 def _copy_image_model(init_image: str, dest: Path) -> None:

@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -992,7 +993,7 @@ def test_training_resumes_caches_frames_and_exports_the_frozen_image_part(models
 def test_a_run_resumes_only_with_the_data_and_settings_it_records(models, clips, tmp_path):
     from dataclasses import replace
 
-    from ncodec.train_video import VideoTrainConfig, load_checkpoint_model, train
+    from ncodec.train_video import VideoTrainConfig, _check_resume, load_checkpoint_model, train
 
     tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100)
     run, pan, static = tmp_path / "run", str(clips / "pan.mkv"), str(clips / "static.mkv")
@@ -1005,9 +1006,13 @@ def test_a_run_resumes_only_with_the_data_and_settings_it_records(models, clips,
         with pytest.raises(ValueError, match=r"lr 0.0001 \(now 0.001\); windows 2 \(now 3\)"):
             train([pan], str(run), 5, None, steps=2, tc=replace(tc, lr=1e-3, windows_per_clip=3), val=pan)
         assert cache.stat().st_mtime_ns == built  # refused before the cache is rebuilt
-        train([pan], str(run), 5, None, steps=2, tc=tc, val=pan)
+        train([os.path.relpath(pan)], str(run), 5, None, steps=2, tc=tc, val=pan)  # the same file
     _, training, _ = load_checkpoint_model(run / "checkpoint.safetensors")
-    assert (training["steps"], training["data"], training["windows"]) == (2, [pan], 2)
+    assert (training["steps"], training["data"], training["windows"]) == (2, [pan], 2)  # as first written
+    settings = {"data": ["a.mp4", "c.mp4", "d.mp4"], "val": None, "seed": 0, "lr": 1e-4, "finetune_lr": None,
+                "crop": 64, "frames": 2, "windows": 2}
+    with pytest.raises(ValueError, match=r"trained with data \['b.mp4'\] \(now \['c.mp4'\]\): "):
+        _check_resume(run, {**settings, "data": ["a.mp4", "b.mp4", "d.mp4"]}, settings)
 
 
 def test_cli_trains_and_exports_a_usable_video_model(models, clips, tmp_path, monkeypatch):
