@@ -318,8 +318,11 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
 RESUME_SETTINGS = ("data", "val", "seed", "lr", "finetune_lr", "crop", "frames", "windows")  # kept on resume
 
 
-def _resolved(path: str) -> Path:
-    return Path(path).resolve()
+def _files(value: list[str] | str | None) -> list[Path] | Path | None:
+    """Data (a list) or validation paths resolved from here, for comparing runs' records."""
+    if isinstance(value, list):
+        return [Path(p).resolve() for p in value]
+    return None if value is None else Path(value).resolve()
 
 
 def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
@@ -327,20 +330,17 @@ def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
     exported model's provenance is the checkpoint's record: it must stay true). Data and validation
     paths count as the same where they name the same files from here (relative or not); of a
     changed file list the message names the entries that differ."""
-    def same_files(was: list | str | None, now: list | str | None) -> bool:
-        if isinstance(was, list) and isinstance(now, list):
-            return [*map(_resolved, was)] == [*map(_resolved, now)]
-        return was == now or (was is not None and now is not None and _resolved(was) == _resolved(now))
-
     changed = []
     for k in RESUME_SETTINGS:
-        was, now = recorded.get(k), settings[k]
-        if k not in recorded or (same_files(was, now) if k in ("data", "val") else was == now):
+        if k not in recorded:
             continue
-        if k == "data" and isinstance(was, list) and {*map(_resolved, was)} != {*map(_resolved, now)}:
-            kept = {*map(_resolved, was)} & {*map(_resolved, now)}
-            was = [p for p in was if _resolved(p) not in kept]
-            now = [p for p in now if _resolved(p) not in kept]
+        was, now = recorded[k], settings[k]
+        if (_files(was) == _files(now)) if k in ("data", "val") else was == now:
+            continue
+        if k == "data" and set(_files(was)) != set(_files(now)):
+            kept = set(_files(was)) & set(_files(now))
+            was = [p for p, f in zip(was, _files(was), strict=True) if f not in kept]
+            now = [p for p, f in zip(now, _files(now), strict=True) if f not in kept]
         changed.append(f"{k} {was!r} (now {now!r})")
     if changed:
         raise ValueError(f"{run} was trained with {'; '.join(changed)}: resume it with the same settings, "

@@ -499,15 +499,14 @@ class FrameCoder:
         means = sums / counts[inside]
         median = means.median(1, keepdim=True).values
         near = (means - median).abs() <= 1 / 255
-        step = 255 * 2**OFFSET_BITS
-        change = [max(-127, -OFFSET_LIMIT - o, min(127, OFFSET_LIMIT - o, round(m * step))) if agree else 0
-                  for m, o, agree in zip(median.view(-1).tolist(), self.offset,
-                                         (2 * near.sum(1) >= near.shape[1]).tolist(), strict=True)]
-        shifted = x[0] - (torch.tensor(self.offset) + torch.tensor(change)).view(3, 1, 1) / step
+        medians, agrees = median.view(-1).tolist(), (2 * near.sum(1) >= near.shape[1]).tolist()
+        change = [max(-127, -OFFSET_LIMIT - o, min(127, OFFSET_LIMIT - o, round(m * (255 << OFFSET_BITS))))
+                  if agree else 0 for m, o, agree in zip(medians, self.offset, agrees, strict=True)]
+        shifted = (x - self._shift(_moved(self.offset, change)))[0]  # what the latent would code
         outside = ((shifted < -0.5 / 255) | (shifted > 1 + 0.5 / 255)) & (valid > 0)
         change = [c if share <= OFFSET_OUTSIDE else 0
                   for c, share in zip(change, (outside.sum((1, 2)) / valid.sum()).tolist(), strict=True)]
-        d = torch.tensor(change, dtype=torch.float32).view(3, 1) / step
+        d = self._shift(change).view(3, 1)
         saved = float(((2 * d * sums - counts[inside] * d**2) * near).sum())  # SSE before - after
         worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * saved > OFFSET_CHANGE_BITS
         return tuple(change) if worth else (0, 0, 0)
@@ -620,8 +619,12 @@ class FrameCoder:
         """Estimated bits an inter frame in `mode` that codes any block spends besides its symbols: the
         framing of its y payloads (one per tile, and per slice with the channel context) and, unless
         copied, z's payload (of `z_bits`)."""
-        payloads = len(self.tiles) * (self.im.cfg.context_slices if mode.context else 1)
-        return PAYLOAD_BITS * payloads + (0 if z_copied else z_bits)
+        return PAYLOAD_BITS * self._y_payloads(mode) + (0 if z_copied else z_bits)
+
+    def _y_payloads(self, mode: InterMode) -> int:
+        """How many y payloads an inter frame in `mode` holds: one per tile, and per slice with the
+        channel context (SPEC 7.2)."""
+        return len(self.tiles) * (self.im.cfg.context_slices if mode.context else 1)
 
     def _y_bits(self, sym: torch.Tensor, index: torch.Tensor, keep: torch.Tensor | None = None) -> float:
         """Estimated bits of the symbols (at positions `keep`, if given)."""
@@ -701,7 +704,7 @@ class FrameCoder:
         if mode.prior is not None and mode.prior >= len(self.model.priors):
             raise VideoError(f"frame {t}: coded with temporal prior {mode.prior + 1}; model "
                              f"{self.model.info.model_id} has {len(self.model.priors)}")
-        count = len(self.tiles) * (self.im.cfg.context_slices if mode.context else 1)
+        count = self._y_payloads(mode)
         if z_copied:
             y_payloads = _payloads(data, count, t)
         else:
