@@ -102,6 +102,11 @@ OFFSET_CHANGE_BITS = 24  # what a frame's change of the offset costs (its 3 byte
 # latent codes) puts outside 0..255, where the transforms never trained: a fade from black is not
 # an offset (Big Buck Bunny's opening at quality 8: 44.97 dB with offsets there, 49.77 without).
 OFFSET_OUTSIDE = 0.01
+MOTION = 0x04  # skip map kind flag: 2 signed bytes follow (after the offset's), the change of the motion
+MOTION_BITS = 3  # global motion is in units of 2^-MOTION_BITS pixels (down, right)
+MOTION_LIMIT = 1 << 15  # the largest |motion| of a frame (4096 pixels)
+MOTION_CHANGE_BITS = 16  # what a frame's change of the motion costs (its 2 bytes)
+MOTION_SEARCH = 16  # pixels: the largest change of the motion per frame the encoder looks for
 MAX_SIDE = 16384
 MAX_PIXELS = 36_000_000  # per frame: 8K UHD (7680x4320) fits
 MAX_FRAMES = 100_000_000  # 38 days at 30 frames/s
@@ -238,15 +243,18 @@ class InterMode:
 
 
 def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode(),
-                  offset: tuple[int, int, int] = (0, 0, 0)) -> bytes:
+                  offset: tuple[int, int, int] = (0, 0, 0), motion: tuple[int, int] = (0, 0)) -> bytes:
     """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL or MAP_CODED, plus Z_COPIED
-    when the frame reuses the last coded z, the flags of its `mode`, and OFFSET when the brightness
-    `offset` changes, its 3 signed bytes then following); MAP_CODED adds u8 p (skip probability *
-    256) and the range-coded flags, row-major over the blocks."""
+    when the frame reuses the last coded z, the flags of its `mode`, OFFSET when the brightness
+    `offset` changes, its 3 signed bytes then following, and MOTION when the global `motion`
+    changes, its 2 signed bytes following those); MAP_CODED adds u8 p (skip probability * 256) and
+    the range-coded flags, row-major over the blocks."""
     change = struct.pack(">bbb", *offset) if any(offset) else b""
+    change += struct.pack(">bb", *motion) if any(motion) else b""
+    moves = (OFFSET if any(offset) else 0) | (MOTION if any(motion) else 0)
     if skip.all():
-        return bytes([MAP_ALL | (OFFSET if change else 0)]) + change
-    head = (Z_COPIED if z_copied else 0) | mode.flags | (OFFSET if change else 0)
+        return bytes([MAP_ALL | moves]) + change
+    head = (Z_COPIED if z_copied else 0) | mode.flags | moves
     if not skip.any():
         return bytes([MAP_NONE | head]) + change
     p = min(max(round(256 * float(skip.mean())), 1), 255)
@@ -256,13 +264,13 @@ def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = In
 
 
 def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
-                    ) -> tuple[np.ndarray, bool, InterMode, tuple[int, int, int]]:
-    """(skip flags [blocks down, blocks across], z copied, mode, change of the brightness offset) of
-    an inter frame's first payload, checked."""
+                    ) -> tuple[np.ndarray, bool, InterMode, tuple[int, int, int], tuple[int, int]]:
+    """(skip flags [blocks down, blocks across], z copied, mode, change of the brightness offset,
+    change of the global motion) of an inter frame's first payload, checked."""
     if not data:
         raise VideoError(f"frame {t}: empty skip map")
     head = data[0]
-    kind, z_copied = head & ~(Z_COPIED | MODE_FLAGS | OFFSET), bool(head & Z_COPIED)
+    kind, z_copied = head & ~(Z_COPIED | MODE_FLAGS | OFFSET | MOTION), bool(head & Z_COPIED)
     mode = InterMode.from_flags(head)
     if head & NO_PRIOR and head & SECOND_PRIOR:
         raise VideoError(f"frame {t}: skip map names a temporal prior and none")
@@ -271,8 +279,13 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
         if len(rest) < 3:
             raise VideoError(f"frame {t}: skip map ends inside its brightness offset")
         offset, rest = struct.unpack(">bbb", rest[:3]), rest[3:]
-    if not rest and (kind == MAP_NONE or head & ~OFFSET == MAP_ALL):
-        return np.full(shape, kind == MAP_ALL), z_copied, mode, offset
+    motion = (0, 0)
+    if head & MOTION:
+        if len(rest) < 2:
+            raise VideoError(f"frame {t}: skip map ends inside its global motion")
+        motion, rest = struct.unpack(">bb", rest[:2]), rest[2:]
+    if not rest and (kind == MAP_NONE or head & ~(OFFSET | MOTION) == MAP_ALL):
+        return np.full(shape, kind == MAP_ALL), z_copied, mode, offset, motion
     if kind != MAP_CODED or not rest or not 1 <= rest[0] <= 255:
         raise VideoError(f"frame {t}: invalid skip map")
     try:
@@ -281,7 +294,7 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
         raise VideoError(f"frame {t}: skip map: {err}") from None
     if ((flags != 0) & (flags != 1)).any():
         raise VideoError(f"frame {t}: skip map holds values other than 0 and 1")
-    return flags.reshape(shape).astype(bool), z_copied, mode, offset
+    return flags.reshape(shape).astype(bool), z_copied, mode, offset, motion
 
 
 def inter_lambda_scale(quality: float, levels: int) -> float:
@@ -302,6 +315,25 @@ def inter_lambda(quality: float, lambdas: tuple[float, ...]) -> float:
 def _moved(offset: tuple[int, ...], change: tuple[int, ...]) -> tuple[int, ...]:
     """A brightness offset after a frame's change."""
     return tuple(a + b for a, b in zip(offset, change, strict=True))
+
+
+def glide(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
+    """`a` [..., H, W] moved by the global `motion` (down, right; 2^-MOTION_BITS pixels): output
+    (i, j) is `a` at (i + motion[0] / 8, j + motion[1] / 8), interpolated bilinearly between the
+    four nearest samples (coordinates clamped to the array) with integer weights that sum to
+    4^MOTION_BITS, the sum left unnormalized (exact for integer `a`; SPEC 7.4 step 4)."""
+    one = 1 << MOTION_BITS
+    out = None
+    for axis, m in ((-2, motion[0]), (-1, motion[1])):
+        whole, part = divmod(m, one)  # (floor, so that the weights are never negative)
+        size = a.shape[axis]
+        index = torch.arange(size) + whole
+        near = a.index_select(axis, index.clamp(0, size - 1))
+        out = (one - part) * near
+        if part:
+            out = out + part * a.index_select(axis, (index + 1).clamp(0, size - 1))
+        a = out
+    return out
 
 
 def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
@@ -341,6 +373,7 @@ class FrameCoder:
             self._valid = torch.zeros(hp, wp)
             self._valid[: self.geometry.height, : self.geometry.width] = 1
         self.offset = (0, 0, 0)  # the frame's brightness offset (R, G, B; 2^-OFFSET_BITS levels)
+        self.motion = (0, 0)  # the frame's global motion (down, right; 2^-MOTION_BITS pixels)
         self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # decoder: last (y_hat, g_s output)
 
     def _params(self, z_sym: torch.Tensor, prior: int | None) -> torch.Tensor:
@@ -440,14 +473,20 @@ class FrameCoder:
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
             if intra:
-                self.offset = (0, 0, 0)
+                self.offset, self.motion = (0, 0, 0), (0, 0)
                 return CHUNK_INTRA, self._encode_intra(x, *self._analyse(x))
-            # with a change of the brightness offset worth trying, the frame is weighed both ways
-            change = (0, 0, 0) if self.synthesis is None else self._offset_change(x)
-            plans = [self._plan(x, change)] + ([self._plan(x, (0, 0, 0))] if any(change) else [])
+            # with a change of the motion or the brightness offset worth trying, the frame is
+            # weighed with both and with neither
+            glided, change = (0, 0), (0, 0, 0)
+            if self.synthesis is not None:
+                glided = self._motion_change(x)
+                change = self._offset_change(self._unmoved(x, _moved(self.motion, glided)))
+            plans = [self._plan(x, change, glided)]
+            if any(change) or any(glided):
+                plans.append(self._plan(x, (0, 0, 0), (0, 0)))
             plan = min(plans, key=lambda plan: plan[0])
-            _, change, x, y, z_sym, z_bits, options, mode, z_copied, skip, coded = plan
-            self.offset = _moved(self.offset, change)
+            _, change, glided, x, y, z_sym, z_bits, options, mode, z_copied, skip, coded = plan
+            self.offset, self.motion = _moved(self.offset, change), _moved(self.motion, glided)
             if self.refine and not skip.all():  # (a frame that copies every block is not refined)
                 y = self._refine_inter(x, y, z_bits, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
@@ -474,7 +513,7 @@ class FrameCoder:
                 if self.synthesis is not None:  # what the next frame's choices compare with
                     self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
                 self.latent = q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-        head = pack_skip_map(skip, z_copied, mode, change)
+        head = pack_skip_map(skip, z_copied, mode, change, glided)
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
@@ -520,17 +559,78 @@ class FrameCoder:
         z = run_tiled(im.h_a, y, 1 / 4, tile=256, margin=16, out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
         return y, torch.round(z).long()
 
-    def _plan(self, x: torch.Tensor, change: tuple[int, int, int]) -> tuple:
-        """An inter frame's choices with the brightness offset moved by `change`: (cost, change, the
-        frame less the offset, y, z, z_bits, options, then `_choose`'s mode, z copied, skip flags and
-        coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus OFFSET_CHANGE_BITS for a
-        change."""
-        x = x - self._shift(_moved(self.offset, change))
+    def _plan(self, x: torch.Tensor, change: tuple[int, int, int], glided: tuple[int, int]) -> tuple:
+        """An inter frame's choices with the brightness offset moved by `change` and the global motion
+        by `glided`: (cost, change, glided, what the latent codes (the frame moved back by the motion,
+        less the offset), y, z, z_bits, options, then `_choose`'s mode, z copied, skip flags and
+        coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus the bits of the changes
+        and lambda * SSE of the pixels shown from beyond the frame the latent codes."""
+        motion = _moved(self.motion, glided)
+        edge = inter_lambda(self.params.quality, self.im.cfg.lambdas) * self._edge_sse(x, motion)
+        x = self._unmoved(x, motion) - self._shift(_moved(self.offset, change))
         y, z_sym = self._analyse(x)
         z_bits = self._z_bits(z_sym)
         options = self._options(y, z_sym, z_bits)  # (mode, z copied) -> (bits, params, q, index, symbols)
         *choice, cost = self._choose(x, z_bits, options)
-        return (cost + OFFSET_CHANGE_BITS * any(change), change, x, y, z_sym, z_bits, options, *choice)
+        cost += OFFSET_CHANGE_BITS * any(change) + MOTION_CHANGE_BITS * any(glided) + edge
+        return (cost, change, glided, x, y, z_sym, z_bits, options, *choice)
+
+    @staticmethod
+    def _moved_pixels(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
+        """Float pixels [1, 3, H, W] moved by the global `motion` as the decoder moves them (`glide`)."""
+        return glide(a, motion) / (1 << 2 * MOTION_BITS) if any(motion) else a
+
+    def _unmoved(self, x: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
+        """The padded frame x moved back by the global `motion`: in the coordinates of the latent."""
+        return self._moved_pixels(x, (-motion[0], -motion[1]))
+
+    def _edge_sse(self, x: torch.Tensor, motion: tuple[int, int]) -> float:
+        """SSE of the frame's pixels that the global `motion` shows from beyond the padded frame
+        (the decoder repeats its edge there), against the previous frame's pixels so moved."""
+        if not any(motion):  # (nothing from beyond; an encoder without skipped blocks has no motion)
+            return 0.0
+        one = 1 << MOTION_BITS
+
+        def outside(size: int, move: int) -> torch.Tensor:
+            at = torch.arange(size) * one + move
+            return (at < 0) | (at > (size - 1) * one)
+
+        hp, wp = self.geometry.padded
+        beyond = (outside(hp, motion[0])[:, None] | outside(wp, motion[1])[None, :]) * self._valid
+        if not beyond.any():
+            return 0.0
+        shown = self._moved_pixels(self.recon, motion) + self._shift(self.offset)
+        return float((((x - shown) ** 2).sum((0, 1)) * beyond).sum())
+
+    def _motion_change(self, x: torch.Tensor) -> tuple[int, int]:
+        """The change of the global motion that best moves the previous frame's pixels onto the
+        padded frame x [1, 3, H, W] (least squares on the mean of the channels, coarse to fine: whole
+        pixels on a 4x smaller image up to MOTION_SEARCH, then whole, half, quarter and eighth
+        pixels), clamped to a signed byte; none when what it saves (lambda * SSE at the inter lambda)
+        is not worth MOTION_CHANGE_BITS."""
+        valid, one = self._valid, 1 << MOTION_BITS
+        target = (x - self._shift(self.offset)).mean(1)[0]
+        ref = self.recon.mean(1)[0]
+        margin = MOTION_SEARCH + 2  # pixels left out at the frame's edges (moved from beyond it)
+        inner = torch.zeros_like(valid)
+        inner[margin:-margin, margin:-margin] = valid[margin:-margin, margin:-margin]
+        if not inner.any():
+            return (0, 0)
+
+        def sse(motion: tuple[int, int], a=ref, b=target, w=inner) -> float:
+            return float((((glide(a, motion) / one**2 - b) ** 2) * w).sum())
+
+        small = [F.avg_pool2d(v[None, None], 4)[0, 0] for v in (ref, target, inner)]  # (motion / 4 there)
+        reach = range(-MOTION_SEARCH // 4, MOTION_SEARCH // 4 + 1)
+        best = min(((dy * 4 * one, dx * 4 * one) for dy in reach for dx in reach),
+                   key=lambda d: sse(((self.motion[0] + d[0]) // 4, (self.motion[1] + d[1]) // 4), *small))
+        for step in (2 * one, one, one // 2, one // 4, one // 8):
+            around = [(best[0] + dy * step, best[1] + dx * step) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            best = min(around, key=lambda d: sse(_moved(self.motion, d)))
+        best = (max(-127, min(127, best[0])), max(-127, min(127, best[1])))
+        saved = sse(self.motion) - sse(_moved(self.motion, best))
+        worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * 3 * saved > MOTION_CHANGE_BITS
+        return best if worth and any(best) else (0, 0)
 
     def _choose(self, x: torch.Tensor, z_bits: float, options: dict
                 ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None, float]:
@@ -640,13 +740,18 @@ class FrameCoder:
         synthesize=False only updates the latent."""
         p, im = self.geometry, self.im
         hp, wp = p.padded
-        skip, z_copied, mode, change = np.zeros(self.blocks, dtype=bool), False, InterMode(), (0, 0, 0)
+        skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
+        change, glided = (0, 0, 0), (0, 0)
         if kind == CHUNK_INTER:
             head, data = _payloads(data, 1, t, rest=True)
-            skip, z_copied, mode, change = unpack_skip_map(head, self.blocks, t)
-        offset = (0, 0, 0) if kind == CHUNK_INTRA else _moved(self.offset, change)
+            skip, z_copied, mode, change, glided = unpack_skip_map(head, self.blocks, t)
+        intra = kind == CHUNK_INTRA
+        offset = (0, 0, 0) if intra else _moved(self.offset, change)
+        motion = (0, 0) if intra else _moved(self.motion, glided)
         if max(map(abs, offset)) > OFFSET_LIMIT:
             raise VideoError(f"frame {t}: brightness offset {offset} beyond +-{OFFSET_LIMIT}")
+        if max(map(abs, motion)) > MOTION_LIMIT:
+            raise VideoError(f"frame {t}: global motion {motion} beyond +-{MOTION_LIMIT}")
         if skip.all():
             _payloads(data, 0, t)  # nothing may follow
             q, latent = self.latent.long(), self.latent
@@ -655,7 +760,7 @@ class FrameCoder:
         else:
             q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-        self.latent, self.offset = latent, offset
+        self.latent, self.offset, self.motion = latent, offset, motion
         if not synthesize:
             self._shown = None
             return None
@@ -664,18 +769,20 @@ class FrameCoder:
             run_tiled(lambda v: im.g_s(v.double()).clamp_(-(2**15), 2**15 - 1), y_hat, 16, tile=24,
                       margin=im.synthesis_margin, out=synth)
             self._shown = (y_hat, synth)
-        return self._pixels(self._shown[1], offset)
+        return self._pixels(self._shown[1], offset, motion)
 
-    def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...]) -> np.ndarray:
+    def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...], motion: tuple[int, int]) -> np.ndarray:
         """RGB pixels (H, W, 3) uint8 of g_s's output `synth` [1, 3, H', W'] (padded; int16, which
-        keeps every pixel: beyond +-8 the pixel is 0 or 255 whatever the offset) with the brightness
-        `offset` (SPEC 5.5 step 4, 7.4 step 4), in integer arithmetic."""
+        keeps every pixel: beyond +-8 the pixel is 0 or 255 whatever the offset) moved by the global
+        `motion` (`glide`) with the brightness `offset` (SPEC 5.5 step 4, 7.4 step 4), in integer
+        arithmetic (below 2^31: 4^3 * 2^15 * 255 plus the rounding and the offset)."""
         p = self.geometry
+        shift = ACT_BITS + 2 * MOTION_BITS
         rgb = np.empty((p.height, p.width, 3), np.uint8)
         for c in range(3):
-            add = (1 << (ACT_BITS - 1)) + (offset[c] << (ACT_BITS - OFFSET_BITS))
-            x = synth[0, c, : p.height, : p.width].int() * 255 + add
-            rgb[..., c] = (x >> ACT_BITS).clamp_(0, 255).numpy()
+            add = (1 << (shift - 1)) + (offset[c] << (shift - OFFSET_BITS))
+            x = glide(synth[0, c].int(), motion)[: p.height, : p.width] * 255 + add
+            rgb[..., c] = (x >> shift).clamp_(0, 255).numpy()
         return rgb
 
     def _decode_intra(self, data: bytes, t: int) -> tuple[torch.Tensor, torch.Tensor]:
