@@ -1,7 +1,9 @@
 """Regenerate the golden test vectors for the installed default image, audio and video models and
 the shipped RVQ-latent image model.
 
-    python bitstream_spec/make_vectors.py [image|audio|rvq|video ...]   (default: all)
+    python bitstream_spec/make_vectors.py [image|audio|rvq|video|NAME ...]   (default: all)
+
+(NAME: one video vector, e.g. a new one, leaving the others as they are.)
 
 Writes vectors/<name>.ncz and vectors/<name>.sha256: the SHA-256 of the decoded image's mode,
 size and raw bytes (`decoded_digest`), of the decoded audio's rate, shape and int16 samples
@@ -46,8 +48,9 @@ def video_digest(frames: np.ndarray) -> str:
 def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
     """Short deterministic clips (frames, quality, GOP): a gradient whose left part slides while the
     rest stands still (inter frames that skip some blocks), a still one (frames that skip all), one
-    that moves everywhere (frames that skip none) and a smooth one that grows brighter by 3 levels a
-    frame (frames that change the brightness offset)."""
+    that moves everywhere (frames that skip none), a smooth one that grows brighter by 3 levels a
+    frame (frames that change the brightness offset) and a pattern panned by 1.25 pixels down and
+    2.5 left a frame (frames that change the global motion)."""
     y, x = np.mgrid[0:72, 0:137]
     still = np.stack([x * 255 // 136, y * 255 // 71, (x * y) % 256], -1).astype(np.uint8)
     moving = []
@@ -58,9 +61,16 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
     panning = [np.roll(still, (3 * t, 5 * t), axis=(0, 1)) for t in range(3)]
     smooth = np.stack([60 + x // 2, 80 + y, 100 + (x + y) // 4], -1).astype(np.uint8)
     brighter = [smooth + np.uint8(3 * t) for t in range(4)]
+
+    def pattern(dy: float, dx: float) -> np.ndarray:
+        u, v = x + dx, y + dy
+        waves = [np.sin(u / 6) * np.cos(v / 9), np.sin((u + v) / 11), np.cos(u / 13 - v / 7)]
+        return np.stack([128 + 60 * w + 30 * waves[0] for w in waves], -1).round().astype(np.uint8)
+
+    glide = [pattern(-1.25 * t, 2.5 * t) for t in range(4)]
     return {"video_137x72_q3_gop4": (moving, 3.0, 4), "video_still_137x72_q5": ([still] * 4, 5.0, 32),
             "video_pan_137x72_q7": (panning, 7.0, 32),
-            "video_brighter_137x72_q5": (brighter, 5.0, 32)}
+            "video_brighter_137x72_q5": (brighter, 5.0, 32), "video_glide_137x72_q5": (glide, 5.0, 32)}
 
 
 def sources() -> dict[str, tuple[Image.Image, float]]:
@@ -120,10 +130,12 @@ def main() -> None:
         for name, (samples, rate, kbps) in audio_sources().items():
             data = encode_audio(samples, rate, kbps)
             write(name, data, audio_digest(*decode_audio(data)))
-    if "video" in kinds:
+    if "video" in kinds or set(kinds) & set(video_sources()):
         from ncodec.video_codec import decode_video, encode_video
 
         for name, (frames, quality, gop) in video_sources().items():
+            if "video" not in kinds and name not in kinds:
+                continue
             data = encode_video(frames, 25, quality, gop, refine=0)  # (as written before refinement)
             write(name, data, video_digest(decode_video(data).to_array()))
 
