@@ -318,22 +318,20 @@ def _moved(offset: tuple[int, ...], change: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def glide(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
-    """`a` [..., H, W] moved by the global `motion` (down, right; 2^-MOTION_BITS pixels): output
-    (i, j) is `a` at (i + motion[0] / 8, j + motion[1] / 8), interpolated bilinearly between the
-    four nearest samples (coordinates clamped to the array) with integer weights that sum to
-    4^MOTION_BITS, the sum left unnormalized (exact for integer `a`; SPEC 7.4 step 4)."""
+    """`a` [..., H, W] moved by the global `motion` (down, right; 1/8 pixels): output (i, j) is `a`
+    at (i + motion[0] / 8, j + motion[1] / 8), interpolated bilinearly between the four nearest
+    samples (coordinates clamped to the array) with integer weights that sum to 64, the sum left
+    unnormalized (exact for integer `a`; SPEC 7.4 step 4)."""
     one = 1 << MOTION_BITS
-    out = None
     for axis, m in ((-2, motion[0]), (-1, motion[1])):
         whole, part = divmod(m, one)  # (floor, so that the weights are never negative)
         size = a.shape[axis]
         index = torch.arange(size) + whole
-        near = a.index_select(axis, index.clamp(0, size - 1))
-        out = (one - part) * near
+        moved = (one - part) * (a.index_select(axis, index.clamp(0, size - 1)) if whole else a)
         if part:
-            out = out + part * a.index_select(axis, (index + 1).clamp(0, size - 1))
-        a = out
-    return out
+            moved = moved + part * a.index_select(axis, (index + 1).clamp(0, size - 1))
+        a = moved
+    return a
 
 
 def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
