@@ -14,8 +14,11 @@ distortion measured on a float synthesis of both choices), and of a model's two 
 one whose frame costs less so; the decoder just follows the skip map and the frame's mode flags.
 Encoder-side latent refinement (image_refine) applies to intra frames and to inter frames that code
 blocks (under the parameters the temporal prior gives): the same decoder, better rate-distortion.
+An inter frame may also change a brightness offset added to the decoded pixels and a global motion
+by which they are moved (1/8 pixels, bilinear): the latent codes the frame moved back, less the
+offset, so skipped blocks follow exposure drift and a pan of the camera.
 The only state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied
-latent), an integer latent that encoder and decoder compute identically.
+latent), an integer latent that encoder and decoder compute identically, with the offset and motion.
 Decoding mirrors it with integer arithmetic only, so the output never depends on the machine.
 Memory stays constant: frames stream through, the container is read chunk by chunk.
 Layout of the HEAD params and chunks: bitstream_spec/SPEC.md section 7.
