@@ -7,7 +7,8 @@ Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
     base = mean_h or y_q[t-1] as the prior's base says (a model may hold one prior per base)
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
   -> one IFRM / SFRM chunk per frame; a seek index lists the intra frames (random access).
-An inter frame may skip blocks of 4x4 latent positions (64x64 pixels): a skipped block copies the
+An inter frame may skip blocks of 4x4 latent positions (64x64 pixels; 2x2, 32x32 pixels, in a fine
+skip map, where that costs less): a skipped block copies the
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
 The encoder skips a block when that lowers rate + lambda * distortion (lambda of the quality, the
 distortion measured on a float synthesis of both choices), and of a model's two priors takes the
@@ -74,6 +75,7 @@ CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier wri
 FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1)
 KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
 SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
+FINE_BLOCK = 2  # ... of a block of a fine skip map (32x32 pixels)
 # Inter frames' choices weigh distortion at a fraction of the quality's training lambda (the intra
 # frame, which every skipped block copies, and refinement use the whole of it): INTER_LAMBDA_SCALES
 # at the lowest and the highest quality, log-linear in quality between. Measured on the held-out
@@ -91,7 +93,7 @@ DEFAULT_INTRA_REFINE = 40
 # payload (z, and each tile of each slice): with 8 channel-context slices some 400 bits, which at
 # the lowest qualities outweighs what coding a few blocks saves.
 PAYLOAD_BITS = 48
-MAP_NONE, MAP_ALL, MAP_CODED = 0, 1, 2  # skip map kinds: no block skipped, all skipped, coded flags
+MAP_NONE, MAP_ALL, MAP_CODED, MAP_FINE = 0, 1, 2, 3  # skip map kinds: none, all, coded flags, finer ones
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
 SLICED = 0x20  # skip map kind flag: the channel context codes the frame slice by slice
@@ -246,12 +248,14 @@ class InterMode:
 
 
 def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode(),
-                  offset: tuple[int, int, int] = (0, 0, 0), motion: tuple[int, int] = (0, 0)) -> bytes:
-    """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL or MAP_CODED, plus Z_COPIED
+                  offset: tuple[int, int, int] = (0, 0, 0), motion: tuple[int, int] = (0, 0),
+                  fine: bool = False) -> bytes:
+    """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL, MAP_CODED or MAP_FINE (`fine`:
+    the flags are of 32x32-pixel blocks, twice as many each way), plus Z_COPIED
     when the frame reuses the last coded z, the flags of its `mode`, OFFSET when the brightness
     `offset` changes, its 3 signed bytes then following, and MOTION when the global `motion`
-    changes, its 2 signed bytes following those); MAP_CODED adds u8 p (skip probability * 256) and
-    the range-coded flags, row-major over the blocks."""
+    changes, its 2 signed bytes following those); MAP_CODED and MAP_FINE add u8 p (skip probability
+    * 256) and the range-coded flags, row-major over the blocks."""
     change = struct.pack(">bbb", *offset) if any(offset) else b""
     change += struct.pack(">bb", *motion) if any(motion) else b""
     moves = (OFFSET if any(offset) else 0) | (MOTION if any(motion) else 0)
@@ -262,14 +266,15 @@ def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = In
         return bytes([MAP_NONE | head]) + change
     p = min(max(round(256 * float(skip.mean())), 1), 255)
     flags = skip.ravel().astype(np.int64)
-    return bytes([MAP_CODED | head]) + change + bytes([p]) + coder.encode(flags, np.zeros_like(flags),
-                                                                           _skip_tables(p))
+    coded = coder.encode(flags, np.zeros_like(flags), _skip_tables(p))
+    return bytes([(MAP_FINE if fine else MAP_CODED) | head]) + change + bytes([p]) + coded
 
 
 def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
                     ) -> tuple[np.ndarray, bool, InterMode, tuple[int, int, int], tuple[int, int]]:
     """(skip flags [blocks down, blocks across], z copied, mode, change of the brightness offset,
-    change of the global motion) of an inter frame's first payload, checked."""
+    change of the global motion) of an inter frame's first payload, checked; `shape`: the blocks of
+    64x64 pixels (a fine map's flags are of 32x32-pixel blocks, twice as many each way)."""
     if not data:
         raise VideoError(f"frame {t}: empty skip map")
     head = data[0]
@@ -289,8 +294,10 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
         motion, rest = struct.unpack(">bb", rest[:2]), rest[2:]
     if not rest and (kind == MAP_NONE or head & ~(OFFSET | MOTION) == MAP_ALL):
         return np.full(shape, kind == MAP_ALL), z_copied, mode, offset, motion
-    if kind != MAP_CODED or not rest or not 1 <= rest[0] <= 255:
+    if kind not in (MAP_CODED, MAP_FINE) or not rest or not 1 <= rest[0] <= 255:
         raise VideoError(f"frame {t}: invalid skip map")
+    if kind == MAP_FINE:
+        shape = (shape[0] * SKIP_BLOCK // FINE_BLOCK, shape[1] * SKIP_BLOCK // FINE_BLOCK)
     try:
         flags = coder.decode(rest[1:], np.zeros(shape[0] * shape[1], np.int64), _skip_tables(rest[0]))
     except coder.DecodeError as err:
@@ -335,6 +342,15 @@ def glide(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
             moved = moved + part * a.index_select(axis, (index + 1).clamp(0, size - 1))
         a = moved
     return a
+
+
+def _flag_bits(skip: np.ndarray) -> float:
+    """Estimated bits of a skip map's coded flags and their probability byte (none when every block
+    or none is skipped: MAP_ALL, MAP_NONE)."""
+    p = float(skip.mean())
+    if p in (0.0, 1.0):
+        return 0.0
+    return 8 - skip.size * (p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
 def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
@@ -434,10 +450,15 @@ class FrameCoder:
         q = _code_slices(self.im, hyper, code, _latent_out(self.im, hyper, torch.int64), lambda part, q: q)
         return q, q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
 
+    def _block(self, skip: np.ndarray) -> int:
+        """The latent positions per side of the blocks of skip flags `skip` (SKIP_BLOCK or FINE_BLOCK)."""
+        return SKIP_BLOCK * self.blocks[0] // skip.shape[0]
+
     def _positions(self, skip: np.ndarray) -> torch.Tensor:
         """Per-block flags [blocks down, blocks across] -> per latent position [H/16, W/16]."""
         hp, wp = self.geometry.padded
-        full = np.repeat(np.repeat(skip, SKIP_BLOCK, 0), SKIP_BLOCK, 1)
+        block = self._block(skip)
+        full = np.repeat(np.repeat(skip, block, 0), block, 1)
         return torch.from_numpy(np.ascontiguousarray(full[: hp // 16, : wp // 16]))
 
     def _synthesize(self, q: torch.Tensor) -> torch.Tensor:
@@ -449,23 +470,28 @@ class FrameCoder:
 
     def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor,
                       fixed: float = 0.0) -> tuple[np.ndarray, torch.Tensor, float]:
-        """Skip flags per block (rate + lambda * SSE of copying vs coding, `inter_lambda`), the coded
-        synthesis, and the frame's cost with those flags (the coded blocks' y bits + lambda * SSE,
-        plus `fixed`, the bits a frame that codes any block spends besides them: every block is
-        skipped when that costs less)."""
+        """Skip flags per block (rate + lambda * SSE of copying vs coding, `inter_lambda`) of 64x64 or,
+        where that costs less, 32x32 pixels, the coded synthesis, and the frame's cost with those
+        flags (the coded blocks' y bits + lambda * SSE, the flags' bits, plus `fixed`, the bits a
+        frame that codes any block spends besides them: every block is skipped when that costs less)."""
         coded = self._synthesize(q)
-        px = 16 * SKIP_BLOCK
-        sse_coded = _block_sums(((coded - x) ** 2).sum((0, 1)) * self._valid, px)
-        sse_copied = _block_sums(((self.recon - x) ** 2).sum((0, 1)) * self._valid, px)
+        err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
+        err_copied = ((self.recon - x) ** 2).sum((0, 1)) * self._valid
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
-        bits = _block_sums(torch.from_numpy(bits), SKIP_BLOCK)
+        bits = torch.from_numpy(bits)
         lam = inter_lambda(self.params.quality, self.im.cfg.lambdas)
-        skip = lam * (sse_copied - sse_coded) <= bits
-        cost = torch.where(skip, lam * sse_copied, bits + lam * sse_coded).sum()
-        copy_all = lam * sse_copied.sum()
-        if not skip.all() and cost + fixed >= copy_all:
-            return np.ones(skip.shape, dtype=bool), coded, float(copy_all)
-        return skip.numpy(), coded, float(cost + (0 if skip.all() else fixed))
+        best = np.ones(self.blocks, dtype=bool), lam * float(err_copied.sum())  # (every block copied)
+        for block in (SKIP_BLOCK, FINE_BLOCK):  # 64x64 or 32x32 pixels, whichever costs less
+            sse_coded, sse_copied = (_block_sums(err, 16 * block) for err in (err_coded, err_copied))
+            block_bits = _block_sums(bits, block)
+            skip = lam * (sse_copied - sse_coded) <= block_bits
+            if skip.all():
+                continue
+            cost = torch.where(skip, lam * sse_copied, block_bits + lam * sse_coded).sum()
+            cost = float(cost) + fixed + _flag_bits(skip.numpy())
+            if cost < best[1]:
+                best = skip.numpy(), cost
+        return best[0], coded, best[1]
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
         p = self.geometry
@@ -514,7 +540,7 @@ class FrameCoder:
                 if self.synthesis is not None:  # what the next frame's choices compare with
                     self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
                 self.latent = q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-        head = pack_skip_map(skip, z_copied, mode, change, glided)
+        head = pack_skip_map(skip, z_copied, mode, change, glided, fine=self._block(skip) == FINE_BLOCK)
         if skip.all():
             return CHUNK_INTER, pack_frame(head, [])
         return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
@@ -680,8 +706,9 @@ class FrameCoder:
         over the rectangle of latents around the blocks `skip` codes (with a margin of context);
         `options`' entries of that mode are re-estimated for the refined y in place."""
         rows, cols = np.nonzero(~skip)
-        box = (SKIP_BLOCK * int(rows.min()), min(SKIP_BLOCK * (int(rows.max()) + 1), y.shape[2]),
-               SKIP_BLOCK * int(cols.min()), min(SKIP_BLOCK * (int(cols.max()) + 1), y.shape[3]))
+        block = self._block(skip)
+        box = (block * int(rows.min()), min(block * (int(rows.max()) + 1), y.shape[2]),
+               block * int(cols.min()), min(block * (int(cols.max()) + 1), y.shape[3]))
         hyper = options[mode, z_copied][1].double() * 2.0**-ACT_BITS
         with torch.inference_mode(False):  # (gradients through the synthesis)
             y = _refine(self.model.info.path, self.im, x, y, hyper, self.params.quality_fx, self.refine, None,

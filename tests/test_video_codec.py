@@ -561,28 +561,46 @@ def test_a_pan_is_followed_by_the_global_motion(monkeypatch):
 
 
 @pytest.fixture
-def left_blocks_coded(monkeypatch):
-    """The encoder codes the leftmost column of blocks of every inter frame and skips the rest (the
-    tiny model reconstructs too poorly for its own choices to be predictable)."""
-    from ncodec.video_codec import FrameCoder
+def left_blocks_coded(monkeypatch, block=4):
+    """The encoder codes the leftmost column of blocks (of `block` latent positions a side: 64x64
+    pixels, or 32x32 in a fine map) of every inter frame and skips the rest (the tiny model
+    reconstructs too poorly for its own choices to be predictable); returns `block`."""
+    from ncodec.video_codec import SKIP_BLOCK, FrameCoder
 
     choose = FrameCoder._choose_skips
 
     def forced(self, *args):
-        skip, coded, cost = choose(self, *args)
-        skip[:] = True
+        _, coded, cost = choose(self, *args)
+        skip = np.ones([n * SKIP_BLOCK // block for n in self.blocks], dtype=bool)
         skip[:, 0] = False
         return skip, coded, cost
 
     monkeypatch.setattr(FrameCoder, "_choose_skips", forced)
+    return block
 
 
-def test_skipped_blocks_copy_the_previous_latent_exactly(models, left_blocks_coded):
-    from ncodec.video_codec import CHUNK_INTER, MAP_CODED, SKIP_BLOCK, Z_COPIED, FrameCoder, VideoDecoder
+@pytest.fixture
+def left_fine_blocks_coded(monkeypatch):
+    """As `left_blocks_coded`, with 32x32-pixel blocks (a fine skip map)."""
+    return left_blocks_coded.__wrapped__(monkeypatch, 2)
 
+
+@pytest.mark.parametrize("forced", ["left_blocks_coded", "left_fine_blocks_coded"])
+def test_skipped_blocks_copy_the_previous_latent_exactly(models, forced, request):
+    from ncodec.video_codec import (
+        CHUNK_INTER,
+        MAP_CODED,
+        MAP_FINE,
+        SKIP_BLOCK,
+        Z_COPIED,
+        FrameCoder,
+        VideoDecoder,
+    )
+
+    block = request.getfixturevalue(forced)
     frames = half_moving(5)
     data, full = encode(frames, gop=5), encode(frames, gop=5, skip_blocks=False)
-    assert {h & ~Z_COPIED for h in heads(data)} == {MAP_CODED}
+    assert {h & ~Z_COPIED for h in heads(data)} == {MAP_CODED if block == SKIP_BLOCK else MAP_FINE}
     assert len(data) < 0.8 * len(full)
     out = decode(data)
     assert np.array_equal(out, decode(data)) and np.array_equal(decode(data, first=3), out[3:])
@@ -594,8 +612,8 @@ def test_skipped_blocks_copy_the_previous_latent_exactly(models, left_blocks_cod
             before = fc.latent.clone()
             assert chunk.type == CHUNK_INTER
             fc.decode(chunk.type, chunk.data, t)
-            assert torch.equal(fc.latent[..., SKIP_BLOCK:], before[..., SKIP_BLOCK:])  # copied
-            assert not torch.equal(fc.latent[..., :SKIP_BLOCK], before[..., :SKIP_BLOCK])  # coded
+            assert torch.equal(fc.latent[..., block:], before[..., block:])  # copied
+            assert not torch.equal(fc.latent[..., :block], before[..., :block])  # coded
 
 
 def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
@@ -622,16 +640,24 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     skip, coded, cost = fc._choose_skips(x, sym << 12, sym, index)
     assert skip.tolist() == [[True, False, True]] and torch.equal(coded, x)
     bits = coder.cost_bits(sym.numpy(), index.long().numpy(), fc.im.y_tables)[..., 4:8].sum()
-    assert math.isclose(cost, bits, rel_tol=1e-9)  # (the skipped blocks copy without error)
+    flags = 8 + 3 * -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))  # (p, 3 flags of entropy H(1/3))
+    assert math.isclose(cost, bits + flags, rel_tol=1e-9)  # (the skipped blocks copy without error)
     # what a frame that codes any block spends besides its symbols (payload framing, z) is weighed
     # against copying every block
     lam = inter_lambda(fc.params.quality, fc.im.cfg.lambdas)
     copy_all = lam * float(((fc.recon - x) ** 2).sum())
-    assert copy_all > bits
-    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - 1)
+    assert copy_all > bits + flags
+    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - flags - 1)
     assert skip.tolist() == [[True, False, True]] and math.isclose(cost, copy_all - 1, rel_tol=1e-6)
-    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits + 1)
+    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - flags + 1)
     assert skip.all() and math.isclose(cost, copy_all, rel_tol=1e-6)
+    # a change inside one 32x32 quarter of the block: a fine map codes that quarter alone
+    fc.recon = x.clone()
+    fc.recon[..., 32:, 96:128] += 0.2
+    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index)
+    assert skip.shape == (2, 6) and np.argwhere(~skip).tolist() == [[1, 3]]
+    flags = 8 + 12 * -(11 / 12 * math.log2(11 / 12) + 1 / 12 * math.log2(1 / 12))
+    assert math.isclose(cost, bits / 4 + flags, rel_tol=1e-9)
     # a change worth half the block's bits at the scaled lambda is not coded, though at the
     # quality's training lambda (more than twice larger) it would be worth coding
     levels = len(fc.im.cfg.lambdas)
@@ -761,6 +787,7 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
     from ncodec.video_codec import (
         MAP_ALL,
         MAP_CODED,
+        MAP_FINE,
         MAP_NONE,
         MOTION,
         NO_PRIOR,
@@ -786,9 +813,13 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
             assert got_mode == (InterMode() if skip.all() else mode)  # (nothing is coded in a skipped frame)
             assert got_offset == offset and bool(data[0] & OFFSET) == any(offset)
             assert got_motion == motion and bool(data[0] & MOTION) == any(motion)
+        fine = rng.random((10, 14)) < density  # (32x32-pixel blocks: twice as many each way)
+        got = unpack_skip_map(pack_skip_map(fine, fine=True), (5, 7), 0)[0]
+        assert np.array_equal(got, fine if fine.any() and not fine.all() else np.full((5, 7), fine.all()))
     assert len(pack_skip_map(rng.random((30, 40)) < 0.05)) < 0.5 * 30 * 40 / 8  # entropy-coded flags
     coded = pack_skip_map(rng.random((5, 7)) < 0.5)
-    bad = {"empty": b"", "unknown kind": bytes([3]), "unknown kind with motion": bytes([3 | MOTION, 1, 1]),
+    bad = {"empty": b"", "fine without flags": bytes([MAP_FINE]),
+           "fine without flags, moving": bytes([MAP_FINE | MOTION, 1, 1]),
            "truncated offset": bytes([MAP_NONE | OFFSET, 1, 2]),
            "bytes after the offset": bytes([MAP_ALL | OFFSET, 1, 2, 3, 0]),
            "truncated motion": bytes([MAP_NONE | MOTION, 1]),
