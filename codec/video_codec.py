@@ -633,8 +633,8 @@ class FrameCoder:
         """The change of the global motion that best moves the previous frame's pixels onto the
         padded frame x [1, 3, H, W] (least squares on the mean of the channels, coarse to fine: whole
         pixels on a 4x smaller image up to MOTION_SEARCH, then whole, half, quarter and eighth
-        pixels), clamped to a signed byte; none when what it saves (lambda * SSE at the inter lambda)
-        is not worth MOTION_CHANGE_BITS."""
+        pixels), clamped to a signed byte and MOTION_LIMIT; none when what it saves (lambda * SSE at
+        the inter lambda) is not worth MOTION_CHANGE_BITS."""
         valid, one = self._valid, 1 << MOTION_BITS
         target = (x - self._shift(self.offset)).mean(1)[0]
         ref = self.recon.mean(1)[0]
@@ -654,7 +654,8 @@ class FrameCoder:
         for step in (2 * one, one, one // 2, one // 4, one // 8):
             around = [(best[0] + dy * step, best[1] + dx * step) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
             best = min(around, key=lambda d: sse(_moved(self.motion, d)))
-        best = (max(-127, min(127, best[0])), max(-127, min(127, best[1])))
+        best = tuple(max(-127, -MOTION_LIMIT - m, min(127, MOTION_LIMIT - m, b))  # (a byte; within the limit)
+                     for b, m in zip(best, self.motion, strict=True))
         saved = sse(self.motion) - sse(_moved(self.motion, best))
         worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * 3 * saved > MOTION_CHANGE_BITS
         return best if worth and any(best) else (0, 0)

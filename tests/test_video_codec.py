@@ -541,6 +541,24 @@ def test_the_global_motion_moves_the_pixels_shown(models):
     assert fc.motion == (0, 0) and fc.offset == (0, 0, 0)
 
 
+def test_the_global_motion_is_fitted_by_least_squares(models):
+    """The change of the motion is the shift (to 1/8 pixel) that moves the previous frame's pixels
+    onto the frame, from the motion so far; none for a still frame."""
+    from ncodec.video_codec import FrameCoder, VideoParams, glide
+    from ncodec.video_weights import load_coding_model
+
+    photo = np.asarray(Image.open(SAMPLE).convert("RGB"))[:128, :192]
+    recon = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255
+    fc = FrameCoder(load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors"),
+                    VideoParams(192, 128, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: recon)
+    fc.recon = recon
+    moved = glide(recon, (12, -18)) / 64  # 1.5 pixels down, 2.25 left
+    assert fc._motion_change(moved) == (12, -18)
+    assert fc._motion_change(recon) == (0, 0)
+    fc.motion = (8, 0)
+    assert fc._motion_change(moved) == (4, -18)
+
+
 def test_a_pan_is_followed_by_the_global_motion(monkeypatch):
     """A photo panned by 3 pixels a frame (the shipped model): the inter frames change the global
     motion (MOTION in their skip maps) and copy most blocks; without it they code more and
