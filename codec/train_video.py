@@ -335,12 +335,13 @@ def _check_resume(run: Path, recorded: dict, settings: dict) -> None:
         if k not in recorded:
             continue
         was, now = recorded[k], settings[k]
-        if (_files(was) == _files(now)) if k in ("data", "val") else was == now:
+        same = (was, now) if k not in ("data", "val") else (_files(was), _files(now))
+        if same[0] == same[1]:
             continue
-        if k == "data" and set(_files(was)) != set(_files(now)):
-            kept = set(_files(was)) & set(_files(now))
-            was = [p for p, f in zip(was, _files(was), strict=True) if f not in kept]
-            now = [p for p, f in zip(now, _files(now), strict=True) if f not in kept]
+        if k == "data" and set(same[0]) != set(same[1]):
+            kept = set(same[0]) & set(same[1])
+            was = [p for p, f in zip(was, same[0], strict=True) if f not in kept]
+            now = [p for p, f in zip(now, same[1], strict=True) if f not in kept]
         changed.append(f"{k} {was!r} (now {now!r})")
     if changed:
         raise ValueError(f"{run} was trained with {'; '.join(changed)}: resume it with the same settings, "

@@ -35,6 +35,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -327,6 +328,12 @@ def _moved(offset: tuple[int, ...], change: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a + b for a, b in zip(offset, change, strict=True))
 
 
+def _byte_change(change: Iterable[int], now: tuple[int, ...], limit: int) -> tuple[int, ...]:
+    """A change of an offset or a motion `now` clamped to a signed byte (it is written as one) and
+    so that the result stays within +-`limit`."""
+    return tuple(max(-127, -limit - n, min(127, limit - n, c)) for c, n in zip(change, now, strict=True))
+
+
 def glide(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
     """`a` [..., H, W] moved by the global `motion` (down, right; 1/8 pixels): output (i, j) is `a`
     at (i + motion[0] / 8, j + motion[1] / 8), interpolated bilinearly between the four nearest
@@ -392,6 +399,11 @@ class FrameCoder:
         self.offset = (0, 0, 0)  # the frame's brightness offset (R, G, B; 2^-OFFSET_BITS levels)
         self.motion = (0, 0)  # the frame's global motion (down, right; 2^-MOTION_BITS pixels)
         self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # decoder: last (y_hat, g_s output)
+
+    @cached_property
+    def _lambda(self) -> float:
+        """The encoder's `inter_lambda` (bits per unit of SSE) at this file's quality."""
+        return inter_lambda(self.params.quality, self.im.cfg.lambdas)
 
     def _params(self, z_sym: torch.Tensor, prior: int | None) -> torch.Tensor:
         """h_s's output for z [1, 2M, h, w] (int32: means, then raw scales), corrected by the
@@ -479,7 +491,7 @@ class FrameCoder:
         err_copied = ((self.recon - x) ** 2).sum((0, 1)) * self._valid
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = torch.from_numpy(bits)
-        lam = inter_lambda(self.params.quality, self.im.cfg.lambdas)
+        lam = self._lambda
         best = np.ones(self.blocks, dtype=bool), lam * float(err_copied.sum())  # (every block copied)
         for block in (SKIP_BLOCK, FINE_BLOCK):  # 64x64 or 32x32 pixels, whichever costs less
             sse_coded, sse_copied = (_block_sums(err, 16 * block) for err in (err_coded, err_copied))
@@ -565,16 +577,17 @@ class FrameCoder:
         means = sums / counts[inside]
         median = means.median(1, keepdim=True).values
         near = (means - median).abs() <= 1 / 255
-        medians, agrees = median.view(-1).tolist(), (2 * near.sum(1) >= near.shape[1]).tolist()
-        change = [max(-127, -OFFSET_LIMIT - o, min(127, OFFSET_LIMIT - o, round(m * (255 << OFFSET_BITS))))
-                  if agree else 0 for m, o, agree in zip(medians, self.offset, agrees, strict=True)]
+        agrees = (2 * near.sum(1) >= near.shape[1]).tolist()
+        steps = [round(m * (255 << OFFSET_BITS)) if agree else 0
+                 for m, agree in zip(median.view(-1).tolist(), agrees, strict=True)]
+        change = _byte_change(steps, self.offset, OFFSET_LIMIT)
         shifted = (x - self._shift(_moved(self.offset, change)))[0]  # what the latent would code
         outside = ((shifted < -0.5 / 255) | (shifted > 1 + 0.5 / 255)) & (valid > 0)
         change = [c if share <= OFFSET_OUTSIDE else 0
                   for c, share in zip(change, (outside.sum((1, 2)) / valid.sum()).tolist(), strict=True)]
         d = self._shift(change).view(3, 1)
         saved = float(((2 * d * sums - counts[inside] * d**2) * near).sum())  # SSE before - after
-        worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * saved > OFFSET_CHANGE_BITS
+        worth = self._lambda * saved > OFFSET_CHANGE_BITS
         return tuple(change) if worth else (0, 0, 0)
 
     def _analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -593,7 +606,7 @@ class FrameCoder:
         coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus the bits of the changes
         and lambda * SSE of the pixels shown from beyond the frame the latent codes."""
         motion = _moved(self.motion, glided)
-        edge = inter_lambda(self.params.quality, self.im.cfg.lambdas) * self._edge_sse(x, motion)
+        edge = self._lambda * self._edge_sse(x, motion)
         x = self._unmoved(x, motion) - self._shift(_moved(self.offset, change))
         y, z_sym = self._analyse(x)
         z_bits = self._z_bits(z_sym)
@@ -654,10 +667,9 @@ class FrameCoder:
         for step in (2 * one, one, one // 2, one // 4, one // 8):
             around = [(best[0] + dy * step, best[1] + dx * step) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
             best = min(around, key=lambda d: sse(_moved(self.motion, d)))
-        best = tuple(max(-127, -MOTION_LIMIT - m, min(127, MOTION_LIMIT - m, b))  # (a byte; within the limit)
-                     for b, m in zip(best, self.motion, strict=True))
+        best = _byte_change(best, self.motion, MOTION_LIMIT)
         saved = sse(self.motion) - sse(_moved(self.motion, best))
-        worth = inter_lambda(self.params.quality, self.im.cfg.lambdas) * 3 * saved > MOTION_CHANGE_BITS
+        worth = self._lambda * 3 * saved > MOTION_CHANGE_BITS
         return best if worth and any(best) else (0, 0)
 
     def _choose(self, x: torch.Tensor, z_bits: float, options: dict

@@ -578,10 +578,9 @@ def test_a_pan_is_followed_by_the_global_motion(monkeypatch):
     assert len(data) < len(plain) and psnr[0] > psnr[1]
 
 
-@pytest.fixture
-def left_blocks_coded(monkeypatch, block=4):
-    """The encoder codes the leftmost column of blocks (of `block` latent positions a side: 64x64
-    pixels, or 32x32 in a fine map) of every inter frame and skips the rest (the tiny model
+def force_left_blocks(monkeypatch, block: int) -> int:
+    """Make the encoder code the leftmost column of blocks (of `block` latent positions a side: 64x64
+    pixels, or 32x32 in a fine map) of every inter frame and skip the rest (the tiny model
     reconstructs too poorly for its own choices to be predictable); returns `block`."""
     from ncodec.video_codec import SKIP_BLOCK, FrameCoder
 
@@ -598,9 +597,15 @@ def left_blocks_coded(monkeypatch, block=4):
 
 
 @pytest.fixture
+def left_blocks_coded(monkeypatch):
+    """`force_left_blocks` with 64x64-pixel blocks."""
+    return force_left_blocks(monkeypatch, 4)
+
+
+@pytest.fixture
 def left_fine_blocks_coded(monkeypatch):
-    """As `left_blocks_coded`, with 32x32-pixel blocks (a fine skip map)."""
-    return left_blocks_coded.__wrapped__(monkeypatch, 2)
+    """`force_left_blocks` with 32x32-pixel blocks (a fine skip map)."""
+    return force_left_blocks(monkeypatch, 2)
 
 
 @pytest.mark.parametrize("forced", ["left_blocks_coded", "left_fine_blocks_coded"])
