@@ -6,7 +6,7 @@ Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   inter frame: (mean, scale) = (base, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers,
     base = mean_h or y_q[t-1] as the prior's base says (a model may hold one prior per base)
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
-  -> one IFRM / SFRM chunk per frame; a seek index lists the intra frames (random access).
+  -> one IFRM / SFRM / MFRM chunk per frame; a seek index lists the intra frames (random access).
 An inter frame may skip blocks of 4x4 latent positions (64x64 pixels; 2x2, 32x32 pixels, in a fine
 skip map, where that costs less): a skipped block copies the
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
@@ -17,9 +17,12 @@ Encoder-side latent refinement (image_refine) applies to intra frames and to int
 blocks (under the parameters the temporal prior gives): the same decoder, better rate-distortion.
 An inter frame may also change a brightness offset added to the decoded pixels and a global motion
 by which they are moved (1/8 pixels, bilinear): the latent codes the frame moved back, less the
-offset, so skipped blocks follow exposure drift and a pan of the camera.
-The only state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied
-latent), an integer latent that encoder and decoder compute identically, with the offset and motion.
+offset, so skipped blocks follow exposure drift and a pan of the camera. In an MFRM chunk a move
+map says which skipped 32x32 blocks instead keep the previous frame's picture or show it moved by a
+vector of their own (1/4 pixels, bilinear; video_moves): what moves before a still camera.
+The state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied latent), an
+integer latent that encoder and decoder compute identically, with the offset, the motion and the
+picture (g_s's int16 output, kept and moved blocks shown).
 Decoding mirrors it with integer arithmetic only, so the output never depends on the machine.
 Memory stays constant: frames stream through, the container is read chunk by chunk.
 Layout of the HEAD params and chunks: bitstream_spec/SPEC.md section 7.
@@ -67,13 +70,28 @@ from .image_codec import (
 from .image_weights import GAIN_BITS
 from .video_audio import check_audio_track, interleave, track_length
 from .video_io import VideoError
+from .video_moves import (
+    COPY,
+    KEEP,
+    MOVE,
+    MOVE_BITS,
+    Moves,
+    block_sums,
+    move_blocks,
+    pack_move_map,
+    per_pixel,
+    search_moves,
+    unpack_move_map,
+)
 from .video_weights import VideoCodingModel, VideoModelError, load_coding_model
 from .zoo import ModelInfo, find_by_hash, model_for
 
 PARAMS = struct.Struct(">IIIIIHH")  # width, height, rate num, rate den, frames, gop, quality
 CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"SFRM", b"AUDI"
 CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier writers; still read)
-FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1)
+CHUNK_MOVED = b"MFRM"  # inter frame with moved blocks: a move map follows the skip map
+FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1, CHUNK_MOVED)
+INTER_CHUNKS = (CHUNK_INTER, CHUNK_INTER_V1, CHUNK_MOVED)
 KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
 SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
 FINE_BLOCK = 2  # ... of a block of a fine skip map (32x32 pixels)
@@ -94,6 +112,7 @@ DEFAULT_INTRA_REFINE = 40
 # payload (z, and each tile of each slice): with 8 channel-context slices some 400 bits, which at
 # the lowest qualities outweighs what coding a few blocks saves.
 PAYLOAD_BITS = 48
+MOVE_MAP_BITS = 2 * PAYLOAD_BITS + 24  # a move map's framing: its payload, the kinds' payload in it, 3 counts
 MAP_NONE, MAP_ALL, MAP_CODED, MAP_FINE = 0, 1, 2, 3  # skip map kinds: none, all, coded flags, finer ones
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
@@ -351,20 +370,17 @@ def glide(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
     return a
 
 
+def _kind_bits(kinds: np.ndarray) -> float:
+    """Estimated bits of range-coded symbols (skip flags; COPY, KEEP, MOVE) at their own frequencies."""
+    p = np.bincount(kinds.ravel(), minlength=3) / kinds.size
+    p = p[p > 0]
+    return -kinds.size * float((p * np.log2(p)).sum())
+
+
 def _flag_bits(skip: np.ndarray) -> float:
     """Estimated bits of a skip map's coded flags and their probability byte (none when every block
     or none is skipped: MAP_ALL, MAP_NONE)."""
-    p = float(skip.mean())
-    if p in (0.0, 1.0):
-        return 0.0
-    return 8 - skip.size * (p * math.log2(p) + (1 - p) * math.log2(1 - p))
-
-
-def _block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
-    """Sums of a [H, W] tensor over block x block squares (zero-extended at the far edges)."""
-    h, w = a.shape
-    a = F.pad(a, (0, -w % block, 0, -h % block))
-    return a.view(a.shape[0] // block, block, a.shape[1] // block, block).sum((1, 3))
+    return 8 + _kind_bits(skip.astype(np.int64)) if 0 < skip.sum() < skip.size else 0.0
 
 
 class FrameCoder:
@@ -391,7 +407,9 @@ class FrameCoder:
         self.blocks = (-(-hp // (16 * SKIP_BLOCK)), -(-wp // (16 * SKIP_BLOCK)))
         self.synthesis, self.refine = synthesis, refine
         self.intra_refine = refine if intra_refine is None else intra_refine
-        self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame
+        self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame's latent
+        self.canvas: torch.Tensor | None = None  # its picture, moved blocks shown (decoder: int16)
+        self._searched: tuple[torch.Tensor, tuple] | None = None  # encoder: (x, search_moves(.., x, ..))
         self._valid = None  # encoder with skips: 1 on the frame's pixels, 0 on the padding
         if synthesis is not None:
             self._valid = torch.zeros(hp, wp)
@@ -481,29 +499,52 @@ class FrameCoder:
                          margin=self.im.synthesis_margin, out=torch.empty(1, 3, hp, wp))
 
     def _choose_skips(self, x: torch.Tensor, q: torch.Tensor, sym: torch.Tensor, index: torch.Tensor,
-                      fixed: float = 0.0) -> tuple[np.ndarray, torch.Tensor, float]:
-        """Skip flags per block (rate + lambda * SSE of copying vs coding, `inter_lambda`) of 64x64 or,
-        where that costs less, 32x32 pixels, the coded synthesis, and the frame's cost with those
-        flags (the coded blocks' y bits + lambda * SSE, the flags' bits, plus `fixed`, the bits a
-        frame that codes any block spends besides them: every block is skipped when that costs less)."""
+                      fixed: float = 0.0) -> tuple[np.ndarray, Moves, torch.Tensor, float]:
+        """Skip flags per block (rate + lambda * SSE of skipping vs coding, `inter_lambda`) of 64x64 or,
+        where that costs less, 32x32 pixels, the moved blocks among the skipped ones, the coded
+        synthesis, and the frame's cost with those flags (the coded blocks' y bits + lambda * SSE, the
+        flags' and the move map's bits, plus `fixed`, the bits a frame that codes any block spends
+        besides them: every block is skipped when that costs less). A skipped 32x32 block copies the
+        previous latent or, where that costs less, moves the previous picture by a vector."""
         coded = self._synthesize(q)
+        lam, fine = self._lambda, SKIP_BLOCK // FINE_BLOCK
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
-        err_copied = ((self.recon - x) ** 2).sum((0, 1)) * self._valid
+        copying = lam * block_sums(((self.recon - x) ** 2).sum((0, 1)) * self._valid, 16 * FINE_BLOCK)
+        moving, vectors, picture = self._search(x)
+        kind = np.where((moving < copying).numpy(), np.where(vectors.numpy().any(-1), MOVE, KEEP), COPY)
+        skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost
+
+        def moves(skip: np.ndarray) -> tuple[Moves, float]:
+            skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1) if skip.shape != kind.shape else skip
+            kinds = np.where(skipped, kind, COPY)
+            if (kinds == COPY).all():
+                return Moves(kinds), 0.0
+            return Moves(kinds, vectors.numpy(), picture), MOVE_MAP_BITS + _kind_bits(kinds[skipped])
+
+        every = np.ones(self.blocks, dtype=bool)
+        best = every, *moves(every)
+        best = best[0], best[1], float(skipping.sum()) + best[2]  # (every block skipped)
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = torch.from_numpy(bits)
-        lam = self._lambda
-        best = np.ones(self.blocks, dtype=bool), lam * float(err_copied.sum())  # (every block copied)
         for block in (SKIP_BLOCK, FINE_BLOCK):  # 64x64 or 32x32 pixels, whichever costs less
-            sse_coded, sse_copied = (_block_sums(err, 16 * block) for err in (err_coded, err_copied))
-            block_bits = _block_sums(bits, block)
-            skip = lam * (sse_copied - sse_coded) <= block_bits
+            coding = block_sums(bits, block) + lam * block_sums(err_coded, 16 * block)
+            skipped = block_sums(skipping, block // FINE_BLOCK)
+            skip = skipped <= coding
             if skip.all():
                 continue
-            cost = torch.where(skip, lam * sse_copied, block_bits + lam * sse_coded).sum()
-            cost = float(cost) + fixed + _flag_bits(skip.numpy())
-            if cost < best[1]:
-                best = skip.numpy(), cost
-        return best[0], coded, best[1]
+            chosen, move_bits = moves(skip.numpy())
+            cost = float(torch.where(skip, skipped, coding).sum()) + fixed + move_bits
+            cost += _flag_bits(skip.numpy())
+            if cost < best[2]:
+                best = skip.numpy(), chosen, cost
+        return best[0], best[1], coded, best[2]
+
+    def _search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`search_moves` of the previous picture onto x (once per x)."""
+        if self._searched is None or self._searched[0] is not x:
+            found = search_moves(self.canvas, x, self._valid, self._lambda, 16 * FINE_BLOCK)
+            self._searched = x, found
+        return self._searched[1]
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
         p = self.geometry
@@ -524,14 +565,14 @@ class FrameCoder:
             if any(change) or any(glided):
                 plans.append(self._plan(x, (0, 0, 0), (0, 0)))
             plan = min(plans, key=lambda plan: plan[0])
-            _, change, glided, x, y, z_sym, z_bits, options, mode, z_copied, skip, coded = plan
+            _, change, glided, x, y, z_sym, z_bits, options, mode, z_copied, skip, moves, coded = plan
             self.offset, self.motion = _moved(self.offset, change), _moved(self.motion, glided)
             if self.refine and not skip.all():  # (a frame that copies every block is not refined)
                 y = self._refine_inter(x, y, z_bits, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
                 if self.synthesis is not None:
                     fixed = self._fixed_bits(mode, z_copied, z_bits)
-                    skip, coded, _ = self._choose_skips(x, q, sym, index, fixed)
+                    skip, moves, coded, _ = self._choose_skips(x, q, sym, index, fixed)
             keep = ~self._positions(skip)
             if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
                 bits = {}
@@ -552,10 +593,25 @@ class FrameCoder:
                 if self.synthesis is not None:  # what the next frame's choices compare with
                     self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
                 self.latent = q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
+            if self.synthesis is not None:
+                self.canvas = self._picture(self.recon, moves)
         head = pack_skip_map(skip, z_copied, mode, change, glided, fine=self._block(skip) == FINE_BLOCK)
-        if skip.all():
-            return CHUNK_INTER, pack_frame(head, [])
-        return CHUNK_INTER, pack_frame(head, payloads if z_copied else [self._code_z(z_sym), *payloads])
+        pieces = [] if skip.all() else payloads if z_copied else [self._code_z(z_sym), *payloads]
+        if moves.any():
+            fine = self._block(skip) // FINE_BLOCK
+            skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1)
+            move_map = pack_move_map(moves.kinds, skipped, moves.vectors)
+            return CHUNK_MOVED, pack_frame(head, [move_map, *pieces])
+        return CHUNK_INTER, pack_frame(head, pieces)
+
+    @staticmethod
+    def _picture(synth: torch.Tensor, moves: Moves) -> torch.Tensor:
+        """A frame's picture (SPEC 7.4 step 4's x): g_s's output `synth`, with the kept and moved
+        blocks' pixels from the previous picture moved by their vectors (`moves.picture`)."""
+        if not moves.any():
+            return synth
+        shown = per_pixel(torch.from_numpy(moves.kinds != COPY), 16 * FINE_BLOCK, synth.shape[-2:])
+        return torch.where(shown, moves.picture, synth)
 
     @staticmethod
     def _shift(offset: tuple[int, ...]) -> torch.Tensor:
@@ -570,10 +626,10 @@ class FrameCoder:
         OFFSET_OUTSIDE of the pixels; none when what it saves on those blocks (lambda * SSE, at
         the inter lambda) is not worth OFFSET_CHANGE_BITS."""
         px, valid = 16 * SKIP_BLOCK, self._valid
-        counts = _block_sums(valid, px)
+        counts = block_sums(valid, px)
         inside = counts > 0
-        diff = (x - self.recon - self._shift(self.offset))[0] * valid
-        sums = torch.stack([_block_sums(d, px) for d in diff])[:, inside]
+        diff = (x - self.canvas - self._shift(self.offset))[0] * valid
+        sums = torch.stack([block_sums(d, px) for d in diff])[:, inside]
         means = sums / counts[inside]
         median = means.median(1, keepdim=True).values
         near = (means - median).abs() <= 1 / 255
@@ -639,7 +695,7 @@ class FrameCoder:
         beyond = (outside(hp, motion[0])[:, None] | outside(wp, motion[1])[None, :]) * self._valid
         if not beyond.any():
             return 0.0
-        shown = self._moved_pixels(self.recon, motion) + self._shift(self.offset)
+        shown = self._moved_pixels(self.canvas, motion) + self._shift(self.offset)
         return float((((x - shown) ** 2).sum((0, 1)) * beyond).sum())
 
     def _motion_change(self, x: torch.Tensor) -> tuple[int, int]:
@@ -650,7 +706,7 @@ class FrameCoder:
         the inter lambda) is not worth MOTION_CHANGE_BITS."""
         valid, one = self._valid, 1 << MOTION_BITS
         target = (x - self._shift(self.offset)).mean(1)[0]
-        ref = self.recon.mean(1)[0]
+        ref = self.canvas.mean(1)[0]
         margin = MOTION_SEARCH + 2  # pixels left out at the frame's edges (moved from beyond it)
         inner = torch.zeros_like(valid)
         inner[margin:-margin, margin:-margin] = valid[margin:-margin, margin:-margin]
@@ -673,9 +729,9 @@ class FrameCoder:
         return best if worth and any(best) else (0, 0)
 
     def _choose(self, x: torch.Tensor, z_bits: float, options: dict
-                ) -> tuple[InterMode, bool, np.ndarray, torch.Tensor | None, float]:
-        """(mode, z copied, skip flags, coded synthesis or None, cost) of an inter frame: for each
-        temporal prior the option (context, z) of fewest estimated bits; among the priors, with
+                ) -> tuple[InterMode, bool, np.ndarray, Moves, torch.Tensor | None, float]:
+        """(mode, z copied, skip flags, moved blocks, coded synthesis or None, cost) of an inter frame:
+        for each temporal prior the option (context, z) of fewest estimated bits; among the priors, with
         skipped blocks enabled, the one of least rate + lambda * SSE once its blocks are skipped where
         that pays (the priors round the latent around different means, so their distortions
         differ), else the one of fewest bits (the cost: those bits). z_bits: the estimated bits of
@@ -686,16 +742,16 @@ class FrameCoder:
                 best[key[0].prior] = key
         if self.synthesis is None:
             mode, z_copied = min(best.values(), key=lambda key: options[key][0])
-            return mode, z_copied, np.zeros(self.blocks, dtype=bool), None, options[mode, z_copied][0]
+            skip = np.zeros(self.blocks, dtype=bool)
+            return mode, z_copied, skip, Moves(np.zeros(1, np.int64)), None, options[mode, z_copied][0]
         if None in best and len(best) > 1 and options[best[None]][0] >= min(
                 options[key][0] for prior, key in best.items() if prior is not None):
             del best[None]  # no prior and more bits: it rounds farther from the latent too (a synthesis less)
         choices = {}
         for key in best.values():
             _, _, q, index, sym = options[key]
-            skip, coded, cost = self._choose_skips(x, q, sym, index, self._fixed_bits(*key, z_bits))
-            choices[key] = (skip, coded, cost)
-        key = min(choices, key=lambda key: choices[key][2])
+            choices[key] = self._choose_skips(x, q, sym, index, self._fixed_bits(*key, z_bits))
+        key = min(choices, key=lambda key: choices[key][3])
         return *key, *choices[key]
 
     def _encode_intra(self, x: torch.Tensor, y: torch.Tensor, z_sym: torch.Tensor) -> bytes:
@@ -710,7 +766,7 @@ class FrameCoder:
         q, self.latent = self._intra(z_sym, _slice_encoder(self.im, y, self.tiles, payloads))
         self.z_sym = z_sym
         if self.synthesis is not None:
-            self.recon = self._synthesize(q)
+            self.recon = self.canvas = self._synthesize(q)
         return pack_frame(self._code_z(z_sym), payloads)
 
     def _refine_inter(self, x: torch.Tensor, y: torch.Tensor, z_bits: float, options: dict,
@@ -778,14 +834,22 @@ class FrameCoder:
 
     def decode(self, kind: bytes, data: bytes, t: int, synthesize: bool = True) -> np.ndarray | None:
         """Frame t's RGB pixels (H, W, 3) uint8 from its chunk (type `kind`, `data`);
-        synthesize=False only updates the latent."""
+        synthesize=False only updates the latent (and drops the picture a later frame's moved blocks
+        would need)."""
         p, im = self.geometry, self.im
         hp, wp = p.padded
         skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
-        change, glided = (0, 0, 0), (0, 0)
-        if kind == CHUNK_INTER:
+        change, glided, moves = (0, 0, 0), (0, 0), None
+        if kind in (CHUNK_INTER, CHUNK_MOVED):
             head, data = _payloads(data, 1, t, rest=True)
             skip, z_copied, mode, change, glided = unpack_skip_map(head, self.blocks, t)
+        if kind == CHUNK_MOVED:
+            move_map, data = _payloads(data, 1, t, rest=True)
+            fine = self._block(skip) // FINE_BLOCK
+            skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1)
+            moves = (*unpack_move_map(move_map, skipped, t), self.canvas)
+            if self.canvas is None:
+                raise VideoError(f"frame {t}: moved blocks need the previous frame's picture")
         intra = kind == CHUNK_INTRA
         offset = (0, 0, 0) if intra else _moved(self.offset, change)
         motion = (0, 0) if intra else _moved(self.motion, glided)
@@ -803,14 +867,21 @@ class FrameCoder:
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
         self.latent, self.offset, self.motion = latent, offset, motion
         if not synthesize:
-            self._shown = None
+            self._shown = self.canvas = None
             return None
         if self._shown is None or not torch.equal(self._shown[0], y_hat):  # (else: same latents, same g_s)
             synth = torch.empty(1, 3, hp, wp, dtype=torch.int16)
             run_tiled(lambda v: im.g_s(v.double()).clamp_(-(2**15), 2**15 - 1), y_hat, 16, tile=24,
                       margin=im.synthesis_margin, out=synth)
             self._shown = (y_hat, synth)
-        return self._pixels(self._shown[1], offset, motion)
+        self.canvas = self._shown[1]
+        if moves is not None:
+            kinds, vectors, previous = moves
+            block = 16 * FINE_BLOCK
+            shifted = (move_blocks(previous, torch.from_numpy(vectors), block) + 8) >> 2 * MOVE_BITS
+            shown = per_pixel(torch.from_numpy(kinds != COPY), block, (hp, wp))
+            self.canvas = torch.where(shown, shifted.short(), self.canvas)
+        return self._pixels(self.canvas, offset, motion)
 
     def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...], motion: tuple[int, int]) -> np.ndarray:
         """RGB pixels (H, W, 3) uint8 of g_s's output `synth` [1, 3, H', W'] (padded; int16, which
@@ -883,9 +954,9 @@ def _frame_rate(rate) -> Fraction:
 class VideoEncoder:
     """Streams RGB frames into a .ncz container: `write` each frame (H, W, 3) uint8, then `close`.
 
-    Memory stays constant: one frame and the previous frame's latent. `frames`, when known, is
-    written in HEAD and checked at `close`; without it the stream must be seekable and readable
-    (a file opened "w+b", a BytesIO): HEAD is rewritten with the count at `close`.
+    Memory stays constant: one frame and the previous frame's latent and picture. `frames`, when
+    known, is written in HEAD and checked at `close`; without it the stream must be seekable and
+    readable (a file opened "w+b", a BytesIO): HEAD is rewritten with the count at `close`.
     """
 
     def __init__(self, stream: BinaryIO, width: int, height: int, frame_rate, quality: float = 4.0,
@@ -1029,7 +1100,7 @@ class VideoDecoder:
         if len(frames) != p.frames:
             raise VideoError(f"file holds {len(frames)} frame chunks, its header says {p.frames} frames")
         for t, ref in enumerate(frames):
-            want = (CHUNK_INTRA,) if p.intra(t) else (CHUNK_INTER, CHUNK_INTER_V1)
+            want = (CHUNK_INTRA,) if p.intra(t) else INTER_CHUNKS
             if ref.type not in want:
                 raise VideoError(f"frame {t} is a {ref.type.decode()} chunk; with GOP {p.gop} it must be "
                                  f"{' or '.join(w.decode() for w in want)}")
@@ -1106,11 +1177,14 @@ class VideoDecoder:
 
     def _frames(self, a: int, b: int) -> Iterator[np.ndarray]:
         coder_ = FrameCoder(self.model, self.params)
-        for t in range(self.key_frame(a), b):
+        key = self.key_frame(a)
+        # frames before `a` are synthesized only for the moved blocks of a later frame up to `a`
+        moving = max((t for t in range(key, a + 1) if self._types[t] == CHUNK_MOVED), default=key)
+        for t in range(key, b):
             ref = ct.ChunkRef(self._types[t], int(self._offsets[t]), int(self._lengths[t]))
             data = ct.read_chunk(self._stream, ref, self._base)
-            rgb = coder_.decode(ref.type, data, t, synthesize=t >= a)
-            if rgb is not None:
+            rgb = coder_.decode(ref.type, data, t, synthesize=t >= a or t < moving)
+            if t >= a:
                 yield rgb
 
 

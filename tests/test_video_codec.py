@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from PIL import Image
 TINY_IMAGE_ID, TINY_VIDEO_ID, UNTRAINED_VIDEO_ID = "tiny-vimage", "tiny-video", "tiny-video-untrained"
 UNTRAINED_PREVIOUS_ID = "tiny-video-untrained-previous"  # prior base: the previous frame's latent
 UNTRAINED_TWO_ID = "tiny-video-untrained-two"  # two priors: on h_s's mean, on the previous latent
-KNOWN = (b"IFRM", b"SFRM", b"PFRM", b"seek")
+KNOWN = (b"IFRM", b"SFRM", b"MFRM", b"PFRM", b"seek")
 
 
 def texture() -> np.ndarray:
@@ -209,7 +210,8 @@ def test_intra_frames_code_with_the_image_models_channel_context(models, clips, 
         assert len(pieces[b"YLAT"]) == 3
         assert unpack_frame(chunk.data, 3, 0) == (pieces[b"ZLAT"][0], pieces[b"YLAT"])
     data = encode(frames, gop=2, model="ctx-video")
-    assert [c.type for c in frame_chunks(data)] == [b"IFRM", b"SFRM", b"IFRM"]
+    types = [c.type for c in frame_chunks(data)]
+    assert types[::2] == [b"IFRM", b"IFRM"] and types[1] in (b"SFRM", b"MFRM")
     out = decode(data)
     assert np.array_equal(out, decode(data)) and out.shape == (3, 40, 48, 3)
     assert np.array_equal(out[0], np.asarray(decode_image(encode_image(
@@ -396,12 +398,24 @@ def heads(data: bytes) -> list[int]:
     from ncodec.video_codec import _payloads
 
     chunks = enumerate(frame_chunks(data))
-    return [_payloads(c.data, 1, t, rest=True)[0][0] for t, c in chunks if c.type == b"SFRM"]
+    return [_payloads(c.data, 1, t, rest=True)[0][0] for t, c in chunks if c.type in (b"SFRM", b"MFRM")]
 
 
-def test_a_static_clip_skips_every_block_and_repeats_the_first_frame(models):
+def no_moves(monkeypatch) -> None:
+    """Make the encoder find no block worth keeping or moving (every skipped block copies the latent)."""
+    import ncodec.video_codec as vc
+
+    def nowhere(prev, x, valid, lam, block):
+        shape = (x.shape[-2] // block, x.shape[-1] // block)
+        return torch.full(shape, float("inf")), torch.zeros(*shape, 2, dtype=torch.long), prev
+
+    monkeypatch.setattr(vc, "search_moves", nowhere)
+
+
+def test_a_static_clip_skips_every_block_and_repeats_the_first_frame(models, monkeypatch):
     from ncodec.video_codec import MAP_ALL, pack_frame
 
+    no_moves(monkeypatch)  # (the tiny model's picture is poor enough that moving it may pay)
     frames = panning(6, 96, 80, 0)
     data, full = encode(frames, gop=6), encode(frames, gop=6, skip_blocks=False)
     chunks = frame_chunks(data)
@@ -456,22 +470,22 @@ def test_the_brightness_offset_follows_the_whole_frame_not_what_moves(models):
     x = torch.rand(1, 3, 128, 192, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
     fc = FrameCoder(load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors"),
                     VideoParams(192, 128, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: x)
-    fc.recon = x - torch.tensor([3.0, -2.0, 0.0]).view(1, 3, 1, 1) / 255
-    fc.recon[..., :64, :64] = 0.9  # something moved in one of the 6 blocks
+    fc.canvas = x - torch.tensor([3.0, -2.0, 0.0]).view(1, 3, 1, 1) / 255  # (the previous frame's picture)
+    fc.canvas[..., :64, :64] = 0.9  # something moved in one of the 6 blocks
     assert fc._offset_change(x) == (24, -16, 0)
     fc.offset = (16, 0, 0)  # measured from the pixels shown, the offset included
     assert fc._offset_change(x) == (8, -16, 0)
     fc.offset = (0, 0, 0)
-    fc.recon = x - 1 / 255 / 8  # one step everywhere: 0.1 bits saved
+    fc.canvas = x - 1 / 255 / 8  # one step everywhere: 0.1 bits saved
     assert fc._offset_change(x) == (0, 0, 0)
     spread = torch.tensor([[-10.0, -5, 0], [5, 10, 15]]).repeat_interleave(64, 0).repeat_interleave(64, 1)
-    fc.recon = x - spread / 255  # the blocks disagree
+    fc.canvas = x - spread / 255  # the blocks disagree
     assert fc._offset_change(x) == (0, 0, 0)
     # a change that would put more than OFFSET_OUTSIDE of a channel's pixels below 0 in what the
     # latent codes (the frame less the offset) is not made: a fade from black is no offset
     dark = x.clone()
     dark[:, 0, :, :12] = 0  # 6% of the red channel black
-    fc.recon = dark - 3 / 255
+    fc.canvas = dark - 3 / 255
     assert fc._offset_change(dark) == (0, 24, 24)
 
 
@@ -551,7 +565,7 @@ def test_the_global_motion_is_fitted_by_least_squares(models):
     recon = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255
     fc = FrameCoder(load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors"),
                     VideoParams(192, 128, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: recon)
-    fc.recon = recon
+    fc.canvas = recon  # (the previous frame's picture)
     moved = glide(recon, (12, -18)) / 64  # 1.5 pixels down, 2.25 left
     assert fc._motion_change(moved) == (12, -18)
     assert fc._motion_change(recon) == (0, 0)
@@ -565,6 +579,7 @@ def test_a_pan_is_followed_by_the_global_motion(monkeypatch):
     reconstruct worse. A decoder that starts later agrees."""
     from ncodec.video_codec import MOTION, FrameCoder
 
+    no_moves(monkeypatch)  # (moved blocks, which may also follow a pan, are tested on their own)
     photo = np.asarray(Image.open(SAMPLE).convert("RGB"))
     frames = [np.ascontiguousarray(photo[40:168, 40 + 3 * t: 232 + 3 * t]) for t in range(5)]
     data = encode(frames, gop=5, model=None, refine=0)
@@ -582,15 +597,15 @@ def force_left_blocks(monkeypatch, block: int) -> int:
     """Make the encoder code the leftmost column of blocks (of `block` latent positions a side: 64x64
     pixels, or 32x32 in a fine map) of every inter frame and skip the rest (the tiny model
     reconstructs too poorly for its own choices to be predictable); returns `block`."""
-    from ncodec.video_codec import SKIP_BLOCK, FrameCoder
+    from ncodec.video_codec import SKIP_BLOCK, FrameCoder, Moves
 
     choose = FrameCoder._choose_skips
 
     def forced(self, *args):
-        _, coded, cost = choose(self, *args)
+        _, _, coded, cost = choose(self, *args)
         skip = np.ones([n * SKIP_BLOCK // block for n in self.blocks], dtype=bool)
         skip[:, 0] = False
-        return skip, coded, cost
+        return skip, Moves(np.zeros(skip.shape, np.int64)), coded, cost
 
     monkeypatch.setattr(FrameCoder, "_choose_skips", forced)
     return block
@@ -656,11 +671,11 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     x = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(0))
     fc = FrameCoder(load_coding_model(models / f"{TINY_VIDEO_ID}.safetensors"),
                     VideoParams(192, 64, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: x)  # codes perfectly
-    fc.recon = x.clone()
+    fc.recon = fc.canvas = x.clone()  # (blocks kept show the same: no move pays)
     fc.recon[..., :, 64:128] += 0.2  # the middle block changed: copying it costs distortion
     sym = torch.ones(1, 24, 4, 12, dtype=torch.long)
     index = torch.full(sym.shape, 10, dtype=torch.uint8)
-    skip, coded, cost = fc._choose_skips(x, sym << 12, sym, index)
+    skip, _, coded, cost = fc._choose_skips(x, sym << 12, sym, index)
     assert skip.tolist() == [[True, False, True]] and torch.equal(coded, x)
     bits = coder.cost_bits(sym.numpy(), index.long().numpy(), fc.im.y_tables)[..., 4:8].sum()
     flags = 8 + 3 * -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))  # (p, 3 flags of entropy H(1/3))
@@ -670,14 +685,14 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     lam = inter_lambda(fc.params.quality, fc.im.cfg.lambdas)
     copy_all = lam * float(((fc.recon - x) ** 2).sum())
     assert copy_all > bits + flags
-    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - flags - 1)
+    skip, _, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - flags - 1)
     assert skip.tolist() == [[True, False, True]] and math.isclose(cost, copy_all - 1, rel_tol=1e-6)
-    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - flags + 1)
+    skip, _, _, cost = fc._choose_skips(x, sym << 12, sym, index, fixed=copy_all - bits - flags + 1)
     assert skip.all() and math.isclose(cost, copy_all, rel_tol=1e-6)
     # a change inside one 32x32 quarter of the block: a fine map codes that quarter alone
-    fc.recon = x.clone()
+    fc.recon = fc.canvas = x.clone()
     fc.recon[..., 32:, 96:128] += 0.2
-    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index)
+    skip, _, _, cost = fc._choose_skips(x, sym << 12, sym, index)
     assert skip.shape == (2, 6) and np.argwhere(~skip).tolist() == [[1, 3]]
     flags = 8 + 12 * -(11 / 12 * math.log2(11 / 12) + 1 / 12 * math.log2(1 / 12))
     assert math.isclose(cost, bits / 4 + flags, rel_tol=1e-9)
@@ -688,9 +703,9 @@ def test_a_block_is_skipped_when_copying_costs_less_than_coding(models):
     assert INTER_LAMBDA_SCALES[0] < inter_lambda_scale(4.0, levels) < INTER_LAMBDA_SCALES[1] < 0.5
     scale = inter_lambda_scale(4.0, levels)
     assert math.isclose(lam, scale * quality_lambda(4.0, fc.im.cfg.lambdas) * 255**2 / 3)
-    fc.recon = x.clone()
+    fc.recon = fc.canvas = x.clone()
     fc.recon[..., :, 64:128] += math.sqrt(0.5 * bits / lam / (3 * 64 * 64))
-    skip, _, cost = fc._choose_skips(x, sym << 12, sym, index)
+    skip, _, _, cost = fc._choose_skips(x, sym << 12, sym, index)
     assert skip.tolist() == [[True, True, True]] and math.isclose(cost, 0.5 * bits, rel_tol=1e-4)
 
 
@@ -741,11 +756,11 @@ def test_the_encoder_weighs_the_priors_by_rate_and_distortion_when_it_can_skip_b
         sym = torch.full(index.shape, value, dtype=torch.long)
         options[InterMode(prior), True] = (float(value), None, sym << 12, index, sym)
     exact = FrameCoder(model, params, synthesis=lambda v: x if v.abs().sum() > 0 else x + 0.3)
-    exact.recon = x + 0.3
+    exact.recon = exact.canvas = x + 0.3
     z_bits = exact._z_bits(torch.zeros(1, 16, 1, 3, dtype=torch.long))
-    mode, z_copied, skip, coded, _ = exact._choose(x, z_bits, options)
+    mode, z_copied, skip, _, coded, _ = exact._choose(x, z_bits, options)
     assert mode == InterMode(1) and z_copied and not skip.any() and torch.equal(coded, x)
-    mode, _, skip, coded, _ = FrameCoder(model, params)._choose(x, 0.0, options)
+    mode, _, skip, _, coded, _ = FrameCoder(model, params)._choose(x, 0.0, options)
     assert mode == InterMode(0) and not skip.any() and coded is None
 
 
@@ -758,7 +773,7 @@ def test_coding_without_a_prior_is_weighed_by_distortion_only_when_it_costs_fewe
     x = torch.rand(1, 3, 64, 192, generator=torch.Generator().manual_seed(0))
     model = load_coding_model(models / f"{UNTRAINED_VIDEO_ID}.safetensors")
     fc = FrameCoder(model, VideoParams(192, 64, 25, 1, 2, 2, 3 * 256), synthesis=lambda v: x)
-    fc.recon = x + 0.3
+    fc.recon = fc.canvas = x + 0.3
     index = torch.full((1, 24, 4, 12), 10, dtype=torch.uint8)
     sym = torch.ones(index.shape, dtype=torch.long)
     weighed = []
@@ -857,6 +872,128 @@ def test_skip_maps_round_trip_and_bad_ones_are_refused():
         with pytest.raises(VideoError, match="skip map"):
             unpack_skip_map(data, (5, 7), 0)
         assert name
+
+
+# ---------------------------------------------------------------- moved blocks
+
+
+def test_move_blocks_moves_each_block_by_its_own_vector():
+    """Whole pixels exactly, a quarter pixel as the 3:1 mix of neighbours (integer weights summing to
+    16), coordinates clamped at the edges; float input gives the same numbers."""
+    from ncodec.video_moves import move_blocks
+
+    a = torch.from_numpy(np.random.default_rng(0).integers(-3000, 3000, (3, 64, 96)))
+    vectors = torch.zeros(2, 3, 2, dtype=torch.long)
+    vectors[0, 0] = torch.tensor([4, 8])  # (1, 2) pixels down and right
+    vectors[0, 1] = torch.tensor([0, -1])  # a quarter pixel left
+    vectors[1, 2] = torch.tensor([400, 0])  # 100 pixels down: beyond the bottom edge
+    out = move_blocks(a, vectors, 32)
+    assert torch.equal(out[:, :32, :32], 16 * a[:, 1:33, 2:34])
+    assert torch.equal(out[:, :32, 33:64], 4 * (a[:, :32, 32:63] + 3 * a[:, :32, 33:64]))
+    assert torch.equal(out[:, 32:, 64:], 16 * a[:, 63:, 64:].expand(3, 32, 32))
+    assert torch.equal(out[:, 32:, :64], 16 * a[:, 32:, :64])  # (zero vectors)
+    assert torch.equal(move_blocks(a.double(), vectors, 32), out.double())
+
+
+def test_move_maps_round_trip_and_bad_ones_are_refused():
+    from ncodec.video_io import VideoError
+    from ncodec.video_moves import COPY, KEEP, MOVE, pack_move_map, unpack_move_map
+
+    rng = np.random.default_rng(1)
+    for p in ((0.98, 0.01, 0.01), (0.3, 0.3, 0.4), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
+        skipped = rng.random((6, 10)) < 0.7
+        kinds = np.where(skipped, rng.choice(3, (6, 10), p=p), COPY)
+        kinds[np.nonzero(skipped)[0][0], np.nonzero(skipped)[1][0]] = MOVE
+        vectors = rng.integers(-20, 21, (6, 10, 2))
+        vectors[np.nonzero(kinds == MOVE)[0][0], np.nonzero(kinds == MOVE)[1][0]] = (-256, 200)  # (escaped)
+        got, got_vectors = unpack_move_map(pack_move_map(kinds, skipped, vectors), skipped, 3)
+        assert np.array_equal(got, kinds)
+        assert np.array_equal(got_vectors[kinds == MOVE], vectors[kinds == MOVE])
+        assert not got_vectors[kinds != MOVE].any()
+    skipped = np.ones((2, 2), bool)
+    kinds = np.array([[KEEP, COPY], [COPY, MOVE]])
+    good = pack_move_map(kinds, skipped, np.ones((2, 2, 2), np.int64))
+    nothing = pack_move_map(np.zeros((2, 2), np.int64), skipped, np.zeros((2, 2, 2)))
+    bad = {"keeps and moves no block": nothing,
+           "beyond": pack_move_map(kinds, skipped, np.full((2, 2, 2), 257)),
+           "invalid move map": bytes([0]) + good[1:], "claim": good[:3] + b"\0\0\4\0" + good[7:]}
+    for message, data in bad.items():
+        with pytest.raises(VideoError, match=message):
+            unpack_move_map(data, skipped, 3)
+    with pytest.raises(VideoError, match="invalid move map"):
+        unpack_move_map(good[:5], skipped, 3)
+
+
+def test_moved_blocks_show_the_previous_picture_moved(models):
+    """An MFRM frame that skips every block and moves two of its 32x32 blocks: those show the previous
+    frame's pixels moved by their vectors (1 pixel down and 2 right: exactly), the others copy the
+    latent; a block kept next shows what was shown, a frame without a move map shows the latent
+    again, and a decoder without the previous picture refuses the frame."""
+    from ncodec.video_codec import (
+        CHUNK_INTER,
+        CHUNK_MOVED,
+        FrameCoder,
+        VideoDecoder,
+        pack_frame,
+        pack_skip_map,
+    )
+    from ncodec.video_io import VideoError
+    from ncodec.video_moves import COPY, KEEP, MOVE, pack_move_map
+
+    frames = [(panning(1, 48, 40, 0)[0] * 0.6 + 30).astype(np.uint8)] * 2
+    data = encode(frames, gop=1)
+    first = decode(data)[0].astype(int)
+    with VideoDecoder(data) as dec:
+        fc = FrameCoder(dec.model, dec.params)
+    chunk = frame_chunks(data)[0]
+    fc.decode(chunk.type, chunk.data, 0)
+    skip_all, fine = np.ones(fc.blocks, bool), np.ones((2, 2), bool)
+
+    def moved(t: int, kinds: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        frame = pack_frame(pack_skip_map(skip_all), [pack_move_map(kinds, fine, vectors)])
+        return fc.decode(CHUNK_MOVED, frame, t).astype(int)
+
+    kinds = np.array([[MOVE, COPY], [COPY, MOVE]])
+    vectors = np.zeros((2, 2, 2), np.int64)
+    vectors[0, 0] = (4, 8)
+    vectors[1, 1] = (-4, 0)
+    shown = moved(1, kinds, vectors)
+    assert np.array_equal(shown[:32, :32], first[1:33, 2:34])
+    assert np.array_equal(shown[32:40, 32:48], first[31:39, 32:48])
+    assert np.array_equal(shown[:32, 32:], first[:32, 32:])  # (copied latents)
+    assert np.array_equal(shown[32:, :32], first[32:, :32])
+    assert not np.array_equal(shown, first)
+    kept = moved(2, np.array([[KEEP, COPY], [COPY, COPY]]), vectors)
+    assert np.array_equal(kept[:32, :32], shown[:32, :32])
+    assert np.array_equal(kept[32:, 32:], first[32:, 32:])
+    again = fc.decode(CHUNK_INTER, pack_frame(pack_skip_map(skip_all), []), 3).astype(int)
+    assert np.array_equal(again, first)
+    fc.decode(chunk.type, chunk.data, 4, synthesize=False)
+    with pytest.raises(VideoError, match="previous frame's picture"):
+        moved(5, kinds, vectors)
+
+
+def test_a_moving_object_is_shown_by_moved_blocks(monkeypatch):
+    """A textured patch moving 3 pixels a frame over a still photo (the shipped model): the inter
+    frames move blocks (MFRM) and reconstruct better than without moves (31.5 against 28.9 dB) for
+    no more bytes (929 against 950); a decoder that starts later agrees with the whole decode."""
+    import ncodec.video_codec as vc
+
+    photo = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    frames = []
+    for t in range(5):
+        frame = np.ascontiguousarray(photo[40:136, 40:200])
+        frame[30:62, 20 + 3 * t : 52 + 3 * t] = photo[150:182, 100:132]
+        frames.append(frame)
+    data = encode(frames, gop=5, model=None, refine=0)
+    assert [c.type for c in frame_chunks(data)][1:] == [vc.CHUNK_MOVED] * 4
+    assert np.array_equal(decode(data, first=3), decode(data)[3:])
+    no_moves(monkeypatch)
+    plain = encode(frames, gop=5, model=None, refine=0)
+    assert vc.CHUNK_MOVED not in [c.type for c in frame_chunks(plain)]
+    psnr = [np.mean([10 * np.log10(255**2 / ((a.astype(float) - b) ** 2).mean())
+                     for a, b in zip(frames[1:], decode(d)[1:], strict=True)]) for d in (data, plain)]
+    assert len(data) <= 1.02 * len(plain) and psnr[0] > psnr[1] + 1
 
 
 # ---------------------------------------------------------------- exactness
@@ -1343,7 +1480,8 @@ def test_cli_info_shows_video_fields(models, tmp_path, capsys):
     assert d["bpp"] == round(d["bytes"] * 8 / (48 * 40 * 12), 4) and d["fps"] == 25.0
     assert main(["info", str(ncz)]) == 0
     text = capsys.readouterr().out
-    assert "IFRM: 3 chunks" in text and "SFRM: 9 chunks" in text and "gop" in text
+    counts = {kind: int(n) for kind, n in re.findall(r"(\w{4}): (\d+) chunks", text)}
+    assert counts["IFRM"] == 3 and counts.get("SFRM", 0) + counts.get("MFRM", 0) == 9 and "gop" in text
 
 
 @pytest.fixture

@@ -1,0 +1,217 @@
+"""Moved blocks of inter frames (SPEC 7.2, 7.4): 32x32-pixel blocks shown from the previous frame's
+picture, kept or moved by a vector of their own (1/4 pixels, bilinear in integers), and their move map.
+
+A skipped block copies the previous frame's latent (its pixels are then g_s's output for the
+frame, as in a frame without a move map), keeps the previous frame's picture (before the global
+motion and the brightness offset), or shows that picture moved by its vector: what lets a hand or
+a head that moves be shown for a vector's bits instead of a block of new latents.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ncodec.entropy import coder
+
+from .video_io import VideoError
+
+MOVE_BITS = 2  # vectors are in units of 2^-MOVE_BITS pixels (down, right)
+MOVE_LIMIT = 256  # the largest |component| of a vector (64 pixels)
+MOVE_RANGE = 64  # components within +-MOVE_RANGE have a bin of their own; farther ones escape
+MOVE_SEARCH = 8  # pixels: the largest whole-pixel vector the encoder looks for
+COPY, KEEP, MOVE = 0, 1, 2  # what a skipped block of a move map shows (the latent, the picture, it moved)
+_U32 = struct.Struct(">I")
+
+
+def _vector_tables() -> coder.TableSet:
+    """One table for a vector component v (-MOVE_RANGE..MOVE_RANGE): counts 4096 // (1 + |v|), then
+    an escape of count 1 (SPEC 7.2)."""
+    v = np.arange(-MOVE_RANGE, MOVE_RANGE + 1)
+    counts = np.append(4096 // (1 + np.abs(v)), 1)
+    return coder.TableSet(counts[None], np.array([v.size]), np.array([-MOVE_RANGE]))
+
+
+VECTOR_TABLES = _vector_tables()
+
+
+@dataclass(frozen=True)
+class Moves:
+    """An inter frame's kept and moved blocks (encoder): COPY, KEEP or MOVE and the vectors over the
+    32x32-pixel blocks, and the previous picture with every block moved by its vector (float, padded
+    frame; None when every block copies)."""
+
+    kinds: np.ndarray
+    vectors: np.ndarray | None = None
+    picture: torch.Tensor | None = None
+
+    def any(self) -> bool:
+        """Whether a block keeps or moves the picture (the frame then needs a move map)."""
+        return bool((self.kinds != COPY).any())
+
+
+def _kind_tables(counts: bytes) -> coder.TableSet:
+    """COPY, KEEP, MOVE with the counts of a move map's first three bytes (bin 3: escape, never written)."""
+    return coder.TableSet(np.array([[*counts, 1]]), np.array([3]), np.array([0]))
+
+
+def block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
+    """Sums of a [H, W] tensor over block x block squares (zero-extended at the far edges)."""
+    h, w = a.shape
+    a = F.pad(a, (0, -w % block, 0, -h % block))
+    return a.view(a.shape[0] // block, block, a.shape[1] // block, block).sum((1, 3))
+
+
+def per_pixel(a: torch.Tensor, block: int, shape: tuple[int, int]) -> torch.Tensor:
+    """Per-block values [bh, bw, ...] repeated over their block x block pixels, cropped to `shape`."""
+    return a.repeat_interleave(block, 0).repeat_interleave(block, 1)[: shape[0], : shape[1]]
+
+
+def move_blocks(a: torch.Tensor, vectors: torch.Tensor, block: int) -> torch.Tensor:
+    """`a` [..., H, W] with each block x block square shown from `a` moved by its vector
+    (`vectors` [H / block, W / block, 2], down and right in 1/4 pixels): output (i, j) is `a` at
+    (i + v_y / 4, j + v_x / 4), bilinear between the four nearest samples (coordinates clamped to the
+    array) with integer weights that sum to 16, the sum left unnormalized (exact for integer `a`)."""
+    h, w = a.shape[-2:]
+    one = 1 << MOVE_BITS
+    v = per_pixel(vectors.long(), block, (h, w))
+    whole = torch.div(v, one, rounding_mode="floor")
+    part = v - whole * one
+    rows = torch.arange(h)[:, None] + whole[..., 0]
+    cols = torch.arange(w)[None, :] + whole[..., 1]
+    r0, r1 = rows.clamp(0, h - 1), (rows + 1).clamp(0, h - 1)
+    c0, c1 = cols.clamp(0, w - 1), (cols + 1).clamp(0, w - 1)
+    py, px = part[..., 0], part[..., 1]
+    if not a.is_floating_point():
+        a = a.long()
+    else:
+        py, px = py.to(a.dtype), px.to(a.dtype)
+    return ((one - py) * ((one - px) * a[..., r0, c0] + px * a[..., r0, c1])
+            + py * ((one - px) * a[..., r1, c0] + px * a[..., r1, c1]))
+
+
+def vector_bits(vectors: torch.Tensor) -> torch.Tensor:
+    """Estimated bits [...] of each vector [..., 2] (none for a zero vector: the block is kept)."""
+    v = vectors.numpy()
+    bits = coder.cost_bits(v, np.zeros_like(v), VECTOR_TABLES).sum(-1) * v.any(-1)
+    return torch.from_numpy(bits)
+
+
+def pack_move_map(kinds: np.ndarray, skipped: np.ndarray, vectors: np.ndarray) -> bytes:
+    """An MFRM chunk's move map: u8 counts of COPY, KEEP and MOVE (1..255, in proportion to their
+    use), u32 length and the range-coded kinds of the `skipped` blocks, then the moved blocks'
+    vectors' components, range-coded (row-major over the moved blocks; down, then right). Arrays are
+    over the 32x32-pixel blocks."""
+    coded = kinds[skipped].astype(np.int64)
+    use = np.bincount(coded, minlength=3)
+    counts = bytes(min(max(round(255 * n / coded.size), 1), 255) for n in use)
+    payload = coder.encode(coded, np.zeros_like(coded), _kind_tables(counts))
+    v = vectors[kinds == MOVE].astype(np.int64).ravel()
+    return counts + _U32.pack(len(payload)) + payload + coder.encode(v, np.zeros_like(v), VECTOR_TABLES)
+
+
+def unpack_move_map(data: bytes, skipped: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(COPY, KEEP or MOVE, vectors [.., .., 2]) over the 32x32-pixel blocks from an MFRM chunk's
+    move map, checked: some block kept or moved, every vector component within +-MOVE_LIMIT."""
+    if len(data) < 7 or not all(data[:3]):
+        raise VideoError(f"frame {t}: invalid move map")
+    (n,) = _U32.unpack_from(data, 3)
+    if n > len(data) - 7:
+        raise VideoError(f"frame {t}: move map kinds claim {n} bytes, {len(data) - 7} remain")
+    try:
+        coded = coder.decode(data[7 : 7 + n], np.zeros(int(skipped.sum()), np.int64), _kind_tables(data[:3]))
+        if (coded > MOVE).any():
+            raise VideoError(f"frame {t}: move map holds kinds other than copy, keep and move")
+        kinds = np.full(skipped.shape, COPY, np.int64)
+        kinds[skipped] = coded
+        if (kinds == COPY).all():
+            raise VideoError(f"frame {t}: move map keeps and moves no block")
+        moved = kinds == MOVE
+        v = coder.decode(data[7 + n :], np.zeros(2 * int(moved.sum()), np.int64), VECTOR_TABLES)
+    except coder.DecodeError as err:
+        raise VideoError(f"frame {t}: move map: {err}") from None
+    if v.size and np.abs(v).max() > MOVE_LIMIT:
+        raise VideoError(f"frame {t}: a block's vector is beyond +-{MOVE_LIMIT} (1/4 pixels)")
+    vectors = np.zeros((*skipped.shape, 2), np.int64)
+    vectors[moved] = v.reshape(-1, 2)
+    return kinds, vectors
+
+
+def _blocks(a: torch.Tensor, block: int, margin: int = 0) -> torch.Tensor:
+    """The block x block squares of a [C, H, W] (H, W multiples of block), each with `margin` pixels
+    of its surroundings (the edges repeated beyond a): [blocks, C, block + 2 margin, ...], row-major."""
+    if margin:
+        a = F.pad(a[None], (margin,) * 4, mode="replicate")[0]
+    size = block + 2 * margin
+    tiles = a.unfold(1, size, block).unfold(2, size, block)  # [C, bh, bw, size, size]
+    return tiles.permute(1, 2, 0, 3, 4).reshape(-1, a.shape[0], size, size)
+
+
+def _moved_blocks(tiles: torch.Tensor, vectors: torch.Tensor, margin: int, block: int) -> torch.Tensor:
+    """Each tile's centre block x block square moved by its vector (1/4 pixels, [blocks, 2]) as
+    `move_blocks` moves it, normalized: [blocks, C, block * block]."""
+    one = 1 << MOVE_BITS
+    whole = torch.div(vectors, one, rounding_mode="floor")
+    part = (vectors - whole * one).to(tiles.dtype)
+    n, c, size = tiles.shape[0], tiles.shape[1], tiles.shape[2]
+    at = torch.arange(block)
+    rows, cols = margin + whole[:, :1] + at, margin + whole[:, 1:] + at  # [blocks, block]
+    flat = tiles.reshape(n, c, size * size)
+    index = (rows[:, :, None] * size + cols[:, None, :]).view(n, 1, -1).expand(n, c, block * block)
+
+    def take(shift: int) -> torch.Tensor:
+        return flat.gather(2, index + shift)
+
+    py, px = part[:, :1, None], part[:, 1:, None]
+    return ((one - py) * ((one - px) * take(0) + px * take(1))
+            + py * ((one - px) * take(size) + px * take(size + 1))) / one**2
+
+
+def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: float, block: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per block of the padded frame x [1, 3, H, W] (H, W multiples of block), the vector that shows it
+    best from the previous picture `prev` (float, same shape): whole pixels on 2x smaller images up
+    to MOVE_SEARCH, then the zero vector (the block kept) and 1, 1/2 and 1/4 pixels around the best,
+    by lam * SSE (over `valid` pixels) plus the vector's bits. Returns (that cost [bh, bw], vectors
+    [bh, bw, 2], `prev` with every block moved by its vector)."""
+    one, (h, w) = 1 << MOVE_BITS, x.shape[-2:]
+    shape = (h // block, w // block)
+    small_prev, small_x = F.avg_pool2d(prev, 2), F.avg_pool2d(x, 2)
+    small_valid = F.avg_pool2d(valid[None, None], 2)[0, 0]
+    reach = MOVE_SEARCH // 2
+    padded = F.pad(small_prev, (reach,) * 4, mode="replicate")
+    best = vectors = None
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            shifted = padded[..., reach + dy : reach + dy + h // 2, reach + dx : reach + dx + w // 2]
+            sse = block_sums(((shifted - small_x) ** 2).sum((0, 1)) * small_valid, block // 2)
+            if best is None:
+                best, vectors = sse, torch.zeros(*sse.shape, 2, dtype=torch.long)
+                continue
+            better = sse < best
+            best = torch.where(better, sse, best)
+            vectors[better] = torch.tensor([2 * dy * one, 2 * dx * one])
+    vectors = vectors.view(-1, 2)
+    margin = MOVE_SEARCH + 3  # (the refinements reach 1.75 pixels beyond the search, bilinear one more)
+    tiles = _blocks(prev[0], block, margin)
+    target, weight = (_blocks(a, block).flatten(2) for a in (x[0], valid[None]))
+
+    def cost(candidate: torch.Tensor) -> torch.Tensor:
+        sse = (((_moved_blocks(tiles, candidate, margin, block) - target) ** 2) * weight).sum((1, 2))
+        return lam * sse + vector_bits(candidate)
+
+    c = cost(vectors)
+    for step in (None, one, one // 2, one // 4):  # the zero vector, then around the best
+        deltas = [(0, 0)] if step is None else [(dy, dx) for dy in (-step, 0, step) for dx in (-step, 0, step)
+                                                if dy or dx]
+        base = vectors.clone()
+        for dy, dx in deltas:
+            candidate = torch.zeros_like(base) if step is None else base + torch.tensor([dy, dx])
+            cc = cost(candidate)
+            better = cc < c
+            c, vectors = torch.where(better, cc, c), torch.where(better[:, None], candidate, vectors)
+    vectors = vectors.view(*shape, 2)
+    return c.view(shape), vectors, move_blocks(prev, vectors, block) / one**2
