@@ -489,30 +489,30 @@ def test_the_brightness_offset_follows_the_whole_frame_not_what_moves(models):
     assert fc._offset_change(dark) == (0, 24, 24)
 
 
-def test_the_brightness_offset_raises_the_pixels_shown(models):
-    """An inter frame that skips every block and changes the offset by (+1, 0, -2) levels shows the
-    previous frame's pixels so much brighter in each channel (clipped at 0 and 255)."""
-    from ncodec.video_codec import (
-        CHUNK_INTER,
-        OFFSET_BITS,
-        FrameCoder,
-        VideoDecoder,
-        pack_frame,
-        pack_skip_map,
-    )
+def still_decoder():
+    """A decoder that has decoded the intra frame of a still photo (the tiny model): (its FrameCoder,
+    the frame's pixels as int, the intra chunk)."""
+    from ncodec.video_codec import FrameCoder, VideoDecoder
 
     data = encode([(panning(1, 48, 40, 0)[0] * 0.6 + 30).astype(np.uint8)], gop=2)
-    first = decode(data)[0]
     with VideoDecoder(data) as dec:
         fc = FrameCoder(dec.model, dec.params)
     chunk = frame_chunks(data)[0]
-    fc.decode(chunk.type, chunk.data, 0)
+    return fc, fc.decode(chunk.type, chunk.data, 0).astype(int), chunk
+
+
+def test_the_brightness_offset_raises_the_pixels_shown(models):
+    """An inter frame that skips every block and changes the offset by (+1, 0, -2) levels shows the
+    previous frame's pixels so much brighter in each channel (clipped at 0 and 255)."""
+    from ncodec.video_codec import CHUNK_INTER, OFFSET_BITS, pack_frame, pack_skip_map
+
+    fc, first, _ = still_decoder()
     steps = 1 << OFFSET_BITS
     change = (steps, 0, -2 * steps)
     shown = fc.decode(CHUNK_INTER, pack_frame(pack_skip_map(np.ones(fc.blocks, bool), offset=change), []), 1)
     assert fc.offset == change
     inside = (first > 2) & (first < 253)  # (the offset applies before pixels are clipped)
-    assert np.array_equal(shown[inside], (first.astype(int) + [1, 0, -2])[inside])
+    assert np.array_equal(shown[inside], (first + [1, 0, -2])[inside])
     assert inside.mean() > 0.9
 
 
@@ -521,22 +521,9 @@ def test_the_global_motion_moves_the_pixels_shown(models):
     pixels moved: by (1, 2) pixels exactly (the far edges repeated), by half a pixel as the mean of
     neighbours (within the rounding of the pixels it is compared with); a later offset-only frame
     keeps the motion, and an intra frame resets it."""
-    from ncodec.video_codec import (
-        CHUNK_INTER,
-        MOTION_BITS,
-        FrameCoder,
-        VideoDecoder,
-        pack_frame,
-        pack_skip_map,
-    )
+    from ncodec.video_codec import CHUNK_INTER, MOTION_BITS, pack_frame, pack_skip_map
 
-    frames = [(panning(1, 48, 40, 0)[0] * 0.6 + 30).astype(np.uint8)] * 2
-    data = encode(frames, gop=1)
-    first = decode(data)[0].astype(int)
-    with VideoDecoder(data) as dec:
-        fc = FrameCoder(dec.model, dec.params)
-    chunks = frame_chunks(data)
-    fc.decode(chunks[0].type, chunks[0].data, 0)
+    fc, first, intra = still_decoder()
     one, skip_all = 1 << MOTION_BITS, np.ones(fc.blocks, bool)
 
     def inter(t: int, **change) -> np.ndarray:
@@ -551,7 +538,7 @@ def test_the_global_motion_moves_the_pixels_shown(models):
     assert inside.mean() > 0.9  # (the mean is taken before pixels are clipped)
     assert np.abs(half[:, :-1] - (first[:, :-1] + first[:, 1:]) / 2)[inside].max() <= 1
     assert np.array_equal(inter(3, offset=(8, 0, 0))[..., 1:], half[..., 1:]) and fc.motion == (0, one // 2)
-    fc.decode(chunks[1].type, chunks[1].data, 4)
+    fc.decode(intra.type, intra.data, 4)
     assert fc.motion == (0, 0) and fc.offset == (0, 0, 0)
 
 
@@ -929,24 +916,11 @@ def test_moved_blocks_show_the_previous_picture_moved(models):
     frame's pixels moved by their vectors (1 pixel down and 2 right: exactly), the others copy the
     latent; a block kept next shows what was shown, a frame without a move map shows the latent
     again, and a decoder without the previous picture refuses the frame."""
-    from ncodec.video_codec import (
-        CHUNK_INTER,
-        CHUNK_MOVED,
-        FrameCoder,
-        VideoDecoder,
-        pack_frame,
-        pack_skip_map,
-    )
+    from ncodec.video_codec import CHUNK_INTER, CHUNK_MOVED, pack_frame, pack_skip_map
     from ncodec.video_io import VideoError
     from ncodec.video_moves import COPY, KEEP, MOVE, pack_move_map
 
-    frames = [(panning(1, 48, 40, 0)[0] * 0.6 + 30).astype(np.uint8)] * 2
-    data = encode(frames, gop=1)
-    first = decode(data)[0].astype(int)
-    with VideoDecoder(data) as dec:
-        fc = FrameCoder(dec.model, dec.params)
-    chunk = frame_chunks(data)[0]
-    fc.decode(chunk.type, chunk.data, 0)
+    fc, first, chunk = still_decoder()
     skip_all, fine = np.ones(fc.blocks, bool), np.ones((2, 2), bool)
 
     def moved(t: int, kinds: np.ndarray, vectors: np.ndarray) -> np.ndarray:
