@@ -22,7 +22,7 @@ from .video_io import VideoError
 MOVE_BITS = 2  # vectors are in units of 2^-MOVE_BITS pixels (down, right)
 MOVE_LIMIT = 256  # the largest |component| of a vector (64 pixels)
 MOVE_RANGE = 64  # components within +-MOVE_RANGE have a bin of their own; farther ones escape
-MOVE_SEARCH = 8  # pixels: the largest whole-pixel vector the encoder looks for
+MOVE_SEARCH = 16  # pixels: the largest whole-pixel vector the encoder looks for
 COPY, KEEP, MOVE = 0, 1, 2  # what a skipped block of a move map shows (the latent, the picture, it moved)
 _U32 = struct.Struct(">I")
 
