@@ -112,7 +112,7 @@ DEFAULT_INTRA_REFINE = 40
 # payload (z, and each tile of each slice): with 8 channel-context slices some 400 bits, which at
 # the lowest qualities outweighs what coding a few blocks saves.
 PAYLOAD_BITS = 48
-MOVE_MAP_BITS = 2 * PAYLOAD_BITS + 24  # a move map's framing: its payload, the kinds' payload in it, 3 counts
+MOVE_MAP_BITS = 3 * PAYLOAD_BITS + 24  # a move map's payload, its kinds' and vectors' payloads, 3 counts
 MAP_NONE, MAP_ALL, MAP_CODED, MAP_FINE = 0, 1, 2, 3  # skip map kinds: none, all, coded flags, finer ones
 Z_COPIED = 0x80  # skip map kind flag: the frame codes no z and reuses the last coded one
 NO_PRIOR = 0x40  # skip map kind flag: the temporal prior does not correct h_s's (mean, scale)
@@ -505,35 +505,41 @@ class FrameCoder:
         synthesis, and the frame's cost with those flags (the coded blocks' y bits + lambda * SSE, the
         flags' and the move map's bits, plus `fixed`, the bits a frame that codes any block spends
         besides them: every block is skipped when that costs less). A skipped 32x32 block copies the
-        previous latent or, where that costs less, moves the previous picture by a vector."""
+        previous latent or, where that costs less, keeps or moves the previous picture, when what
+        the frame's kept and moved blocks save pays for its move map."""
         coded = self._synthesize(q)
         lam, fine = self._lambda, SKIP_BLOCK // FINE_BLOCK
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
         copying = lam * block_sums(((self.recon - x) ** 2).sum((0, 1)) * self._valid, 16 * FINE_BLOCK)
         moving, vectors, picture = self._search(x)
         kind = np.where((moving < copying).numpy(), np.where(vectors.numpy().any(-1), MOVE, KEEP), COPY)
-        skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost
+        skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost, kept or moved if that pays
 
         def moves(skip: np.ndarray) -> tuple[Moves, float]:
+            """The skipped blocks' kinds and what they change in the frame's cost from copying them
+            all (the move map's bits less what they save; none without a map)."""
             skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1) if skip.shape != kind.shape else skip
             kinds = np.where(skipped, kind, COPY)
-            if (kinds == COPY).all():
-                return Moves(kinds), 0.0
-            return Moves(kinds, vectors.numpy(), picture), MOVE_MAP_BITS + _kind_bits(kinds[skipped])
+            if (kinds != COPY).any():
+                saved = float((copying - skipping)[torch.from_numpy(skipped)].sum())
+                change = MOVE_MAP_BITS + _kind_bits(kinds[skipped]) - saved
+                if change < 0:
+                    return Moves(kinds, vectors.numpy(), picture), change
+            return Moves(np.full_like(kinds, COPY)), 0.0
 
         every = np.ones(self.blocks, dtype=bool)
         best = every, *moves(every)
-        best = best[0], best[1], float(skipping.sum()) + best[2]  # (every block skipped)
+        best = best[0], best[1], float(copying.sum()) + best[2]  # (every block skipped)
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = torch.from_numpy(bits)
         for block in (SKIP_BLOCK, FINE_BLOCK):  # 64x64 or 32x32 pixels, whichever costs less
             coding = block_sums(bits, block) + lam * block_sums(err_coded, 16 * block)
-            skipped = block_sums(skipping, block // FINE_BLOCK)
-            skip = skipped <= coding
+            skip = block_sums(skipping, block // FINE_BLOCK) <= coding
             if skip.all():
                 continue
-            chosen, move_bits = moves(skip.numpy())
-            cost = float(torch.where(skip, skipped, coding).sum()) + fixed + move_bits
+            chosen, change = moves(skip.numpy())
+            copied = block_sums(copying, block // FINE_BLOCK)
+            cost = float(torch.where(skip, copied, coding).sum()) + fixed + change
             cost += _flag_bits(skip.numpy())
             if cost < best[2]:
                 best = skip.numpy(), chosen, cost
