@@ -81,6 +81,7 @@ from .video_moves import (
     pack_move_map,
     per_pixel,
     search_moves,
+    symbol_tables,
     unpack_move_map,
 )
 from .video_weights import VideoCodingModel, VideoModelError, load_coding_model
@@ -244,8 +245,8 @@ def _payloads(data: bytes, count: int, t: int, rest: bool = False) -> list[bytes
 
 
 def _skip_tables(p: int) -> coder.TableSet:
-    """A block is skipped with probability p / 256 (bin 2: escape, never written)."""
-    return coder.TableSet(np.array([[256 - p, p, 1]]), np.array([2]), np.array([0]))
+    """A block is skipped with probability p / 256."""
+    return symbol_tables((256 - p, p))
 
 
 @dataclass(frozen=True)
@@ -409,7 +410,7 @@ class FrameCoder:
         self.intra_refine = refine if intra_refine is None else intra_refine
         self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame's latent
         self.canvas: torch.Tensor | None = None  # its picture, moved blocks shown (decoder: int16)
-        self._searched: tuple[torch.Tensor, tuple] | None = None  # encoder: (x, search_moves(.., x, ..))
+        self._searched: tuple[tuple, tuple] | None = None  # encoder: ((x, recon, canvas), _skipping(x))
         self._valid = None  # encoder with skips: 1 on the frame's pixels, 0 on the padding
         if synthesis is not None:
             self._valid = torch.zeros(hp, wp)
@@ -508,17 +509,16 @@ class FrameCoder:
         previous latent or, where that costs less, keeps or moves the previous picture, when what
         the frame's kept and moved blocks save pays for its move map."""
         coded = self._synthesize(q)
-        lam, fine = self._lambda, SKIP_BLOCK // FINE_BLOCK
+        lam = self._lambda
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
-        copying = lam * block_sums(((self.recon - x) ** 2).sum((0, 1)) * self._valid, 16 * FINE_BLOCK)
-        moving, vectors, picture = self._search(x)
+        copying, moving, vectors, picture = self._skipping(x)
         kind = np.where((moving < copying).numpy(), np.where(vectors.numpy().any(-1), MOVE, KEEP), COPY)
         skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost, kept or moved if that pays
 
         def moves(skip: np.ndarray) -> tuple[Moves, float]:
             """The skipped blocks' kinds and what they change in the frame's cost from copying them
             all (the move map's bits less what they save; none without a map)."""
-            skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1) if skip.shape != kind.shape else skip
+            skipped = self._fine(skip)
             kinds = np.where(skipped, kind, COPY)
             if (kinds != COPY).any():
                 saved = float((copying - skipping)[torch.from_numpy(skipped)].sum())
@@ -545,12 +545,21 @@ class FrameCoder:
                 best = skip.numpy(), chosen, cost
         return best[0], best[1], coded, best[2]
 
-    def _search(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`search_moves` of the previous picture onto x (once per x)."""
-        if self._searched is None or self._searched[0] is not x:
+    def _skipping(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What skipping each 32x32 block of x costs: lambda * SSE of copying the previous latent, then
+        `search_moves`' cost, vectors and moved picture (once per x and previous frame)."""
+        key = (x, self.recon, self.canvas)
+        if self._searched is None or any(a is not b for a, b in zip(self._searched[0], key, strict=True)):
+            sse = ((self.recon - x) ** 2).sum((0, 1)) * self._valid
+            copying = self._lambda * block_sums(sse, 16 * FINE_BLOCK)
             found = search_moves(self.canvas, x, self._valid, self._lambda, 16 * FINE_BLOCK)
-            self._searched = x, found
+            self._searched = key, (copying, *found)
         return self._searched[1]
+
+    def _fine(self, skip: np.ndarray) -> np.ndarray:
+        """Skip flags of 64x64 or 32x32-pixel blocks as flags of the 32x32-pixel blocks."""
+        fine = self._block(skip) // FINE_BLOCK
+        return np.repeat(np.repeat(skip, fine, 0), fine, 1)
 
     def encode(self, rgb: np.ndarray, intra: bool) -> tuple[bytes, bytes]:
         p = self.geometry
@@ -604,9 +613,7 @@ class FrameCoder:
         head = pack_skip_map(skip, z_copied, mode, change, glided, fine=self._block(skip) == FINE_BLOCK)
         pieces = [] if skip.all() else payloads if z_copied else [self._code_z(z_sym), *payloads]
         if moves.any():
-            fine = self._block(skip) // FINE_BLOCK
-            skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1)
-            move_map = pack_move_map(moves.kinds, skipped, moves.vectors)
+            move_map = pack_move_map(moves.kinds, self._fine(skip), moves.vectors)
             return CHUNK_MOVED, pack_frame(head, [move_map, *pieces])
         return CHUNK_INTER, pack_frame(head, pieces)
 
@@ -850,12 +857,10 @@ class FrameCoder:
             head, data = _payloads(data, 1, t, rest=True)
             skip, z_copied, mode, change, glided = unpack_skip_map(head, self.blocks, t)
         if kind == CHUNK_MOVED:
-            move_map, data = _payloads(data, 1, t, rest=True)
-            fine = self._block(skip) // FINE_BLOCK
-            skipped = np.repeat(np.repeat(skip, fine, 0), fine, 1)
-            moves = (*unpack_move_map(move_map, skipped, t), self.canvas)
             if self.canvas is None:
                 raise VideoError(f"frame {t}: moved blocks need the previous frame's picture")
+            move_map, data = _payloads(data, 1, t, rest=True)
+            moves = (*unpack_move_map(move_map, self._fine(skip), t), self.canvas)
         intra = kind == CHUNK_INTRA
         offset = (0, 0, 0) if intra else _moved(self.offset, change)
         motion = (0, 0) if intra else _moved(self.motion, glided)

@@ -10,6 +10,7 @@ a head that moves be shown for a vector's bits instead of a block of new latents
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +54,11 @@ class Moves:
         return bool((self.kinds != COPY).any())
 
 
-def _kind_tables(counts: bytes) -> coder.TableSet:
-    """COPY, KEEP, MOVE with the counts of a move map's first three bytes (bin 3: escape, never written)."""
-    return coder.TableSet(np.array([[*counts, 1]]), np.array([3]), np.array([0]))
+def symbol_tables(counts: Iterable[int]) -> coder.TableSet:
+    """One table of the symbols 0, 1, ... with these counts, then an escape of count 1 (never written:
+    skip flags, a move map's kinds)."""
+    counts = list(counts)
+    return coder.TableSet(np.array([[*counts, 1]]), np.array([len(counts)]), np.array([0]))
 
 
 def block_sums(a: torch.Tensor, block: int) -> torch.Tensor:
@@ -108,7 +111,7 @@ def pack_move_map(kinds: np.ndarray, skipped: np.ndarray, vectors: np.ndarray) -
     coded = kinds[skipped].astype(np.int64)
     use = np.bincount(coded, minlength=3)
     counts = bytes(min(max(round(255 * n / coded.size), 1), 255) for n in use)
-    payload = coder.encode(coded, np.zeros_like(coded), _kind_tables(counts))
+    payload = coder.encode(coded, np.zeros_like(coded), symbol_tables(counts))
     v = vectors[kinds == MOVE].astype(np.int64).ravel()
     return counts + _U32.pack(len(payload)) + payload + coder.encode(v, np.zeros_like(v), VECTOR_TABLES)
 
@@ -122,7 +125,7 @@ def unpack_move_map(data: bytes, skipped: np.ndarray, t: int) -> tuple[np.ndarra
     if n > len(data) - 7:
         raise VideoError(f"frame {t}: move map kinds claim {n} bytes, {len(data) - 7} remain")
     try:
-        coded = coder.decode(data[7 : 7 + n], np.zeros(int(skipped.sum()), np.int64), _kind_tables(data[:3]))
+        coded = coder.decode(data[7 : 7 + n], np.zeros(int(skipped.sum()), np.int64), symbol_tables(data[:3]))
         if (coded > MOVE).any():
             raise VideoError(f"frame {t}: move map holds kinds other than copy, keep and move")
         kinds = np.full(skipped.shape, COPY, np.int64)
@@ -204,14 +207,19 @@ def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: 
         return lam * sse + vector_bits(candidate)
 
     c = cost(vectors)
-    for step in (None, one, one // 2, one // 4):  # the zero vector, then around the best
-        deltas = [(0, 0)] if step is None else [(dy, dx) for dy in (-step, 0, step) for dx in (-step, 0, step)
-                                                if dy or dx]
+
+    def consider(candidate: torch.Tensor) -> None:
+        nonlocal c, vectors
+        cc = cost(candidate)
+        better = cc < c
+        c, vectors = torch.where(better, cc, c), torch.where(better[:, None], candidate, vectors)
+
+    consider(torch.zeros_like(vectors))  # (the block kept)
+    for step in (one, one // 2, one // 4):  # around the best
         base = vectors.clone()
-        for dy, dx in deltas:
-            candidate = torch.zeros_like(base) if step is None else base + torch.tensor([dy, dx])
-            cc = cost(candidate)
-            better = cc < c
-            c, vectors = torch.where(better, cc, c), torch.where(better[:, None], candidate, vectors)
+        for dy in (-step, 0, step):
+            for dx in (-step, 0, step):
+                if dy or dx:
+                    consider(base + torch.tensor([dy, dx]))
     vectors = vectors.view(*shape, 2)
     return c.view(shape), vectors, move_blocks(prev, vectors, block) / one**2
