@@ -6,7 +6,7 @@ Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   inter frame: (mean, scale) = (base, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers,
     base = mean_h or y_q[t-1] as the prior's base says (a model may hold one prior per base)
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
-  -> one IFRM / SFRM / MFRM chunk per frame; a seek index lists the intra frames (random access).
+  -> one IFRM / SFRM / HFRM chunk per frame; a seek index lists the intra frames (random access).
 An inter frame may skip blocks of 4x4 latent positions (64x64 pixels; 2x2, 32x32 pixels, in a fine
 skip map, where that costs less): a skipped block copies the
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
@@ -17,12 +17,13 @@ Encoder-side latent refinement (image_refine) applies to intra frames and to int
 blocks (under the parameters the temporal prior gives): the same decoder, better rate-distortion.
 An inter frame may also change a brightness offset added to the decoded pixels and a global motion
 by which they are moved (1/8 pixels, bilinear): the latent codes the frame moved back, less the
-offset, so skipped blocks follow exposure drift and a pan of the camera. In an MFRM chunk a move
+offset, so skipped blocks follow exposure drift and a pan of the camera. In an HFRM chunk a move
 map says which skipped 32x32 blocks instead keep the previous frame's picture or show it moved by a
-vector of their own (1/4 pixels, bilinear; video_moves): what moves before a still camera.
+vector of their own (1/4 pixels, bilinear; video_moves): what moves before a still camera. Such
+blocks are held: later frames that skip them keep them, with no map.
 The state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied latent), an
 integer latent that encoder and decoder compute identically, with the offset, the motion and the
-picture (g_s's int16 output, kept and moved blocks shown).
+picture (g_s's int16 output, kept and moved blocks shown) and which blocks are held.
 Decoding mirrors it with integer arithmetic only, so the output never depends on the machine.
 Memory stays constant: frames stream through, the container is read chunk by chunk.
 Layout of the HEAD params and chunks: bitstream_spec/SPEC.md section 7.
@@ -77,6 +78,7 @@ from .video_moves import (
     MOVE_BITS,
     Moves,
     block_sums,
+    kind_symbols,
     move_blocks,
     pack_move_map,
     per_pixel,
@@ -90,9 +92,11 @@ from .zoo import ModelInfo, find_by_hash, model_for
 PARAMS = struct.Struct(">IIIIIHH")  # width, height, rate num, rate den, frames, gop, quality
 CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"SFRM", b"AUDI"
 CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier writers; still read)
-CHUNK_MOVED = b"MFRM"  # inter frame with moved blocks: a move map follows the skip map
-FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1, CHUNK_MOVED)
-INTER_CHUNKS = (CHUNK_INTER, CHUNK_INTER_V1, CHUNK_MOVED)
+CHUNK_HELD = b"HFRM"  # inter frame with moved blocks, held in later frames: a move map follows the skip map
+CHUNK_MOVED = b"MFRM"  # ... whose moved blocks are not held (files of earlier writers; still read)
+MAPPED_CHUNKS = (CHUNK_HELD, CHUNK_MOVED)
+FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
+INTER_CHUNKS = (CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
 KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
 SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
 FINE_BLOCK = 2  # ... of a block of a fine skip map (32x32 pixels)
@@ -410,6 +414,7 @@ class FrameCoder:
         self.intra_refine = refine if intra_refine is None else intra_refine
         self.recon: torch.Tensor | None = None  # encoder: float synthesis of the previous frame's latent
         self.canvas: torch.Tensor | None = None  # its picture, moved blocks shown (decoder: int16)
+        self.held = self._fine(np.zeros(self.blocks, dtype=bool))  # 32x32 blocks kept where skipped
         self._searched: tuple[tuple, tuple] | None = None  # encoder: ((x, recon, canvas), _skipping(x))
         self._valid = None  # encoder with skips: 1 on the frame's pixels, 0 on the padding
         if synthesis is not None:
@@ -511,25 +516,30 @@ class FrameCoder:
         coded = self._synthesize(q)
         lam = self._lambda
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
-        copying, moving, vectors, picture = self._skipping(x)
-        kind = np.where((moving < copying).numpy(), np.where(vectors.numpy().any(-1), MOVE, KEEP), COPY)
+        copying, keeping, moving, vectors, picture = self._skipping(x)
+        shown = np.where(vectors.numpy().any(-1), MOVE, KEEP)
+        kind = np.where(self.held, np.where((copying < moving).numpy(), COPY, shown),  # (ties: as an SFRM)
+                        np.where((moving < copying).numpy(), shown, COPY))
         skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost, kept or moved if that pays
+        plain = torch.where(torch.from_numpy(self.held), keeping, copying)  # ... without a map
 
         def moves(skip: np.ndarray) -> tuple[Moves, float]:
-            """The skipped blocks' kinds and what they change in the frame's cost from copying them
-            all (the move map's bits less what they save; none without a map)."""
+            """The skipped blocks' kinds and what they change in the frame's cost from showing them
+            as a frame without a move map does (the map's bits less what they save; none without one)."""
             skipped = self._fine(skip)
+            still = np.where(skipped & self.held, KEEP, COPY)
             kinds = np.where(skipped, kind, COPY)
-            if (kinds != COPY).any():
-                saved = float((copying - skipping)[torch.from_numpy(skipped)].sum())
-                change = MOVE_MAP_BITS + _kind_bits(kinds[skipped]) - saved
+            if (kinds != still).any():
+                saved = float((plain - skipping)[torch.from_numpy(skipped)].sum())
+                symbols = kind_symbols(kinds, self.held)[skipped]
+                change = MOVE_MAP_BITS + _kind_bits(symbols) - saved
                 if change < 0:
-                    return Moves(kinds, vectors.numpy(), picture), change
-            return Moves(np.full_like(kinds, COPY)), 0.0
+                    return Moves(kinds, vectors.numpy(), picture, mapped=True), change
+            return Moves(still, np.zeros_like(vectors.numpy()), self.canvas), 0.0
 
         every = np.ones(self.blocks, dtype=bool)
         best = every, *moves(every)
-        best = best[0], best[1], float(copying.sum()) + best[2]  # (every block skipped)
+        best = best[0], best[1], float(plain.sum()) + best[2]  # (every block skipped)
         bits = coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum((0, 1))
         bits = torch.from_numpy(bits)
         for block in (SKIP_BLOCK, FINE_BLOCK):  # 64x64 or 32x32 pixels, whichever costs less
@@ -538,22 +548,28 @@ class FrameCoder:
             if skip.all():
                 continue
             chosen, change = moves(skip.numpy())
-            copied = block_sums(copying, block // FINE_BLOCK)
+            copied = block_sums(plain, block // FINE_BLOCK)
             cost = float(torch.where(skip, copied, coding).sum()) + fixed + change
             cost += _flag_bits(skip.numpy())
             if cost < best[2]:
                 best = skip.numpy(), chosen, cost
         return best[0], best[1], coded, best[2]
 
-    def _skipping(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What skipping each 32x32 block of x costs: lambda * SSE of copying the previous latent, then
-        `search_moves`' cost, vectors and moved picture (once per x and previous frame)."""
+    def _skipping(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What skipping each 32x32 block of x costs: lambda * SSE of copying the previous latent, of
+        keeping the previous picture, and of showing it moved by the best vector (`search_moves`; the
+        kept block where that costs no more), those vectors and the picture so moved (once per x and
+        previous frame)."""
         key = (x, self.recon, self.canvas)
         if self._searched is None or any(a is not b for a, b in zip(self._searched[0], key, strict=True)):
-            sse = ((self.recon - x) ** 2).sum((0, 1)) * self._valid
-            copying = self._lambda * block_sums(sse, 16 * FINE_BLOCK)
-            found = search_moves(self.canvas, x, self._valid, self._lambda, 16 * FINE_BLOCK)
-            self._searched = key, (copying, *found)
+            block = 16 * FINE_BLOCK
+            sse = (((a - x) ** 2).sum((0, 1)) * self._valid for a in (self.recon, self.canvas))
+            copying, keeping = (self._lambda * block_sums(e, block) for e in sse)
+            moving, vectors = search_moves(self.canvas, x, self._valid, self._lambda, block)
+            kept = (keeping <= moving) | ~vectors.any(-1)  # (costed as copying is: equal pictures tie)
+            moving, vectors = torch.where(kept, keeping, moving), torch.where(kept[..., None], 0, vectors)
+            picture = move_blocks(self.canvas, vectors, block) / (1 << 2 * MOVE_BITS)
+            self._searched = key, (copying, keeping, moving, vectors, picture)
         return self._searched[1]
 
     def _fine(self, skip: np.ndarray) -> np.ndarray:
@@ -568,7 +584,7 @@ class FrameCoder:
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255)
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
             if intra:
-                self.offset, self.motion = (0, 0, 0), (0, 0)
+                self.offset, self.motion, self.held = (0, 0, 0), (0, 0), np.zeros_like(self.held)
                 return CHUNK_INTRA, self._encode_intra(x, *self._analyse(x))
             # with a change of the motion or the brightness offset worth trying, the frame is
             # weighed with both and with neither
@@ -608,13 +624,15 @@ class FrameCoder:
                 if self.synthesis is not None:  # what the next frame's choices compare with
                     self.recon = coded if coded is not None and keep.all() else self._synthesize(q)
                 self.latent = q.clamp(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
+            held = self.held
             if self.synthesis is not None:
                 self.canvas = self._picture(self.recon, moves)
+                self.held = moves.kinds != COPY
         head = pack_skip_map(skip, z_copied, mode, change, glided, fine=self._block(skip) == FINE_BLOCK)
         pieces = [] if skip.all() else payloads if z_copied else [self._code_z(z_sym), *payloads]
-        if moves.any():
-            move_map = pack_move_map(moves.kinds, self._fine(skip), moves.vectors)
-            return CHUNK_MOVED, pack_frame(head, [move_map, *pieces])
+        if moves.mapped:
+            move_map = pack_move_map(moves.kinds, self._fine(skip), moves.vectors, held)
+            return CHUNK_HELD, pack_frame(head, [move_map, *pieces])
         return CHUNK_INTER, pack_frame(head, pieces)
 
     @staticmethod
@@ -847,20 +865,23 @@ class FrameCoder:
 
     def decode(self, kind: bytes, data: bytes, t: int, synthesize: bool = True) -> np.ndarray | None:
         """Frame t's RGB pixels (H, W, 3) uint8 from its chunk (type `kind`, `data`);
-        synthesize=False only updates the latent (and drops the picture a later frame's moved blocks
-        would need)."""
+        synthesize=False only updates the latent and the held blocks (and drops the picture a later
+        frame's moved blocks would need, unless blocks are held)."""
         p, im = self.geometry, self.im
         hp, wp = p.padded
         skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
-        change, glided, moves = (0, 0, 0), (0, 0), None
-        if kind in (CHUNK_INTER, CHUNK_MOVED):
+        change, glided = (0, 0, 0), (0, 0)
+        if kind in (CHUNK_INTER, *MAPPED_CHUNKS):
             head, data = _payloads(data, 1, t, rest=True)
             skip, z_copied, mode, change, glided = unpack_skip_map(head, self.blocks, t)
-        if kind == CHUNK_MOVED:
+        skipped = self._fine(skip)
+        kinds, vectors = np.where(skipped & self.held, KEEP, COPY), np.zeros((*skipped.shape, 2), np.int64)
+        if kind in MAPPED_CHUNKS:
             if self.canvas is None:
                 raise VideoError(f"frame {t}: moved blocks need the previous frame's picture")
             move_map, data = _payloads(data, 1, t, rest=True)
-            moves = (*unpack_move_map(move_map, self._fine(skip), t), self.canvas)
+            kinds, vectors = unpack_move_map(move_map, skipped, t, self.held)
+        previous, self.held = self.canvas, (kinds != COPY) & (kind != CHUNK_MOVED)
         intra = kind == CHUNK_INTRA
         offset = (0, 0, 0) if intra else _moved(self.offset, change)
         motion = (0, 0) if intra else _moved(self.motion, glided)
@@ -877,7 +898,7 @@ class FrameCoder:
             q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
         self.latent, self.offset, self.motion = latent, offset, motion
-        if not synthesize:
+        if not synthesize and not self.held.any():
             self._shown = self.canvas = None
             return None
         if self._shown is None or not torch.equal(self._shown[0], y_hat):  # (else: same latents, same g_s)
@@ -886,13 +907,12 @@ class FrameCoder:
                       margin=im.synthesis_margin, out=synth)
             self._shown = (y_hat, synth)
         self.canvas = self._shown[1]
-        if moves is not None:
-            kinds, vectors, previous = moves
+        if (kinds != COPY).any():
             block = 16 * FINE_BLOCK
             shifted = (move_blocks(previous, torch.from_numpy(vectors), block) + 8) >> 2 * MOVE_BITS
             shown = per_pixel(torch.from_numpy(kinds != COPY), block, (hp, wp))
             self.canvas = torch.where(shown, shifted.short(), self.canvas)
-        return self._pixels(self.canvas, offset, motion)
+        return self._pixels(self.canvas, offset, motion) if synthesize else None
 
     def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...], motion: tuple[int, int]) -> np.ndarray:
         """RGB pixels (H, W, 3) uint8 of g_s's output `synth` [1, 3, H', W'] (padded; int16, which
@@ -1189,8 +1209,9 @@ class VideoDecoder:
     def _frames(self, a: int, b: int) -> Iterator[np.ndarray]:
         coder_ = FrameCoder(self.model, self.params)
         key = self.key_frame(a)
-        # frames before `a` are synthesized only for the moved blocks of a later frame up to `a`
-        moving = max((t for t in range(key, a + 1) if self._types[t] == CHUNK_MOVED), default=key)
+        # frames before `a` are synthesized only for the moved blocks of a later frame up to `a` (and
+        # where blocks are held: the decoder sees to that)
+        moving = max((t for t in range(key, a + 1) if self._types[t] in MAPPED_CHUNKS), default=key)
         for t in range(key, b):
             ref = ct.ChunkRef(self._types[t], int(self._offsets[t]), int(self._lengths[t]))
             data = ct.read_chunk(self._stream, ref, self._base)

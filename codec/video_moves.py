@@ -4,7 +4,8 @@ picture, kept or moved by a vector of their own (1/4 pixels, bilinear in integer
 A skipped block copies the previous frame's latent (its pixels are then g_s's output for the
 frame, as in a frame without a move map), keeps the previous frame's picture (before the global
 motion and the brightness offset), or shows that picture moved by its vector: what lets a hand or
-a head that moves be shown for a vector's bits instead of a block of new latents.
+a head that moves be shown for a vector's bits instead of a block of new latents. A block an HFRM
+chunk keeps or moves is *held*: later frames that skip it keep it without a move map.
 """
 
 from __future__ import annotations
@@ -48,10 +49,19 @@ class Moves:
     kinds: np.ndarray
     vectors: np.ndarray | None = None
     picture: torch.Tensor | None = None
+    mapped: bool = False  # whether the frame needs a move map (else: held blocks kept, others copied)
 
     def any(self) -> bool:
-        """Whether a block keeps or moves the picture (the frame then needs a move map)."""
+        """Whether a block keeps or moves the picture."""
         return bool((self.kinds != COPY).any())
+
+
+def kind_symbols(kinds: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """A move map's symbols of `kinds` (or the kinds of symbols: the map is its own inverse): 0 shows a
+    block as a frame without a map would (kept if `held`, else copied), 1 the other of the two, 2
+    moves it."""
+    swap = held & (kinds != MOVE)
+    return np.where(swap, KEEP - kinds, kinds)
 
 
 def symbol_tables(counts: Iterable[int]) -> coder.TableSet:
@@ -103,12 +113,15 @@ def vector_bits(vectors: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(bits)
 
 
-def pack_move_map(kinds: np.ndarray, skipped: np.ndarray, vectors: np.ndarray) -> bytes:
-    """An MFRM chunk's move map: u8 counts of COPY, KEEP and MOVE (1..255, in proportion to their
-    use), u32 length and the range-coded kinds of the `skipped` blocks, then the moved blocks'
-    vectors' components, range-coded (row-major over the moved blocks; down, then right). Arrays are
-    over the 32x32-pixel blocks."""
-    coded = kinds[skipped].astype(np.int64)
+def pack_move_map(kinds: np.ndarray, skipped: np.ndarray, vectors: np.ndarray,
+                  held: np.ndarray | None = None) -> bytes:
+    """An HFRM (or MFRM) chunk's move map: u8 counts of the symbols 0, 1 and 2 (1..255, in proportion
+    to their use), u32 length and the range-coded symbols of the `skipped` blocks' kinds (`kind_symbols`
+    with the blocks `held` before the frame; none in an MFRM), then the moved blocks' vectors'
+    components, range-coded (row-major over the moved blocks; down, then right). Arrays are over the
+    32x32-pixel blocks."""
+    held = np.zeros_like(skipped) if held is None else held
+    coded = kind_symbols(kinds, held)[skipped].astype(np.int64)
     use = np.bincount(coded, minlength=3)
     counts = bytes(min(max(round(255 * n / coded.size), 1), 255) for n in use)
     payload = coder.encode(coded, np.zeros_like(coded), symbol_tables(counts))
@@ -116,9 +129,11 @@ def pack_move_map(kinds: np.ndarray, skipped: np.ndarray, vectors: np.ndarray) -
     return counts + _U32.pack(len(payload)) + payload + coder.encode(v, np.zeros_like(v), VECTOR_TABLES)
 
 
-def unpack_move_map(data: bytes, skipped: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """(COPY, KEEP or MOVE, vectors [.., .., 2]) over the 32x32-pixel blocks from an MFRM chunk's
-    move map, checked: some block kept or moved, every vector component within +-MOVE_LIMIT."""
+def unpack_move_map(data: bytes, skipped: np.ndarray, t: int, held: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(COPY, KEEP or MOVE, vectors [.., .., 2]) over the 32x32-pixel blocks from an HFRM or MFRM
+    chunk's move map (`pack_move_map`), checked: some symbol not 0 (the map changes what the frame
+    shows), every vector component within +-MOVE_LIMIT."""
     if len(data) < 7 or not all(data[:3]):
         raise VideoError(f"frame {t}: invalid move map")
     (n,) = _U32.unpack_from(data, 3)
@@ -128,10 +143,11 @@ def unpack_move_map(data: bytes, skipped: np.ndarray, t: int) -> tuple[np.ndarra
         coded = coder.decode(data[7 : 7 + n], np.zeros(int(skipped.sum()), np.int64), symbol_tables(data[:3]))
         if (coded > MOVE).any():
             raise VideoError(f"frame {t}: move map holds kinds other than copy, keep and move")
-        kinds = np.full(skipped.shape, COPY, np.int64)
-        kinds[skipped] = coded
-        if (kinds == COPY).all():
-            raise VideoError(f"frame {t}: move map keeps and moves no block")
+        if not coded.any():
+            raise VideoError(f"frame {t}: move map changes no block")
+        symbols = np.zeros(skipped.shape, np.int64)
+        symbols[skipped] = coded
+        kinds = kind_symbols(symbols, np.zeros_like(skipped) if held is None else held & skipped)
         moved = kinds == MOVE
         v = coder.decode(data[7 + n :], np.zeros(2 * int(moved.sum()), np.int64), VECTOR_TABLES)
     except coder.DecodeError as err:
@@ -174,12 +190,12 @@ def _moved_blocks(tiles: torch.Tensor, vectors: torch.Tensor, margin: int, block
 
 
 def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: float, block: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block of the padded frame x [1, 3, H, W] (H, W multiples of block), the vector that shows it
     best from the previous picture `prev` (float, same shape): whole pixels on 2x smaller images up
     to MOVE_SEARCH, then the zero vector (the block kept) and 1, 1/2 and 1/4 pixels around the best,
     by lam * SSE (over `valid` pixels) plus the vector's bits. Returns (that cost [bh, bw], vectors
-    [bh, bw, 2], `prev` with every block moved by its vector)."""
+    [bh, bw, 2])."""
     one, (h, w) = 1 << MOVE_BITS, x.shape[-2:]
     shape = (h // block, w // block)
     small_prev, small_x = F.avg_pool2d(prev, 2), F.avg_pool2d(x, 2)
@@ -221,5 +237,4 @@ def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: 
             for dx in (-step, 0, step):
                 if dy or dx:
                     consider(base + torch.tensor([dy, dx]))
-    vectors = vectors.view(*shape, 2)
-    return c.view(shape), vectors, move_blocks(prev, vectors, block) / one**2
+    return c.view(shape), vectors.view(*shape, 2)
