@@ -19,8 +19,8 @@ An inter frame may also change a brightness offset added to the decoded pixels a
 by which they are moved (1/8 pixels, bilinear): the latent codes the frame moved back, less the
 offset, so skipped blocks follow exposure drift and a pan of the camera. In an HFRM chunk a move
 map says which skipped 32x32 blocks instead keep the previous frame's picture or show it moved by a
-vector of their own (1/4 pixels, bilinear; video_moves): what moves before a still camera. Such
-blocks are held: later frames that skip them keep them, with no map.
+vector of their own, or by one per 16x16 quarter (1/4 pixels, bilinear; video_moves): what moves
+before a still camera. Such blocks are held: later frames that skip them keep them, with no map.
 The state carried from frame to frame is y_q[t] = symbols * 2^12 + mean (or the copied latent), an
 integer latent that encoder and decoder compute identically, with the offset, the motion and the
 picture (g_s's int16 output, kept and moved blocks shown) and which blocks are held.
@@ -73,15 +73,19 @@ from .video_audio import check_audio_track, interleave, track_length
 from .video_io import VideoError
 from .video_moves import (
     COPY,
+    HELD_KINDS,
     KEEP,
     MOVE,
     MOVE_BITS,
+    MOVED_KINDS,
+    SPLIT,
     Moves,
     block_sums,
     kind_symbols,
     move_blocks,
     pack_move_map,
     per_pixel,
+    quarters,
     search_moves,
     symbol_tables,
     unpack_move_map,
@@ -516,8 +520,7 @@ class FrameCoder:
         coded = self._synthesize(q)
         lam = self._lambda
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
-        copying, keeping, moving, vectors, picture = self._skipping(x)
-        shown = np.where(vectors.numpy().any(-1), MOVE, KEEP)
+        copying, keeping, moving, shown, vectors, picture = self._skipping(x)
         kind = np.where(self.held, np.where((copying < moving).numpy(), COPY, shown),  # (ties: as an SFRM)
                         np.where((moving < copying).numpy(), shown, COPY))
         skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost, kept or moved if that pays
@@ -534,8 +537,8 @@ class FrameCoder:
                 symbols = kind_symbols(kinds, self.held)[skipped]
                 change = MOVE_MAP_BITS + _kind_bits(symbols) - saved
                 if change < 0:
-                    return Moves(kinds, vectors.numpy(), picture, mapped=True), change
-            return Moves(still, np.zeros_like(vectors.numpy()), self.canvas), 0.0
+                    return Moves(kinds, vectors, picture, mapped=True), change
+            return Moves(still, np.zeros_like(vectors), self.canvas), 0.0
 
         every = np.ones(self.blocks, dtype=bool)
         best = every, *moves(every)
@@ -555,21 +558,27 @@ class FrameCoder:
                 best = skip.numpy(), chosen, cost
         return best[0], best[1], coded, best[2]
 
-    def _skipping(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What skipping each 32x32 block of x costs: lambda * SSE of copying the previous latent, of
-        keeping the previous picture, and of showing it moved by the best vector (`search_moves`; the
-        kept block where that costs no more), those vectors and the picture so moved (once per x and
-        previous frame)."""
+    def _skipping(self, x: torch.Tensor) -> tuple:
+        """What skipping each 32x32 block of x costs: lambda * SSE (+ vector bits) of copying the previous
+        latent, of keeping the previous picture, and of the cheapest of keeping it, moving it by a
+        vector (`search_moves`) or moving its 16x16 quarters by four; that choice (KEEP, MOVE, SPLIT),
+        the vectors of the quarters [2H, 2W, 2] and the picture so moved (once per x and previous frame)."""
         key = (x, self.recon, self.canvas)
         if self._searched is None or any(a is not b for a, b in zip(self._searched[0], key, strict=True)):
-            block = 16 * FINE_BLOCK
+            block, lam = 16 * FINE_BLOCK, self._lambda
             sse = (((a - x) ** 2).sum((0, 1)) * self._valid for a in (self.recon, self.canvas))
-            copying, keeping = (self._lambda * block_sums(e, block) for e in sse)
-            moving, vectors = search_moves(self.canvas, x, self._valid, self._lambda, block)
-            kept = (keeping <= moving) | ~vectors.any(-1)  # (costed as copying is: equal pictures tie)
-            moving, vectors = torch.where(kept, keeping, moving), torch.where(kept[..., None], 0, vectors)
-            picture = move_blocks(self.canvas, vectors, block) / (1 << 2 * MOVE_BITS)
-            self._searched = key, (copying, keeping, moving, vectors, picture)
+            copying, keeping = (lam * block_sums(e, block) for e in sse)
+            moving, vectors = search_moves(self.canvas, x, self._valid, lam, block)
+            split, parts = search_moves(self.canvas, x, self._valid, lam, block // 2, zero_free=False)
+            split = block_sums(split, 2)
+            kept = (keeping <= torch.minimum(moving, split)) | ~vectors.any(-1) & (keeping <= split)
+            splits = ~kept & (split < moving)  # (a kept block is costed as a copied one: equal pictures tie)
+            shown = np.where(kept, KEEP, np.where(splits, SPLIT, MOVE))
+            moving = torch.where(kept, keeping, torch.minimum(moving, split))
+            vectors = np.where(quarters(splits.numpy())[..., None], parts.numpy(),
+                               quarters(np.where(kept[..., None], 0, vectors.numpy())))
+            picture = move_blocks(self.canvas, torch.from_numpy(vectors), block // 2) / (1 << 2 * MOVE_BITS)
+            self._searched = key, (copying, keeping, moving, shown, vectors, picture)
         return self._searched[1]
 
     def _fine(self, skip: np.ndarray) -> np.ndarray:
@@ -875,12 +884,14 @@ class FrameCoder:
             head, data = _payloads(data, 1, t, rest=True)
             skip, z_copied, mode, change, glided = unpack_skip_map(head, self.blocks, t)
         skipped = self._fine(skip)
-        kinds, vectors = np.where(skipped & self.held, KEEP, COPY), np.zeros((*skipped.shape, 2), np.int64)
+        kinds = np.where(skipped & self.held, KEEP, COPY)
+        vectors = np.zeros((*quarters(skipped).shape, 2), np.int64)  # (of the 16x16 quarters)
         if kind in MAPPED_CHUNKS:
             if self.canvas is None:
                 raise VideoError(f"frame {t}: moved blocks need the previous frame's picture")
             move_map, data = _payloads(data, 1, t, rest=True)
-            kinds, vectors = unpack_move_map(move_map, skipped, t, self.held)
+            alphabet = {CHUNK_MOVED: MOVED_KINDS}.get(kind, HELD_KINDS)
+            kinds, vectors = unpack_move_map(move_map, skipped, t, self.held, alphabet)
         previous, self.held = self.canvas, (kinds != COPY) & (kind != CHUNK_MOVED)
         intra = kind == CHUNK_INTRA
         offset = (0, 0, 0) if intra else _moved(self.offset, change)
@@ -909,7 +920,7 @@ class FrameCoder:
         self.canvas = self._shown[1]
         if (kinds != COPY).any():
             block = 16 * FINE_BLOCK
-            shifted = (move_blocks(previous, torch.from_numpy(vectors), block) + 8) >> 2 * MOVE_BITS
+            shifted = (move_blocks(previous, torch.from_numpy(vectors), block // 2) + 8) >> 2 * MOVE_BITS
             shown = per_pixel(torch.from_numpy(kinds != COPY), block, (hp, wp))
             self.canvas = torch.where(shown, shifted.short(), self.canvas)
         return self._pixels(self.canvas, offset, motion) if synthesize else None

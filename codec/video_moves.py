@@ -4,8 +4,9 @@ picture, kept or moved by a vector of their own (1/4 pixels, bilinear in integer
 A skipped block copies the previous frame's latent (its pixels are then g_s's output for the
 frame, as in a frame without a move map), keeps the previous frame's picture (before the global
 motion and the brightness offset), or shows that picture moved by its vector: what lets a hand or
-a head that moves be shown for a vector's bits instead of a block of new latents. A block an HFRM
-chunk keeps or moves is *held*: later frames that skip it keep it without a move map.
+a head that moves be shown for a vector's bits instead of a block of new latents; a block may also be
+split into 16x16 quarters moved by four vectors (what deforms: a hand). A block an HFRM chunk keeps
+or moves is *held*: later frames that skip it keep it without a move map.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ MOVE_BITS = 2  # vectors are in units of 2^-MOVE_BITS pixels (down, right)
 MOVE_LIMIT = 256  # the largest |component| of a vector (64 pixels)
 MOVE_RANGE = 64  # components within +-MOVE_RANGE have a bin of their own; farther ones escape
 MOVE_SEARCH = 16  # pixels: the largest whole-pixel vector the encoder looks for
-COPY, KEEP, MOVE = 0, 1, 2  # what a skipped block of a move map shows (the latent, the picture, it moved)
+COPY, KEEP, MOVE, SPLIT = 0, 1, 2, 3  # what a skipped block of a move map shows: the latent, the
+# picture, the picture moved, or moved by a vector per 16x16 quarter
+HELD_KINDS, MOVED_KINDS = 4, 3  # the kinds an HFRM chunk's move map may name, and an MFRM's
 _U32 = struct.Struct(">I")
 
 
@@ -42,9 +45,9 @@ VECTOR_TABLES = _vector_tables()
 
 @dataclass(frozen=True)
 class Moves:
-    """An inter frame's kept and moved blocks (encoder): COPY, KEEP or MOVE and the vectors over the
-    32x32-pixel blocks, and the previous picture with every block moved by its vector (float, padded
-    frame; None when every block copies)."""
+    """An inter frame's kept and moved blocks (encoder): COPY, KEEP, MOVE or SPLIT over the 32x32-pixel
+    blocks, the vectors of their 16x16 quarters, and the previous picture with every quarter moved by
+    its vector (float, padded frame)."""
 
     kinds: np.ndarray
     vectors: np.ndarray | None = None
@@ -59,8 +62,8 @@ class Moves:
 def kind_symbols(kinds: np.ndarray, held: np.ndarray) -> np.ndarray:
     """A move map's symbols of `kinds` (or the kinds of symbols: the map is its own inverse): 0 shows a
     block as a frame without a map would (kept if `held`, else copied), 1 the other of the two, 2
-    moves it."""
-    swap = held & (kinds != MOVE)
+    moves it, 3 moves its quarters."""
+    swap = held & (kinds <= KEEP)
     return np.where(swap, KEEP - kinds, kinds)
 
 
@@ -106,56 +109,76 @@ def move_blocks(a: torch.Tensor, vectors: torch.Tensor, block: int) -> torch.Ten
             + py * ((one - px) * a[..., r1, c0] + px * a[..., r1, c1]))
 
 
-def vector_bits(vectors: torch.Tensor) -> torch.Tensor:
-    """Estimated bits [...] of each vector [..., 2] (none for a zero vector: the block is kept)."""
+def vector_bits(vectors: torch.Tensor, zero_free: bool = True) -> torch.Tensor:
+    """Estimated bits [...] of each vector [..., 2] (zero_free: none for a zero vector, which keeps
+    a whole block)."""
     v = vectors.numpy()
-    bits = coder.cost_bits(v, np.zeros_like(v), VECTOR_TABLES).sum(-1) * v.any(-1)
-    return torch.from_numpy(bits)
+    bits = coder.cost_bits(v, np.zeros_like(v), VECTOR_TABLES).sum(-1)
+    return torch.from_numpy(bits * v.any(-1) if zero_free else bits)
+
+
+def quarters(a: np.ndarray) -> np.ndarray:
+    """Per-block values [H, W, ...] repeated over the blocks' 2x2 quarters: [2H, 2W, ...]."""
+    return np.repeat(np.repeat(a, 2, 0), 2, 1)
+
+
+def _vector_slots(kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The quarters whose vectors a move map holds, in its order: (rows, columns) over the quarters.
+    Blocks row-major; a moved block's vector once (its first quarter's), a split block's four
+    quarters row-major."""
+    i, j = np.nonzero(kinds >= MOVE)
+    n = np.where(kinds[i, j] == SPLIT, 4, 1)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return 2 * np.repeat(i, n) + k // 2, 2 * np.repeat(j, n) + k % 2
 
 
 def pack_move_map(kinds: np.ndarray, skipped: np.ndarray, vectors: np.ndarray,
-                  held: np.ndarray | None = None) -> bytes:
-    """An HFRM (or MFRM) chunk's move map: u8 counts of the symbols 0, 1 and 2 (1..255, in proportion
-    to their use), u32 length and the range-coded symbols of the `skipped` blocks' kinds (`kind_symbols`
-    with the blocks `held` before the frame; none in an MFRM), then the moved blocks' vectors'
-    components, range-coded (row-major over the moved blocks; down, then right). Arrays are over the
-    32x32-pixel blocks."""
+                  held: np.ndarray | None = None, alphabet: int = HELD_KINDS) -> bytes:
+    """An HFRM chunk's move map (alphabet MOVED_KINDS: an MFRM's): u8 counts of the symbols 0 ..
+    alphabet - 1 (1..255, in proportion to their use), u32 length and the range-coded symbols of the
+    `skipped` blocks' kinds (`kind_symbols` with the blocks `held` before the frame), then the
+    vectors' components, range-coded (`_vector_slots`' order; down, then right). `kinds`, `skipped`
+    and `held` are over the 32x32-pixel blocks, `vectors` over their 16x16 quarters."""
     held = np.zeros_like(skipped) if held is None else held
     coded = kind_symbols(kinds, held)[skipped].astype(np.int64)
-    use = np.bincount(coded, minlength=3)
+    use = np.bincount(coded, minlength=alphabet)
     counts = bytes(min(max(round(255 * n / coded.size), 1), 255) for n in use)
     payload = coder.encode(coded, np.zeros_like(coded), symbol_tables(counts))
-    v = vectors[kinds == MOVE].astype(np.int64).ravel()
+    v = vectors[_vector_slots(kinds)].astype(np.int64).ravel()
     return counts + _U32.pack(len(payload)) + payload + coder.encode(v, np.zeros_like(v), VECTOR_TABLES)
 
 
-def unpack_move_map(data: bytes, skipped: np.ndarray, t: int, held: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(COPY, KEEP or MOVE, vectors [.., .., 2]) over the 32x32-pixel blocks from an HFRM or MFRM
-    chunk's move map (`pack_move_map`), checked: some symbol not 0 (the map changes what the frame
-    shows), every vector component within +-MOVE_LIMIT."""
-    if len(data) < 7 or not all(data[:3]):
+def unpack_move_map(data: bytes, skipped: np.ndarray, t: int, held: np.ndarray | None = None,
+                    alphabet: int = HELD_KINDS) -> tuple[np.ndarray, np.ndarray]:
+    """(kinds over the 32x32-pixel blocks, vectors [.., .., 2] over their 16x16 quarters) from a move
+    map (`pack_move_map`), checked: some symbol not 0 (the map changes what the frame shows), every
+    vector component within +-MOVE_LIMIT."""
+    start = alphabet + _U32.size
+    if len(data) < start or not all(data[:alphabet]):
         raise VideoError(f"frame {t}: invalid move map")
-    (n,) = _U32.unpack_from(data, 3)
-    if n > len(data) - 7:
-        raise VideoError(f"frame {t}: move map kinds claim {n} bytes, {len(data) - 7} remain")
+    (n,) = _U32.unpack_from(data, alphabet)
+    if n > len(data) - start:
+        raise VideoError(f"frame {t}: move map kinds claim {n} bytes, {len(data) - start} remain")
     try:
-        coded = coder.decode(data[7 : 7 + n], np.zeros(int(skipped.sum()), np.int64), symbol_tables(data[:3]))
-        if (coded > MOVE).any():
-            raise VideoError(f"frame {t}: move map holds kinds other than copy, keep and move")
+        coded = coder.decode(data[start : start + n], np.zeros(int(skipped.sum()), np.int64),
+                             symbol_tables(data[:alphabet]))
+        if (coded >= alphabet).any():
+            raise VideoError(f"frame {t}: move map holds symbols beyond {alphabet - 1}")
         if not coded.any():
             raise VideoError(f"frame {t}: move map changes no block")
         symbols = np.zeros(skipped.shape, np.int64)
         symbols[skipped] = coded
         kinds = kind_symbols(symbols, np.zeros_like(skipped) if held is None else held & skipped)
-        moved = kinds == MOVE
-        v = coder.decode(data[7 + n :], np.zeros(2 * int(moved.sum()), np.int64), VECTOR_TABLES)
+        slots = _vector_slots(kinds)
+        v = coder.decode(data[start + n :], np.zeros(2 * slots[0].size, np.int64), VECTOR_TABLES)
     except coder.DecodeError as err:
         raise VideoError(f"frame {t}: move map: {err}") from None
     if v.size and np.abs(v).max() > MOVE_LIMIT:
         raise VideoError(f"frame {t}: a block's vector is beyond +-{MOVE_LIMIT} (1/4 pixels)")
-    vectors = np.zeros((*skipped.shape, 2), np.int64)
-    vectors[moved] = v.reshape(-1, 2)
+    vectors = np.zeros((2 * skipped.shape[0], 2 * skipped.shape[1], 2), np.int64)
+    vectors[slots] = v.reshape(-1, 2)
+    whole = quarters(kinds == MOVE)  # (a moved block's vector holds for its four quarters)
+    vectors[whole] = quarters(vectors[::2, ::2])[whole]
     return kinds, vectors
 
 
@@ -189,13 +212,13 @@ def _moved_blocks(tiles: torch.Tensor, vectors: torch.Tensor, margin: int, block
             + py * ((one - px) * take(size) + px * take(size + 1))) / one**2
 
 
-def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: float, block: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: float, block: int,
+                 zero_free: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block of the padded frame x [1, 3, H, W] (H, W multiples of block), the vector that shows it
     best from the previous picture `prev` (float, same shape): whole pixels on 2x smaller images up
     to MOVE_SEARCH, then the zero vector (the block kept) and 1, 1/2 and 1/4 pixels around the best,
-    by lam * SSE (over `valid` pixels) plus the vector's bits. Returns (that cost [bh, bw], vectors
-    [bh, bw, 2])."""
+    by lam * SSE (over `valid` pixels) plus the vector's bits (`vector_bits`). Returns (that cost
+    [bh, bw], vectors [bh, bw, 2])."""
     one, (h, w) = 1 << MOVE_BITS, x.shape[-2:]
     shape = (h // block, w // block)
     small_prev, small_x = F.avg_pool2d(prev, 2), F.avg_pool2d(x, 2)
@@ -220,7 +243,7 @@ def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: 
 
     def cost(candidate: torch.Tensor) -> torch.Tensor:
         sse = (((_moved_blocks(tiles, candidate, margin, block) - target) ** 2) * weight).sum((1, 2))
-        return lam * sse + vector_bits(candidate)
+        return lam * sse + vector_bits(candidate, zero_free)
 
     c = cost(vectors)
 

@@ -405,15 +405,15 @@ def no_moves(monkeypatch) -> None:
     """Make the encoder find no block worth keeping or moving (every skipped block copies the latent)."""
     import ncodec.video_codec as vc
 
-    def nowhere(prev, x, valid, lam, block):  # (no search: the tests run faster)
+    def nowhere(prev, x, valid, lam, block, zero_free=True):  # (no search: the tests run faster)
         shape = (x.shape[-2] // block, x.shape[-1] // block)
         return torch.full(shape, float("inf")), torch.zeros(*shape, 2, dtype=torch.long)
 
     skipping = vc.FrameCoder._skipping
 
     def copying_only(self, x):
-        copying, keeping, moving, vectors, picture = skipping(self, x)
-        return copying, keeping, torch.full_like(moving, float("inf")), vectors, picture
+        copying, keeping, moving, *rest = skipping(self, x)
+        return copying, keeping, torch.full_like(moving, float("inf")), *rest
 
     monkeypatch.setattr(vc, "search_moves", nowhere)
     monkeypatch.setattr(vc.FrameCoder, "_skipping", copying_only)
@@ -891,41 +891,65 @@ def test_move_blocks_moves_each_block_by_its_own_vector():
 
 def test_move_maps_round_trip_and_bad_ones_are_refused():
     """Kinds and vectors come back as packed, with and without held blocks (whose kept kind is the
-    map's cheap symbol 0); a map that changes nothing a frame without one would show is refused, as
-    are vectors beyond the limit and bad counts or lengths."""
+    map's cheap symbol 0), moved whole or in quarters (an MFRM's map: no quarters); a map that
+    changes nothing a frame without one would show is refused, as are vectors beyond the limit,
+    symbols beyond the map's kinds and bad counts or lengths."""
+    import struct
+
+    from ncodec.entropy import coder
     from ncodec.video_io import VideoError
-    from ncodec.video_moves import COPY, KEEP, MOVE, kind_symbols, pack_move_map, unpack_move_map
+    from ncodec.video_moves import (
+        COPY,
+        KEEP,
+        MOVE,
+        MOVED_KINDS,
+        SPLIT,
+        kind_symbols,
+        pack_move_map,
+        quarters,
+        symbol_tables,
+        unpack_move_map,
+    )
 
     rng = np.random.default_rng(1)
-    for p in ((0.98, 0.01, 0.01), (0.3, 0.3, 0.4), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
-        for held in (None, rng.random((6, 10)) < 0.5):
+    for p in ((0.97, 0.01, 0.01, 0.01), (0.3, 0.3, 0.2, 0.2), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)):
+        for held, alphabet in ((None, 4), (rng.random((6, 10)) < 0.5, 4), (None, MOVED_KINDS)):
             skipped = rng.random((6, 10)) < 0.7
-            kinds = np.where(skipped, rng.choice(3, (6, 10), p=p), COPY)
+            kinds = np.where(skipped, rng.choice(4, (6, 10), p=p), COPY)
             kinds[np.nonzero(skipped)[0][0], np.nonzero(skipped)[1][0]] = MOVE
-            vectors = rng.integers(-20, 21, (6, 10, 2))
-            first = np.nonzero(kinds == MOVE)
-            vectors[first[0][0], first[1][0]] = (-256, 200)  # (escaped)
-            got, got_vectors = unpack_move_map(pack_move_map(kinds, skipped, vectors, held), skipped, 3, held)
+            if alphabet == MOVED_KINDS:
+                kinds[kinds == SPLIT] = MOVE
+            vectors = rng.integers(-20, 21, (12, 20, 2))
+            moved = quarters(kinds == MOVE)
+            vectors[moved] = quarters(vectors[::2, ::2])[moved]  # (one vector for a block moved whole)
+            first = np.nonzero(moved)
+            vectors[first[0][0] : first[0][0] + 2, first[1][0] : first[1][0] + 2] = (-256, 200)  # (escaped)
+            data = pack_move_map(kinds, skipped, vectors, held, alphabet)
+            got, got_vectors = unpack_move_map(data, skipped, 3, held, alphabet)
             assert np.array_equal(got, kinds)
-            assert np.array_equal(got_vectors[kinds == MOVE], vectors[kinds == MOVE])
-            assert not got_vectors[kinds != MOVE].any()
+            shown = quarters(kinds >= MOVE)
+            assert np.array_equal(got_vectors[shown], vectors[shown]) and not got_vectors[~shown].any()
     held = np.array([[True, False], [True, False]])
     kinds = np.array([[KEEP, COPY], [COPY, MOVE]])
     assert np.array_equal(kind_symbols(kinds, held), [[0, 0], [1, 2]])
     skipped = np.ones((2, 2), bool)
-    good = pack_move_map(kinds, skipped, np.ones((2, 2, 2), np.int64))
-    nothing = pack_move_map(np.zeros((2, 2), np.int64), skipped, np.zeros((2, 2, 2)))
+    good = pack_move_map(kinds, skipped, np.ones((4, 4, 2), np.int64))
+    nothing = pack_move_map(np.zeros((2, 2), np.int64), skipped, np.zeros((4, 4, 2)))
     still = np.where(held, KEEP, COPY)
     with pytest.raises(VideoError, match="changes no block"):
-        unpack_move_map(pack_move_map(still, skipped, np.zeros((2, 2, 2)), held), skipped, 3, held)
+        unpack_move_map(pack_move_map(still, skipped, np.zeros((4, 4, 2)), held), skipped, 3, held)
+    symbols = np.full(4, SPLIT)  # (in an MFRM's map: escaped)
+    split = coder.encode(symbols, np.zeros_like(symbols), symbol_tables(b"\1\1\1"))
+    with pytest.raises(VideoError, match="symbols beyond 2"):
+        unpack_move_map(b"\1\1\1" + struct.pack(">I", len(split)) + split, skipped, 3, alphabet=MOVED_KINDS)
     bad = {"changes no block": nothing,
-           "beyond": pack_move_map(kinds, skipped, np.full((2, 2, 2), 257)),
-           "invalid move map": bytes([0]) + good[1:], "claim": good[:3] + b"\0\0\4\0" + good[7:]}
+           "beyond": pack_move_map(kinds, skipped, np.full((4, 4, 2), 257)),
+           "invalid move map": bytes([0]) + good[1:], "claim": good[:4] + b"\0\0\4\0" + good[8:]}
     for message, data in bad.items():
         with pytest.raises(VideoError, match=message):
             unpack_move_map(data, skipped, 3)
     with pytest.raises(VideoError, match="invalid move map"):
-        unpack_move_map(good[:5], skipped, 3)
+        unpack_move_map(good[:6], skipped, 3)
 
 
 def test_moved_blocks_show_the_previous_picture_moved(models):
@@ -935,14 +959,14 @@ def test_moved_blocks_show_the_previous_picture_moved(models):
     again, and a decoder without the previous picture refuses the frame."""
     from ncodec.video_codec import CHUNK_INTER, CHUNK_MOVED, pack_frame, pack_skip_map
     from ncodec.video_io import VideoError
-    from ncodec.video_moves import COPY, KEEP, MOVE, pack_move_map
+    from ncodec.video_moves import COPY, KEEP, MOVE, MOVED_KINDS, pack_move_map, quarters
 
     fc, first, chunk = still_decoder()
     skip_all, fine = np.ones(fc.blocks, bool), np.ones((2, 2), bool)
 
     def moved(t: int, kinds: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        frame = pack_frame(pack_skip_map(skip_all), [pack_move_map(kinds, fine, vectors)])
-        return fc.decode(CHUNK_MOVED, frame, t).astype(int)
+        move_map = pack_move_map(kinds, fine, quarters(vectors), alphabet=MOVED_KINDS)
+        return fc.decode(CHUNK_MOVED, pack_frame(pack_skip_map(skip_all), [move_map]), t).astype(int)
 
     kinds = np.array([[MOVE, COPY], [COPY, MOVE]])
     vectors = np.zeros((2, 2, 2), np.int64)
@@ -967,14 +991,15 @@ def test_moved_blocks_show_the_previous_picture_moved(models):
 def test_held_blocks_stay_kept_in_later_frames_that_skip_them(models):
     """A block an HFRM frame moves is held: a later frame that skips it shows it kept without a move
     map (also to a decoder that did not output the frames between), until a map releases it (the
-    latent shown again) or an intra frame comes; an MFRM's blocks are not held (the test above)."""
+    latent shown again) or an intra frame comes; an MFRM's blocks are not held (the test above). A
+    split block's 16x16 quarters are moved each by its own vector."""
     from ncodec.video_codec import CHUNK_HELD, CHUNK_INTER, FrameCoder, pack_frame, pack_skip_map
-    from ncodec.video_moves import COPY, MOVE, pack_move_map
+    from ncodec.video_moves import COPY, MOVE, SPLIT, pack_move_map
 
     fc, first, chunk = still_decoder()
     skip_all, fine = np.ones(fc.blocks, bool), np.ones((2, 2), bool)
-    kinds, vectors = np.array([[MOVE, COPY], [COPY, COPY]]), np.zeros((2, 2, 2), np.int64)
-    vectors[0, 0] = (4, 8)
+    kinds, vectors = np.array([[MOVE, COPY], [COPY, COPY]]), np.zeros((4, 4, 2), np.int64)
+    vectors[:2, :2] = (4, 8)
 
     def frames(t: int, kinds: np.ndarray | None, coder: FrameCoder = fc, synthesize: bool = True):
         pieces = [] if kinds is None else [pack_move_map(kinds, fine, vectors, coder.held)]
@@ -993,6 +1018,13 @@ def test_held_blocks_stay_kept_in_later_frames_that_skip_them(models):
     late, _, _ = still_decoder()
     assert frames(1, kinds, late, False) is None and frames(2, None, late, False) is None
     assert np.array_equal(frames(3, None, late), shown)
+    vectors[0, 1], vectors[1, 1] = (0, 0), (-4, 0)
+    part = frames(7, np.array([[SPLIT, COPY], [COPY, COPY]]))  # (after frame 6: `first` again)
+    assert np.array_equal(part[:16, :16], first[1:17, 2:18])  # (1 pixel down, 2 right)
+    assert np.array_equal(part[:16, 16:32], first[:16, 16:32])  # (kept)
+    assert np.array_equal(part[16:32, :16], first[17:33, 2:18])
+    assert np.array_equal(part[16:32, 16:32], first[15:31, 16:32])  # (1 pixel up)
+    assert np.array_equal(part[:, 32:], first[:, 32:]) and np.array_equal(part[32:], first[32:])
 
 
 def test_a_moving_object_is_shown_by_moved_blocks(monkeypatch):
