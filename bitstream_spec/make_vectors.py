@@ -53,7 +53,8 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
     2.5 left a frame (frames that change the global motion) and a small square moving inside one
     32x32 block of a still frame (fine skip maps), a textured patch moving over a smooth still
     frame (moved blocks) and two strips of the gradient that move apart over it, then stop (blocks
-    moved whole and in quarters, held in frames without a move map)."""
+    moved whole and in quarters, held in frames without a move map) and a pattern appearing in part of
+    a smooth frame (blocks coded with z of their own, the last z elsewhere)."""
     y, x = np.mgrid[0:72, 0:137]
     still = np.stack([x * 255 // 136, y * 255 // 71, (x * y) % 256], -1).astype(np.uint8)
     moving = []
@@ -81,6 +82,9 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
         frame[20 + 2 * t: 44 + 2 * t, 40 + 3 * t: 64 + 3 * t] = pattern(0, 0)[10:34, 20:44]
         return frame
 
+    appearing = smooth.copy()  # a pattern appearing in part of a smooth frame
+    appearing[8:56, 72:128] = pattern(3, 5)[8:56, 72:128]
+
     def parting(t: int) -> np.ndarray:  # two strips of `still` over the smooth frame, moved t steps apart
         frame = smooth.copy()
         frame[20 + t: 36 + t, 40 + 4 * t: 72 + 4 * t] = still[10:26, 20:52]
@@ -92,7 +96,8 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
             "video_brighter_137x72_q5": (brighter, 5.0, 32), "video_glide_137x72_q5": (glide, 5.0, 32),
             "video_spot_137x72_q7": (spot, 7.0, 32),
             "video_patch_137x72_q6": ([patch(t) for t in range(4)], 6.0, 32),
-            "video_hold_137x72_q6": ([parting(min(t, 2)) for t in range(6)], 6.0, 32)}
+            "video_hold_137x72_q6": ([parting(min(t, 2)) for t in range(6)], 6.0, 32),
+            "video_appear_137x72_q4": ([smooth, *[appearing] * 2], 4.0, 32)}
 
 
 # Vectors kept as an earlier writer wrote them, for the chunks it wrote that the writer no longer

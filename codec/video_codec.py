@@ -614,16 +614,18 @@ class FrameCoder:
                     fixed = self._fixed_bits(mode, z_copied, z_bits)
                     skip, moves, coded, _ = self._choose_skips(x, q, sym, index, fixed)
             keep = ~self._positions(skip)
-            if self.synthesis is not None and not skip.all():  # z again, weighed at the coded positions
-                bits = {}
-                for copied in (False, True):
-                    _, _, _, index_c, sym_c = options[mode, copied]
-                    bits[copied] = self._y_bits(sym_c, index_c, keep) + (0 if copied else z_bits)
-                copy = bits[True] < bits[False]
-                coded = coded if copy == z_copied else None  # (coded is of the other latents)
+            blocks = None  # (the blocks whose z the frame codes: all)
+            if self.synthesis is not None and not skip.all():
+                # z again, weighed at the coded positions: the last one, or this frame's at the blocks
+                # that code any position (the last one's elsewhere)
+                blocks = self._z_blocks(skip)
+                options[mode, False] = self._option(y, self._partial_z(z_sym, blocks), mode, {})
+                bits = {copied: self._y_bits(options[mode, copied][4], options[mode, copied][3], keep)
+                        for copied in (False, True)}
+                copy = bits[True] < bits[False] + self._z_bits(z_sym, blocks)
+                coded = coded if copy and z_copied else None  # (coded is of the latents planned)
                 z_copied = copy
-            if z_copied:
-                z_sym = self.z_sym
+            z_sym = self.z_sym if z_copied else self._partial_z(z_sym, blocks)
             payloads: list[bytes] = []
             if not skip.all():
                 hyper = options[mode, z_copied][1]
@@ -638,9 +640,11 @@ class FrameCoder:
                 self.canvas = self._picture(self.recon, moves)
                 self.held = moves.kinds != COPY
         head = pack_skip_map(skip, z_copied, mode, change, glided, fine=self._block(skip) == FINE_BLOCK)
-        pieces = [] if skip.all() else payloads if z_copied else [self._code_z(z_sym), *payloads]
-        if moves.mapped:
-            move_map = pack_move_map(moves.kinds, self._fine(skip), moves.vectors, held)
+        pieces = [] if skip.all() else payloads if z_copied else [self._code_z(z_sym, blocks), *payloads]
+        partly = not (skip.all() or z_copied or blocks is None or blocks.all())  # (z of some blocks)
+        if moves.mapped or partly:
+            skipped = self._fine(skip)
+            move_map = pack_move_map(moves.kinds, skipped, moves.vectors, held) if moves.mapped else b""
             return CHUNK_HELD, pack_frame(head, [move_map, *pieces])
         return CHUNK_INTER, pack_frame(head, pieces)
 
@@ -840,16 +844,41 @@ class FrameCoder:
         for copied in (False, True)[: 1 + (self.synthesis is not None)]:
             params: dict[int | None, torch.Tensor] = {}  # h_s (and P) once per z and prior
             for mode in self._modes():
-                if mode.prior not in params:
-                    params[mode.prior] = self._params(self.z_sym if copied else z_sym, mode.prior)
-                q, index, sym = self._estimate(y, params[mode.prior], mode)
-                bits = self._y_bits(sym, index) + self._fixed_bits(mode, copied, z_bits)
-                options[mode, copied] = (bits, params[mode.prior], q, index, sym)
+                option = self._option(y, self.z_sym if copied else z_sym, mode, params)
+                options[mode, copied] = (option[0] + self._fixed_bits(mode, copied, z_bits), *option[1:])
         return options
 
-    def _z_bits(self, z_sym: torch.Tensor) -> float:
-        """Estimated bits of z's payload (its symbols and `PAYLOAD_BITS`)."""
-        bits = coder.cost_bits(z_sym.numpy().ravel(), _z_index(z_sym), self.im.z_tables)
+    def _option(self, y: torch.Tensor, z_sym: torch.Tensor, mode: InterMode, params: dict) -> tuple:
+        """(estimated bits of the symbols, `_params`' output, then `_estimate`'s tensors) of y coded in
+        `mode` with z_sym (`params`: `_params`' outputs for z_sym so far, by prior)."""
+        if mode.prior not in params:
+            params[mode.prior] = self._params(z_sym, mode.prior)
+        q, index, sym = self._estimate(y, params[mode.prior], mode)
+        return (self._y_bits(sym, index), params[mode.prior], q, index, sym)
+
+    def _z_blocks(self, skip: np.ndarray) -> np.ndarray:
+        """Of skip flags `skip`, the 64x64 blocks (z positions) with a coded position."""
+        h, w = self.blocks
+        return (~self._fine(skip)).reshape(h, 2, w, 2).any((1, 3))
+
+    def _partial_z(self, z_sym: torch.Tensor, blocks: np.ndarray | None) -> torch.Tensor:
+        """The last coded z with z_sym's symbols at `blocks` (all blocks if None)."""
+        if blocks is None:
+            return z_sym
+        mask = torch.from_numpy(blocks)
+        z = self.z_sym.clone()
+        z[..., mask] = z_sym[..., mask]
+        return z
+
+    @staticmethod
+    def _z_at(z_sym: torch.Tensor, blocks: np.ndarray | None) -> torch.Tensor:
+        """z's symbols [1, channels, ...] at `blocks` (all if None), position by position row-major."""
+        return z_sym if blocks is None else z_sym[..., torch.from_numpy(blocks)]
+
+    def _z_bits(self, z_sym: torch.Tensor, blocks: np.ndarray | None = None) -> float:
+        """Estimated bits of z's payload (its symbols at `blocks`, all if None, and `PAYLOAD_BITS`)."""
+        z = self._z_at(z_sym, blocks)
+        bits = coder.cost_bits(z.numpy().ravel(), _z_index(z), self.im.z_tables)
         return float(bits.sum()) + PAYLOAD_BITS
 
     def _fixed_bits(self, mode: InterMode, z_copied: bool, z_bits: float) -> float:
@@ -869,8 +898,10 @@ class FrameCoder:
             sym, index = sym[..., keep], index[..., keep]
         return float(coder.cost_bits(sym.numpy(), index.long().numpy(), self.im.y_tables).sum())
 
-    def _code_z(self, z_sym: torch.Tensor) -> bytes:
-        return coder.encode(z_sym.numpy(), _z_index(z_sym), self.im.z_tables)
+    def _code_z(self, z_sym: torch.Tensor, blocks: np.ndarray | None = None) -> bytes:
+        """z's payload: its symbols at `blocks` (all if None), channel by channel."""
+        z = self._z_at(z_sym, blocks)
+        return coder.encode(z.numpy(), _z_index(z), self.im.z_tables)
 
     def decode(self, kind: bytes, data: bytes, t: int, synthesize: bool = True) -> np.ndarray | None:
         """Frame t's RGB pixels (H, W, 3) uint8 from its chunk (type `kind`, `data`);
@@ -887,9 +918,10 @@ class FrameCoder:
         kinds = np.where(skipped & self.held, KEEP, COPY)
         vectors = np.zeros((*quarters(skipped).shape, 2), np.int64)  # (of the 16x16 quarters)
         if kind in MAPPED_CHUNKS:
+            move_map, data = _payloads(data, 1, t, rest=True)
+        if kind == CHUNK_MOVED or kind == CHUNK_HELD and move_map:  # (an HFRM's map may be empty: none)
             if self.canvas is None:
                 raise VideoError(f"frame {t}: moved blocks need the previous frame's picture")
-            move_map, data = _payloads(data, 1, t, rest=True)
             alphabet = {CHUNK_MOVED: MOVED_KINDS}.get(kind, HELD_KINDS)
             kinds, vectors = unpack_move_map(move_map, skipped, t, self.held, alphabet)
         previous, self.held = self.canvas, (kinds != COPY) & (kind != CHUNK_MOVED)
@@ -906,7 +938,8 @@ class FrameCoder:
         elif kind == CHUNK_INTRA:
             q, latent = self._decode_intra(data, t)
         else:
-            q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode)
+            z_blocks = self._z_blocks(skip) if kind == CHUNK_HELD else None
+            q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode, z_blocks)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
         self.latent, self.offset, self.motion = latent, offset, motion
         if not synthesize and not self.held.any():
@@ -949,16 +982,24 @@ class FrameCoder:
         except coder.DecodeError as err:
             raise VideoError(f"frame {t}: {err}") from None
 
-    def _decode_z(self, payload: bytes) -> torch.Tensor:
+    def _decode_z(self, payload: bytes, blocks: np.ndarray | None = None) -> torch.Tensor:
+        """z from its payload (`_code_z`): its symbols at `blocks`, the last z's elsewhere (None: all)."""
         hp, wp = self.geometry.padded
         z_sym = torch.zeros((1, self.im.cfg.n, hp // 64, wp // 64), dtype=torch.long)
-        z_sym.view(-1)[:] = torch.from_numpy(coder.decode(payload, _z_index(z_sym), self.im.z_tables))
+        if blocks is not None:
+            z_sym = self.z_sym.clone()
+        z = torch.zeros_like(self._z_at(z_sym, blocks))
+        z.view(-1)[:] = torch.from_numpy(coder.decode(payload, _z_index(z), self.im.z_tables))
+        if blocks is None:
+            return z
+        z_sym[..., torch.from_numpy(blocks)] = z
         return z_sym
 
-    def _decode_inter(self, data: bytes, t: int, keep: torch.Tensor, z_copied: bool, mode: InterMode
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_inter(self, data: bytes, t: int, keep: torch.Tensor, z_copied: bool, mode: InterMode,
+                      z_blocks: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(q [int64], latent [int32]) of an inter frame with coded symbols at positions `keep`; the
-        other positions copy the previous latent. z_copied: the chunk holds no z, the last one serves."""
+        other positions copy the previous latent. z_copied: the chunk holds no z, the last one serves;
+        z_blocks: it holds z at these blocks only (`_decode_z`)."""
         if mode.context and not self.im.context:
             raise VideoError(f"frame {t}: coded with a channel context, which model "
                              f"{self.model.info.model_id} lacks")
@@ -972,7 +1013,7 @@ class FrameCoder:
             z_payload, y_payloads = unpack_frame(data, count, t)
         try:
             if not z_copied:
-                self.z_sym = self._decode_z(z_payload)
+                self.z_sym = self._decode_z(z_payload, z_blocks)
             hyper = self._params(self.z_sym, mode.prior)
             code = _slice_decoder(self.im, self.tiles, iter(y_payloads), keep, self.latent)
             q = self._walk(hyper, mode, code)

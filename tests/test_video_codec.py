@@ -1027,6 +1027,47 @@ def test_held_blocks_stay_kept_in_later_frames_that_skip_them(models):
     assert np.array_equal(part[:, 32:], first[:, 32:]) and np.array_equal(part[32:], first[32:])
 
 
+def test_a_frame_codes_z_only_at_the_blocks_it_codes():
+    """New content in one 64x64 block of a still photo (the shipped model): the inter frame codes
+    that block with z of its own there only (an HFRM without a move map, z of 1 block of 12), the
+    last z elsewhere; whole and seeking decoders agree, and z so coded decodes to the last one with
+    the frame's symbols at those blocks."""
+    from ncodec import container as ct
+    from ncodec.video_codec import (
+        CHUNK_HELD,
+        KNOWN_CHUNKS,
+        FrameCoder,
+        VideoDecoder,
+        _payloads,
+        unpack_skip_map,
+    )
+
+    photo = np.array(Image.open(SAMPLE).convert("RGB"))
+    frames = [photo, photo.copy()]
+    frames[1][64:128, 128:192] = np.rot90(photo[70:134, 20:84])
+    data = encode(frames, gop=8, model=None, refine=0)
+    header, chunks = ct.read_container(data, KNOWN_CHUNKS)
+    intra, inter = chunks[:2]
+    assert inter.type == CHUNK_HELD
+    head, move_map, rest = _payloads(inter.data, 2, 1, rest=True)
+    skip, z_copied, *_ = unpack_skip_map(head, (3, 4), 1)
+    assert move_map == b"" and not z_copied and np.array_equal(np.nonzero(~skip), ([1], [2]))
+    z_payload = _payloads(rest, 1, 1, rest=True)[0]
+    assert 0 < len(z_payload) < len(_payloads(intra.data, 1, 0, rest=True)[0]) / 6
+    out = decode(data)
+    assert np.array_equal(decode(data, first=1), out[1:]) and psnr(out[1], frames[1]) > 29
+    with VideoDecoder(data) as dec:
+        fc = FrameCoder(dec.model, dec.params)
+    fc.decode(intra.type, intra.data, 0)
+    z = torch.randint(-5, 6, fc.z_sym.shape)
+    blocks = np.zeros(fc.blocks, bool)
+    blocks[[0, 2], [3, 1]] = True
+    expected = fc.z_sym.clone()
+    expected[..., torch.from_numpy(blocks)] = z[..., torch.from_numpy(blocks)]
+    assert torch.equal(fc._decode_z(fc._code_z(z, blocks), blocks), expected)
+    assert torch.equal(fc._partial_z(z, blocks), expected)
+
+
 def test_a_moving_object_is_shown_by_moved_blocks(monkeypatch):
     """A textured patch moving 3 pixels a frame over a still photo (the shipped model), then
     standing still: the frames while it moves move blocks (HFRM), those after show it held without a
