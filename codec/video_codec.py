@@ -75,6 +75,7 @@ from .video_moves import (
     COPY,
     HELD_KINDS,
     KEEP,
+    LEAST_MOVE_BITS,
     MOVE,
     MOVE_BITS,
     MOVED_KINDS,
@@ -568,8 +569,10 @@ class FrameCoder:
             block, lam = 16 * FINE_BLOCK, self._lambda
             sse = (((a - x) ** 2).sum((0, 1)) * self._valid for a in (self.recon, self.canvas))
             copying, keeping = (lam * block_sums(e, block) for e in sse)
-            moving, vectors = search_moves(self.canvas, x, self._valid, lam, block)
-            split, parts = search_moves(self.canvas, x, self._valid, lam, block // 2, zero_free=False)
+            active = keeping > LEAST_MOVE_BITS  # (the others are kept: a move costs more, even split)
+            moving, vectors = search_moves(self.canvas, x, self._valid, lam, block, active=active)
+            split, parts = search_moves(self.canvas, x, self._valid, lam, block // 2, zero_free=False,
+                                        active=torch.from_numpy(quarters(active.numpy())))
             split = block_sums(split, 2)
             kept = (keeping <= torch.minimum(moving, split)) | ~vectors.any(-1) & (keeping <= split)
             splits = ~kept & (split < moving)  # (a kept block is costed as a copied one: equal pictures tie)

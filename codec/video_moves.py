@@ -117,6 +117,14 @@ def vector_bits(vectors: torch.Tensor, zero_free: bool = True) -> torch.Tensor:
     return torch.from_numpy(bits * v.any(-1) if zero_free else bits)
 
 
+def _least_move_bits() -> float:
+    """The bits of the cheapest vector that moves a block (one quarter pixel)."""
+    return float(vector_bits(torch.tensor([[0, 1], [1, 0], [0, -1], [-1, 0]])).min())
+
+
+LEAST_MOVE_BITS = _least_move_bits()  # a block kept for less never pays a move's bits
+
+
 def quarters(a: np.ndarray) -> np.ndarray:
     """Per-block values [H, W, ...] repeated over the blocks' 2x2 quarters: [2H, 2W, ...]."""
     return np.repeat(np.repeat(a, 2, 0), 2, 1)
@@ -213,12 +221,14 @@ def _moved_blocks(tiles: torch.Tensor, vectors: torch.Tensor, margin: int, block
 
 
 def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: float, block: int,
-                 zero_free: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 zero_free: bool = True, active: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block of the padded frame x [1, 3, H, W] (H, W multiples of block), the vector that shows it
     best from the previous picture `prev` (float, same shape): whole pixels on 2x smaller images up
     to MOVE_SEARCH, then the zero vector (the block kept) and 1, 1/2 and 1/4 pixels around the best,
     by lam * SSE (over `valid` pixels) plus the vector's bits (`vector_bits`). Returns (that cost
-    [bh, bw], vectors [bh, bw, 2])."""
+    [bh, bw], vectors [bh, bw, 2]); blocks not `active` ([bh, bw], if given) are not searched: cost
+    inf, zero vectors."""
     one, (h, w) = 1 << MOVE_BITS, x.shape[-2:]
     shape = (h // block, w // block)
     small_prev, small_x = F.avg_pool2d(prev, 2), F.avg_pool2d(x, 2)
@@ -236,10 +246,12 @@ def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: 
             better = sse < best
             best = torch.where(better, sse, best)
             vectors[better] = torch.tensor([2 * dy * one, 2 * dx * one])
-    vectors = vectors.view(-1, 2)
+    chosen = torch.ones(shape, dtype=torch.bool) if active is None else active
+    chosen = chosen.reshape(-1)
+    vectors = vectors.view(-1, 2)[chosen]
     margin = MOVE_SEARCH + 3  # (the refinements reach 1.75 pixels beyond the search, bilinear one more)
-    tiles = _blocks(prev[0], block, margin)
-    target, weight = (_blocks(a, block).flatten(2) for a in (x[0], valid[None]))
+    tiles = _blocks(prev[0], block, margin)[chosen]
+    target, weight = (_blocks(a, block).flatten(2)[chosen] for a in (x[0], valid[None]))
 
     def cost(candidate: torch.Tensor) -> torch.Tensor:
         sse = (((_moved_blocks(tiles, candidate, margin, block) - target) ** 2) * weight).sum((1, 2))
@@ -260,4 +272,7 @@ def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: 
             for dx in (-step, 0, step):
                 if dy or dx:
                     consider(base + torch.tensor([dy, dx]))
-    return c.view(shape), vectors.view(*shape, 2)
+    costs = torch.full(chosen.shape, float("inf"), dtype=c.dtype)
+    found = torch.zeros(*chosen.shape, 2, dtype=torch.long)
+    costs[chosen], found[chosen] = c, vectors
+    return costs.view(shape), found.view(*shape, 2)
