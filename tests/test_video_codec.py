@@ -405,7 +405,7 @@ def no_moves(monkeypatch) -> None:
     """Make the encoder find no block worth keeping or moving (every skipped block copies the latent)."""
     import ncodec.video_codec as vc
 
-    def nowhere(prev, x, valid, lam, block, zero_free=True):  # (no search: the tests run faster)
+    def nowhere(prev, x, valid, lam, block, zero_free=True, active=None):  # (no search: faster tests)
         shape = (x.shape[-2] // block, x.shape[-1] // block)
         return torch.full(shape, float("inf")), torch.zeros(*shape, 2, dtype=torch.long)
 
@@ -887,6 +887,25 @@ def test_move_blocks_moves_each_block_by_its_own_vector():
     assert torch.equal(out[:, 32:, 64:], 16 * a[:, 63:, 64:].expand(3, 32, 32))
     assert torch.equal(out[:, 32:, :64], 16 * a[:, 32:, :64])  # (zero vectors)
     assert torch.equal(move_blocks(a.double(), vectors, 32), out.double())
+
+
+def test_the_search_finds_a_shifted_block_and_leaves_out_the_blocks_not_asked_for():
+    """A picture shifted by (3, -2) pixels: the search finds the shift for the blocks asked for, the
+    same whether or not the others are searched; those others get no vector and an infinite cost."""
+    from ncodec.video_moves import search_moves
+
+    rng = np.random.default_rng(4)
+    prev = torch.from_numpy(rng.random((1, 3, 128, 128))).float()
+    prev = torch.nn.functional.avg_pool2d(prev, 3, 1, 1)  # (smooth enough for the 2x smaller search)
+    x = torch.roll(prev, (-3, 2), (2, 3))
+    valid = torch.ones(128, 128)
+    active = torch.zeros(4, 4, dtype=torch.bool)
+    active[1:3, 1:3] = True
+    cost, vectors = search_moves(prev, x, valid, 100.0, 32)
+    some_cost, some = search_moves(prev, x, valid, 100.0, 32, active=active)
+    assert (vectors[1:3, 1:3] == torch.tensor([12, -8])).all()
+    assert torch.equal(some[active], vectors[active]) and torch.equal(some_cost[active], cost[active])
+    assert not some[~active].any() and torch.isinf(some_cost[~active]).all()
 
 
 def test_move_maps_round_trip_and_bad_ones_are_refused():
