@@ -522,8 +522,8 @@ class FrameCoder:
         lam = self._lambda
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
         copying, keeping, moving, shown, vectors, picture = self._skipping(x)
-        kind = np.where(self.held, np.where((copying < moving).numpy(), COPY, shown),  # (ties: as an SFRM)
-                        np.where((moving < copying).numpy(), shown, COPY))
+        copies = np.where(self.held, (copying < moving).numpy(), (copying <= moving).numpy())
+        kind = np.where(copies, COPY, shown)  # (ties: as an SFRM shows the block)
         skipping = torch.minimum(copying, moving)  # a skipped 32x32 block's cost, kept or moved if that pays
         plain = torch.where(torch.from_numpy(self.held), keeping, copying)  # ... without a map
 
@@ -539,7 +539,7 @@ class FrameCoder:
                 change = MOVE_MAP_BITS + _kind_bits(symbols) - saved
                 if change < 0:
                     return Moves(kinds, vectors, picture, mapped=True), change
-            return Moves(still, np.zeros_like(vectors), self.canvas), 0.0
+            return Moves(still, picture=self.canvas), 0.0
 
         every = np.ones(self.blocks, dtype=bool)
         best = every, *moves(every)
@@ -574,8 +574,9 @@ class FrameCoder:
             split, parts = search_moves(self.canvas, x, self._valid, lam, block // 2, zero_free=False,
                                         active=torch.from_numpy(quarters(active.numpy())))
             split = block_sums(split, 2)
-            kept = (keeping <= torch.minimum(moving, split)) | ~vectors.any(-1) & (keeping <= split)
-            splits = ~kept & (split < moving)  # (a kept block is costed as a copied one: equal pictures tie)
+            moving = torch.where(vectors.any(-1), moving, keeping)  # (the zero vector costed as copying is:
+            kept = keeping <= torch.minimum(moving, split)  # equal pictures tie)
+            splits = ~kept & (split < moving)
             shown = np.where(kept, KEEP, np.where(splits, SPLIT, MOVE))
             moving = torch.where(kept, keeping, torch.minimum(moving, split))
             vectors = np.where(quarters(splits.numpy())[..., None], parts.numpy(),
@@ -622,11 +623,13 @@ class FrameCoder:
                 # z again, weighed at the coded positions: the last one, or this frame's at the blocks
                 # that code any position (the last one's elsewhere)
                 blocks = self._z_blocks(skip)
-                options[mode, False] = self._option(y, self._partial_z(z_sym, blocks), mode, {})
+                if not blocks.all():
+                    options[mode, False] = self._option(y, self._partial_z(z_sym, blocks), mode, {})
                 bits = {copied: self._y_bits(options[mode, copied][4], options[mode, copied][3], keep)
                         for copied in (False, True)}
                 copy = bits[True] < bits[False] + self._z_bits(z_sym, blocks)
-                coded = coded if copy and z_copied else None  # (coded is of the latents planned)
+                planned = copy == z_copied and (copy or blocks.all())
+                coded = coded if planned else None  # (coded is of the latents planned)
                 z_copied = copy
             z_sym = self.z_sym if z_copied else self._partial_z(z_sym, blocks)
             payloads: list[bytes] = []
@@ -920,12 +923,13 @@ class FrameCoder:
         skipped = self._fine(skip)
         kinds = np.where(skipped & self.held, KEEP, COPY)
         vectors = np.zeros((*quarters(skipped).shape, 2), np.int64)  # (of the 16x16 quarters)
+        move_map = b""
         if kind in MAPPED_CHUNKS:
             move_map, data = _payloads(data, 1, t, rest=True)
-        if kind == CHUNK_MOVED or kind == CHUNK_HELD and move_map:  # (an HFRM's map may be empty: none)
+        if move_map or kind == CHUNK_MOVED:  # (an HFRM's map may be empty: none; an MFRM's may not)
             if self.canvas is None:
                 raise VideoError(f"frame {t}: moved blocks need the previous frame's picture")
-            alphabet = {CHUNK_MOVED: MOVED_KINDS}.get(kind, HELD_KINDS)
+            alphabet = MOVED_KINDS if kind == CHUNK_MOVED else HELD_KINDS
             kinds, vectors = unpack_move_map(move_map, skipped, t, self.held, alphabet)
         previous, self.held = self.canvas, (kinds != COPY) & (kind != CHUNK_MOVED)
         intra = kind == CHUNK_INTRA
@@ -956,9 +960,12 @@ class FrameCoder:
         self.canvas = self._shown[1]
         if (kinds != COPY).any():
             block = 16 * FINE_BLOCK
-            shifted = (move_blocks(previous, torch.from_numpy(vectors), block // 2) + 8) >> 2 * MOVE_BITS
+            shifted = previous  # (kept blocks only: moved by nothing)
+            if vectors.any():
+                moved = move_blocks(previous, torch.from_numpy(vectors), block // 2)
+                shifted = ((moved + 8) >> 2 * MOVE_BITS).short()
             shown = per_pixel(torch.from_numpy(kinds != COPY), block, (hp, wp))
-            self.canvas = torch.where(shown, shifted.short(), self.canvas)
+            self.canvas = torch.where(shown, shifted, self.canvas)
         return self._pixels(self.canvas, offset, motion) if synthesize else None
 
     def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...], motion: tuple[int, int]) -> np.ndarray:
