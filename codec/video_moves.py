@@ -231,6 +231,8 @@ def search_moves(prev: torch.Tensor, x: torch.Tensor, valid: torch.Tensor, lam: 
     inf, zero vectors."""
     one, (h, w) = 1 << MOVE_BITS, x.shape[-2:]
     shape = (h // block, w // block)
+    if active is not None and not active.any():
+        return torch.full(shape, float("inf")), torch.zeros(*shape, 2, dtype=torch.long)
     small_prev, small_x = F.avg_pool2d(prev, 2), F.avg_pool2d(x, 2)
     small_valid = F.avg_pool2d(valid[None, None], 2)[0, 0]
     reach = MOVE_SEARCH // 2

@@ -906,6 +906,8 @@ def test_the_search_finds_a_shifted_block_and_leaves_out_the_blocks_not_asked_fo
     assert (vectors[1:3, 1:3] == torch.tensor([12, -8])).all()
     assert torch.equal(some[active], vectors[active]) and torch.equal(some_cost[active], cost[active])
     assert not some[~active].any() and torch.isinf(some_cost[~active]).all()
+    none_cost, none = search_moves(prev, x, valid, 100.0, 32, active=torch.zeros(4, 4, dtype=torch.bool))
+    assert not none.any() and torch.isinf(none_cost).all()  # (Big Buck Bunny at quality 2 asked for none)
 
 
 def test_move_maps_round_trip_and_bad_ones_are_refused():
