@@ -6,7 +6,7 @@ Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   inter frame: (mean, scale) = (base, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers,
     base = mean_h or y_q[t-1] as the prior's base says (a model may hold one prior per base)
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
-  -> one IFRM / SFRM / HFRM chunk per frame; a seek index lists the intra frames (random access).
+  -> one IFRM / SFRM / HFRM / TFRM chunk per frame; a seek index lists the intra frames (random access).
 An inter frame may skip blocks of 4x4 latent positions (64x64 pixels; 2x2, 32x32 pixels, in a fine
 skip map, where that costs less): a skipped block copies the
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
@@ -15,9 +15,11 @@ distortion measured on a float synthesis of both choices), and of a model's two 
 one whose frame costs less so; the decoder just follows the skip map and the frame's mode flags.
 Encoder-side latent refinement (image_refine) applies to intra frames and to inter frames that code
 blocks (under the parameters the temporal prior gives): the same decoder, better rate-distortion.
-An inter frame may also change a brightness offset added to the decoded pixels and a global motion
-by which they are moved (1/8 pixels, bilinear): the latent codes the frame moved back, less the
-offset, so skipped blocks follow exposure drift and a pan of the camera. In an HFRM chunk a move
+An inter frame may also change a brightness offset added to the decoded pixels, a global motion
+by which they are moved (1/8 pixels, bilinear) and (a TFRM chunk) a tone by which they are scaled
+(1/16 octaves): the latent codes the frame moved back, less the offset, scaled up by the tone, so
+skipped blocks follow exposure drift, a pan of the camera and a fade, and a dark frame codes a
+picture stretched to the range the transforms know. In an HFRM chunk a move
 map says which skipped 32x32 blocks instead keep the previous frame's picture or show it moved by a
 vector of their own, or by one per 16x16 quarter (1/4 pixels, bilinear; video_moves): what moves
 before a still camera. Such blocks are held: later frames that skip them keep them, with no map.
@@ -98,8 +100,10 @@ PARAMS = struct.Struct(">IIIIIHH")  # width, height, rate num, rate den, frames,
 CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"SFRM", b"AUDI"
 CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier writers; still read)
 CHUNK_HELD = b"HFRM"  # inter frame with moved blocks, held in later frames: a move map follows the skip map
+CHUNK_TONED = b"TFRM"  # an HFRM whose offset field also changes the tone
 CHUNK_MOVED = b"MFRM"  # ... whose moved blocks are not held (files of earlier writers; still read)
-MAPPED_CHUNKS = (CHUNK_HELD, CHUNK_MOVED)
+HELD_CHUNKS = (CHUNK_HELD, CHUNK_TONED)
+MAPPED_CHUNKS = (*HELD_CHUNKS, CHUNK_MOVED)
 FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
 INTER_CHUNKS = (CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
 KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
@@ -137,6 +141,15 @@ OFFSET_CHANGE_BITS = 24  # what a frame's change of the offset costs (its 3 byte
 # latent codes) puts outside 0..255, where the transforms never trained: a fade from black is not
 # an offset (Big Buck Bunny's opening at quality 8: 44.97 dB with offsets there, 49.77 without).
 OFFSET_OUTSIDE = 0.01
+# An HFRM's offset field also changes the frame's tone: its picture is scaled by 2^(-tone/16) before
+# the offset is added, so a dark frame codes a picture stretched to the range the transforms trained
+# on, and skipped blocks follow a fade (weighted prediction).
+TONE_STEPS = 16  # tones per octave
+TONE_LIMIT = 127  # the largest tone (the picture scaled by about 1/245)
+TONE_MANTISSAS = (65536, 62757, 60097, 57549, 55109, 52773, 50535, 48393,  # 2^16 * 2^(-k/16), rounded
+                  46341, 44376, 42495, 40693, 38968, 37316, 35734, 34219)
+TONE_CHANGE_BITS = 8 + 32  # what a frame's change of the tone costs: its byte, an empty move map's length
+TONE_SHARE = 0.001  # the share of pixels the encoder lets a tone push beyond 255 (they clip)
 MOTION = 0x04  # skip map kind flag: 2 signed bytes follow (after the offset's), the change of the motion
 MOTION_BITS = 3  # global motion is in units of 2^-MOTION_BITS pixels (down, right)
 MOTION_LIMIT = 1 << 15  # the largest |motion| of a frame (4096 pixels)
@@ -279,16 +292,19 @@ class InterMode:
 
 def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = InterMode(),
                   offset: tuple[int, int, int] = (0, 0, 0), motion: tuple[int, int] = (0, 0),
-                  fine: bool = False) -> bytes:
+                  fine: bool = False, tone: int | None = None) -> bytes:
     """An inter frame's first payload: u8 kind (MAP_NONE, MAP_ALL, MAP_CODED or MAP_FINE (`fine`:
     the flags are of 32x32-pixel blocks, twice as many each way), plus Z_COPIED
     when the frame reuses the last coded z, the flags of its `mode`, OFFSET when the brightness
-    `offset` changes, its 3 signed bytes then following, and MOTION when the global `motion`
-    changes, its 2 signed bytes following those); MAP_CODED and MAP_FINE add u8 p (skip probability
-    * 256) and the range-coded flags, row-major over the blocks."""
-    change = struct.pack(">bbb", *offset) if any(offset) else b""
+    `offset` (or the `tone`) changes, its 3 signed bytes then following (a TFRM's, whose `tone` is
+    not None: 4, the tone's change last), and MOTION when the global `motion` changes, its 2 signed
+    bytes following those); MAP_CODED and MAP_FINE add u8 p (skip probability * 256) and the
+    range-coded flags, row-major over the blocks."""
+    fields = offset if tone is None else (*offset, tone)
+    shifted = any(fields)
+    change = struct.pack(f">{len(fields)}b", *fields) if shifted else b""
     change += struct.pack(">bb", *motion) if any(motion) else b""
-    moves = (OFFSET if any(offset) else 0) | (MOTION if any(motion) else 0)
+    moves = (OFFSET if shifted else 0) | (MOTION if any(motion) else 0)
     if skip.all():
         return bytes([MAP_ALL | moves]) + change
     head = (Z_COPIED if z_copied else 0) | mode.flags | moves
@@ -300,11 +316,12 @@ def pack_skip_map(skip: np.ndarray, z_copied: bool = False, mode: InterMode = In
     return bytes([(MAP_FINE if fine else MAP_CODED) | head]) + change + bytes([p]) + coded
 
 
-def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
-                    ) -> tuple[np.ndarray, bool, InterMode, tuple[int, int, int], tuple[int, int]]:
+def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int, toned: bool = False
+                    ) -> tuple[np.ndarray, bool, InterMode, tuple[int, int, int], tuple[int, int], int]:
     """(skip flags [blocks down, blocks across], z copied, mode, change of the brightness offset,
-    change of the global motion) of an inter frame's first payload, checked; `shape`: the blocks of
-    64x64 pixels (a fine map's flags are of 32x32-pixel blocks, twice as many each way)."""
+    change of the global motion, change of the tone) of an inter frame's first payload, checked;
+    `shape`: the blocks of 64x64 pixels (a fine map's flags are of 32x32-pixel blocks, twice as many
+    each way); `toned`: a TFRM's, whose offset field also holds the tone's change."""
     if not data:
         raise VideoError(f"frame {t}: empty skip map")
     head = data[0]
@@ -312,18 +329,20 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
     mode = InterMode.from_flags(head)
     if head & NO_PRIOR and head & SECOND_PRIOR:
         raise VideoError(f"frame {t}: skip map names a temporal prior and none")
-    offset, rest = (0, 0, 0), data[1:]
+    offset, tone, rest = (0, 0, 0), 0, data[1:]
     if head & OFFSET:
-        if len(rest) < 3:
+        size = 3 + toned
+        if len(rest) < size:
             raise VideoError(f"frame {t}: skip map ends inside its brightness offset")
-        offset, rest = struct.unpack(">bbb", rest[:3]), rest[3:]
+        fields, rest = struct.unpack(f">{size}b", rest[:size]), rest[size:]
+        offset, tone = fields[:3], fields[3] if toned else 0
     motion = (0, 0)
     if head & MOTION:
         if len(rest) < 2:
             raise VideoError(f"frame {t}: skip map ends inside its global motion")
         motion, rest = struct.unpack(">bb", rest[:2]), rest[2:]
     if not rest and (kind == MAP_NONE or head & ~(OFFSET | MOTION) == MAP_ALL):
-        return np.full(shape, kind == MAP_ALL), z_copied, mode, offset, motion
+        return np.full(shape, kind == MAP_ALL), z_copied, mode, offset, motion, tone
     if kind not in (MAP_CODED, MAP_FINE) or not rest or not 1 <= rest[0] <= 255:
         raise VideoError(f"frame {t}: invalid skip map")
     if kind == MAP_FINE:
@@ -334,7 +353,7 @@ def unpack_skip_map(data: bytes, shape: tuple[int, int], t: int
         raise VideoError(f"frame {t}: skip map: {err}") from None
     if ((flags != 0) & (flags != 1)).any():
         raise VideoError(f"frame {t}: skip map holds values other than 0 and 1")
-    return flags.reshape(shape).astype(bool), z_copied, mode, offset, motion
+    return flags.reshape(shape).astype(bool), z_copied, mode, offset, motion, tone
 
 
 def inter_lambda_scale(quality: float, levels: int) -> float:
@@ -350,6 +369,12 @@ def inter_lambda(quality: float, lambdas: tuple[float, ...]) -> float:
     from .image_refine import quality_lambda
 
     return inter_lambda_scale(quality, len(lambdas)) * quality_lambda(quality, lambdas) * 255**2 / 3
+
+
+def tone_scale(tone: int) -> float:
+    """What a tone scales the picture by: 2^(-tone/16), as the decoder's integers give it."""
+    octaves, mantissa = divmod(tone, TONE_STEPS)
+    return TONE_MANTISSAS[mantissa] / 2.0 ** (16 + octaves)
 
 
 def _moved(offset: tuple[int, ...], change: tuple[int, ...]) -> tuple[int, ...]:
@@ -427,6 +452,8 @@ class FrameCoder:
             self._valid[: self.geometry.height, : self.geometry.width] = 1
         self.offset = (0, 0, 0)  # the frame's brightness offset (R, G, B; 2^-OFFSET_BITS levels)
         self.motion = (0, 0)  # the frame's global motion (down, right; 2^-MOTION_BITS pixels)
+        self.tone = 0  # the frame's tone: its picture is scaled by tone_scale(tone)
+        self._weight = 1.0  # encoder: tone_scale(tone)^2 of the frame planned, SSE of the picture to pixels
         self._shown: tuple[torch.Tensor, torch.Tensor] | None = None  # decoder: last (y_hat, g_s output)
 
     @cached_property
@@ -519,7 +546,7 @@ class FrameCoder:
         previous latent or, where that costs less, keeps or moves the previous picture, when what
         the frame's kept and moved blocks save pays for its move map."""
         coded = self._synthesize(q)
-        lam = self._lambda
+        lam = self._lambda * self._weight
         err_coded = ((coded - x) ** 2).sum((0, 1)) * self._valid
         copying, keeping, moving, shown, vectors, picture = self._skipping(x)
         copies = np.where(self.held, (copying < moving).numpy(), (copying <= moving).numpy())
@@ -566,7 +593,7 @@ class FrameCoder:
         the vectors of the quarters [2H, 2W, 2] and the picture so moved (once per x and previous frame)."""
         key = (x, self.recon, self.canvas)
         if self._searched is None or any(a is not b for a, b in zip(self._searched[0], key, strict=True)):
-            block, lam = 16 * FINE_BLOCK, self._lambda
+            block, lam = 16 * FINE_BLOCK, self._lambda * self._weight
             sse = (((a - x) ** 2).sum((0, 1)) * self._valid for a in (self.recon, self.canvas))
             copying, keeping = (lam * block_sums(e, block) for e in sse)
             active = keeping > LEAST_MOVE_BITS  # (the others are kept: a move costs more, even split)
@@ -598,9 +625,10 @@ class FrameCoder:
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
             if intra:
                 self.offset, self.motion, self.held = (0, 0, 0), (0, 0), np.zeros_like(self.held)
+                self.tone, self._weight = 0, 1.0
                 return CHUNK_INTRA, self._encode_intra(x, *self._analyse(x))
             # with a change of the motion or the brightness offset worth trying, the frame is
-            # weighed with both and with neither
+            # weighed with both and with neither, and with each change of the tone worth trying alone
             glided, change = (0, 0), (0, 0, 0)
             if self.synthesis is not None:
                 glided = self._motion_change(x)
@@ -609,8 +637,14 @@ class FrameCoder:
             if any(change) or any(glided):
                 plans.append(self._plan(x, (0, 0, 0), (0, 0)))
             plan = min(plans, key=lambda plan: plan[0])
-            _, change, glided, x, y, z_sym, z_bits, options, mode, z_copied, skip, moves, coded = plan
+            if self.synthesis is not None:
+                tones = self._tone_changes(self._unmoved(x, self.motion))
+                plan = min([plan, *(self._plan(x, (0, 0, 0), (0, 0), toned) for toned in tones)],
+                           key=lambda plan: plan[0])
+            _, change, glided, toned, x, y, z_sym, z_bits, options, mode, z_copied, skip, moves, coded = plan
             self.offset, self.motion = _moved(self.offset, change), _moved(self.motion, glided)
+            self.tone += toned
+            self._weight = tone_scale(self.tone) ** 2
             if self.refine and not skip.all():  # (a frame that copies every block is not refined)
                 y = self._refine_inter(x, y, z_bits, options, mode, z_copied, skip)
                 _, _, q, index, sym = options[mode, z_copied]
@@ -645,14 +679,15 @@ class FrameCoder:
             if self.synthesis is not None:
                 self.canvas = self._picture(self.recon, moves)
                 self.held = moves.kinds != COPY
-        head = pack_skip_map(skip, z_copied, mode, change, glided, fine=self._block(skip) == FINE_BLOCK)
         pieces = [] if skip.all() else payloads if z_copied else [self._code_z(z_sym, blocks), *payloads]
         partly = not (skip.all() or z_copied or blocks is None or blocks.all())  # (z of some blocks)
-        if moves.mapped or partly:
+        fine = self._block(skip) == FINE_BLOCK
+        if moves.mapped or partly or toned:
+            head = pack_skip_map(skip, z_copied, mode, change, glided, fine, tone=toned if toned else None)
             skipped = self._fine(skip)
             move_map = pack_move_map(moves.kinds, skipped, moves.vectors, held) if moves.mapped else b""
-            return CHUNK_HELD, pack_frame(head, [move_map, *pieces])
-        return CHUNK_INTER, pack_frame(head, pieces)
+            return CHUNK_TONED if toned else CHUNK_HELD, pack_frame(head, [move_map, *pieces])
+        return CHUNK_INTER, pack_frame(pack_skip_map(skip, z_copied, mode, change, glided, fine), pieces)
 
     @staticmethod
     def _picture(synth: torch.Tensor, moves: Moves) -> torch.Tensor:
@@ -678,7 +713,8 @@ class FrameCoder:
         px, valid = 16 * SKIP_BLOCK, self._valid
         counts = block_sums(valid, px)
         inside = counts > 0
-        diff = (x - self.canvas - self._shift(self.offset))[0] * valid
+        scale = tone_scale(self.tone)
+        diff = (x - scale * self.canvas - self._shift(self.offset))[0] * valid
         sums = torch.stack([block_sums(d, px) for d in diff])[:, inside]
         means = sums / counts[inside]
         median = means.median(1, keepdim=True).values
@@ -687,7 +723,7 @@ class FrameCoder:
         steps = [round(m * (255 << OFFSET_BITS)) if agree else 0
                  for m, agree in zip(median.view(-1).tolist(), agrees, strict=True)]
         change = _byte_change(steps, self.offset, OFFSET_LIMIT)
-        shifted = (x - self._shift(_moved(self.offset, change)))[0]  # what the latent would code
+        shifted = (x - self._shift(_moved(self.offset, change)))[0] / scale  # what the latent would code
         outside = ((shifted < -0.5 / 255) | (shifted > 1 + 0.5 / 255)) & (valid > 0)
         change = [c if share <= OFFSET_OUTSIDE else 0
                   for c, share in zip(change, (outside.sum((1, 2)) / valid.sum()).tolist(), strict=True)]
@@ -695,6 +731,31 @@ class FrameCoder:
         saved = float(((2 * d * sums - counts[inside] * d**2) * near).sum())  # SSE before - after
         worth = self._lambda * saved > OFFSET_CHANGE_BITS
         return tuple(change) if worth else (0, 0, 0)
+
+    def _tone_changes(self, x: torch.Tensor) -> list[int]:
+        """The changes of the tone worth weighing for the padded frame x [1, 3, H, W] (moved back by
+        the motion) less the brightness offset: to the tone that stretches it to the full range
+        (all but TONE_SHARE of its values within 0..255), and to the tone of a fade from the picture
+        shown (the median over 64x64 blocks of the frame's least-squares ratio to it), no higher;
+        those within TONE_STEPS // 8 of the tone are left out, and all while the frame spans half
+        the range or more at tone 0."""
+        valid = self._valid > 0
+        x = x - self._shift(self.offset)
+        values = x[0][:, valid].flatten()
+        top = float(values.kthvalue(max(1, math.ceil((1 - TONE_SHARE) * values.numel()))).values)
+        reach = min(max(math.floor(TONE_STEPS * math.log2(1 / max(top, 1 / 255))), 0), TONE_LIMIT)
+        if reach < TONE_STEPS and self.tone == 0:
+            return []
+        px = 16 * SKIP_BLOCK
+        shown = self.canvas * tone_scale(self.tone)
+        weights = valid.float()
+        cross = block_sums((x * shown).sum((0, 1)) * weights, px)
+        power = block_sums((shown**2).sum((0, 1)) * weights, px)
+        lit = power > block_sums(weights, px) * 3 / 255**2  # (blocks shown at a level or more)
+        ratio = float((cross[lit] / power[lit]).median()) if lit.any() else 0.0
+        fade = reach if ratio <= 0 else self.tone - round(TONE_STEPS * math.log2(ratio))
+        tones = {*range(TONE_STEPS, reach + 1, TONE_STEPS), min(max(fade, 0), reach)}
+        return sorted(tone - self.tone for tone in tones if abs(tone - self.tone) >= TONE_STEPS // 8)
 
     def _analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(y scaled by the quality's gain, rounded z) of padded pixels x [1, 3, H, W]."""
@@ -705,21 +766,27 @@ class FrameCoder:
         z = run_tiled(im.h_a, y, 1 / 4, tile=256, margin=16, out=torch.empty(1, im.cfg.n, hp // 64, wp // 64))
         return y, torch.round(z).long()
 
-    def _plan(self, x: torch.Tensor, change: tuple[int, int, int], glided: tuple[int, int]) -> tuple:
-        """An inter frame's choices with the brightness offset moved by `change` and the global motion
-        by `glided`: (cost, change, glided, what the latent codes (the frame moved back by the motion,
-        less the offset), y, z, z_bits, options, then `_choose`'s mode, z copied, skip flags and
-        coded synthesis). The cost is `_choose`'s rate + lambda * SSE, plus the bits of the changes
-        and lambda * SSE of the pixels shown from beyond the frame the latent codes."""
+    def _plan(self, x: torch.Tensor, change: tuple[int, int, int], glided: tuple[int, int],
+              toned: int = 0) -> tuple:
+        """An inter frame's choices with the brightness offset moved by `change`, the global motion
+        by `glided` and the tone by `toned`: (cost, change, glided, toned, the picture the latent
+        codes (the frame moved back by the motion, less the offset, over the tone's scale), y, z,
+        z_bits, options, then `_choose`'s mode, z copied, skip flags and coded synthesis). The cost is
+        `_choose`'s rate + lambda * SSE (of the pixels: the picture's SSE times the scale squared),
+        plus the bits of the changes and lambda * SSE of the pixels shown from beyond the frame the
+        latent codes."""
         motion = _moved(self.motion, glided)
         edge = self._lambda * self._edge_sse(x, motion)
-        x = self._unmoved(x, motion) - self._shift(_moved(self.offset, change))
+        scale = tone_scale(self.tone + toned)
+        x = (self._unmoved(x, motion) - self._shift(_moved(self.offset, change))) / scale
+        self._weight = scale**2
         y, z_sym = self._analyse(x)
         z_bits = self._z_bits(z_sym)
         options = self._options(y, z_sym, z_bits)  # (mode, z copied) -> (bits, params, q, index, symbols)
         *choice, cost = self._choose(x, z_bits, options)
-        cost += OFFSET_CHANGE_BITS * any(change) + MOTION_CHANGE_BITS * any(glided) + edge
-        return (cost, change, glided, x, y, z_sym, z_bits, options, *choice)
+        cost += OFFSET_CHANGE_BITS * (any(change) or bool(toned)) + TONE_CHANGE_BITS * bool(toned)
+        cost += MOTION_CHANGE_BITS * any(glided) + edge
+        return (cost, change, glided, toned, x, y, z_sym, z_bits, options, *choice)
 
     @staticmethod
     def _moved_pixels(a: torch.Tensor, motion: tuple[int, int]) -> torch.Tensor:
@@ -745,7 +812,7 @@ class FrameCoder:
         beyond = (outside(hp, motion[0])[:, None] | outside(wp, motion[1])[None, :]) * self._valid
         if not beyond.any():
             return 0.0
-        shown = self._moved_pixels(self.canvas, motion) + self._shift(self.offset)
+        shown = self._moved_pixels(self.canvas, motion) * tone_scale(self.tone) + self._shift(self.offset)
         return float((((x - shown) ** 2).sum((0, 1)) * beyond).sum())
 
     def _motion_change(self, x: torch.Tensor) -> tuple[int, int]:
@@ -756,7 +823,7 @@ class FrameCoder:
         the inter lambda) is not worth MOTION_CHANGE_BITS."""
         valid, one = self._valid, 1 << MOTION_BITS
         target = (x - self._shift(self.offset)).mean(1)[0]
-        ref = self.canvas.mean(1)[0]
+        ref = self.canvas.mean(1)[0] * tone_scale(self.tone)
         margin = MOTION_SEARCH + 2  # pixels left out at the frame's edges (moved from beyond it)
         inner = torch.zeros_like(valid)
         inner[margin:-margin, margin:-margin] = valid[margin:-margin, margin:-margin]
@@ -916,10 +983,11 @@ class FrameCoder:
         p, im = self.geometry, self.im
         hp, wp = p.padded
         skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
-        change, glided = (0, 0, 0), (0, 0)
+        change, glided, toned = (0, 0, 0), (0, 0), 0
         if kind in (CHUNK_INTER, *MAPPED_CHUNKS):
             head, data = _payloads(data, 1, t, rest=True)
-            skip, z_copied, mode, change, glided = unpack_skip_map(head, self.blocks, t)
+            skip, z_copied, mode, change, glided, toned = unpack_skip_map(head, self.blocks, t,
+                                                                          kind == CHUNK_TONED)
         skipped = self._fine(skip)
         kinds = np.where(skipped & self.held, KEEP, COPY)
         vectors = np.zeros((*quarters(skipped).shape, 2), np.int64)  # (of the 16x16 quarters)
@@ -935,6 +1003,9 @@ class FrameCoder:
         intra = kind == CHUNK_INTRA
         offset = (0, 0, 0) if intra else _moved(self.offset, change)
         motion = (0, 0) if intra else _moved(self.motion, glided)
+        tone = 0 if intra else self.tone + toned
+        if not 0 <= tone <= TONE_LIMIT:
+            raise VideoError(f"frame {t}: tone {tone} outside 0..{TONE_LIMIT}")
         if max(map(abs, offset)) > OFFSET_LIMIT:
             raise VideoError(f"frame {t}: brightness offset {offset} beyond +-{OFFSET_LIMIT}")
         if max(map(abs, motion)) > MOTION_LIMIT:
@@ -945,10 +1016,10 @@ class FrameCoder:
         elif kind == CHUNK_INTRA:
             q, latent = self._decode_intra(data, t)
         else:
-            z_blocks = self._z_blocks(skip) if kind == CHUNK_HELD else None
+            z_blocks = self._z_blocks(skip) if kind in HELD_CHUNKS else None
             q, latent = self._decode_inter(data, t, ~self._positions(skip), z_copied, mode, z_blocks)
         y_hat = (q * self.inv >> GAIN_BITS).clamp_(-int(ACT_LIMIT), int(ACT_LIMIT)).int()
-        self.latent, self.offset, self.motion = latent, offset, motion
+        self.latent, self.offset, self.motion, self.tone = latent, offset, motion, tone
         if not synthesize and not self.held.any():
             self._shown = self.canvas = None
             return None
@@ -966,20 +1037,24 @@ class FrameCoder:
                 shifted = ((moved + 8) >> 2 * MOVE_BITS).short()
             shown = per_pixel(torch.from_numpy(kinds != COPY), block, (hp, wp))
             self.canvas = torch.where(shown, shifted, self.canvas)
-        return self._pixels(self.canvas, offset, motion) if synthesize else None
+        return self._pixels(self.canvas, offset, motion, tone) if synthesize else None
 
-    def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...], motion: tuple[int, int]) -> np.ndarray:
-        """RGB pixels (H, W, 3) uint8 of g_s's output `synth` [1, 3, H', W'] (padded; int16, which
-        keeps every pixel: beyond +-8 the pixel is 0 or 255 whatever the offset) moved by the global
-        `motion` (`glide`) with the brightness `offset` (SPEC 5.5 step 4, 7.4 step 4), in integer
-        arithmetic (below 2^31: 4^3 * 2^15 * 255 plus the rounding and the offset)."""
+    def _pixels(self, synth: torch.Tensor, offset: tuple[int, ...], motion: tuple[int, int],
+                tone: int = 0) -> np.ndarray:
+        """RGB pixels (H, W, 3) uint8 of g_s's output `synth` [1, 3, H', W'] (padded; int16) moved by
+        the global `motion` (`glide`), scaled by the `tone` and raised by the brightness `offset`
+        (SPEC 5.5 step 4, 7.4 step 4), in integer arithmetic (below 2^53: 4^3 * 2^15 * 255 * 2^16
+        plus the rounding and the offset)."""
         p = self.geometry
-        shift = ACT_BITS + 2 * MOTION_BITS
+        fixed = ACT_BITS + 2 * MOTION_BITS  # the fractional bits of glide's sums
+        octaves, mantissa = divmod(tone, TONE_STEPS)
+        scale = 16 + octaves  # the tone's
         rgb = np.empty((p.height, p.width, 3), np.uint8)
         for c in range(3):
-            add = (1 << (shift - 1)) + (offset[c] << (shift - OFFSET_BITS))
-            x = glide(synth[0, c].int(), motion)[: p.height, : p.width] * 255 + add
-            rgb[..., c] = (x >> shift).clamp_(0, 255).numpy()
+            add = ((1 << (fixed - 1)) + (offset[c] << (fixed - OFFSET_BITS))) << scale
+            x = glide(synth[0, c].long(), motion)[: p.height, : p.width] * (255 * TONE_MANTISSAS[mantissa])
+            x += add
+            rgb[..., c] = (x >> (fixed + scale)).clamp_(0, 255).numpy()
         return rgb
 
     def _decode_intra(self, data: bytes, t: int) -> tuple[torch.Tensor, torch.Tensor]:
