@@ -629,6 +629,7 @@ class FrameCoder:
                 return CHUNK_INTRA, self._encode_intra(x, *self._analyse(x))
             # with a change of the motion or the brightness offset worth trying, the frame is
             # weighed with both and with neither, and with each change of the tone worth trying alone
+            # (stretches only where the better codes most blocks anyway: a cut, a new scene)
             glided, change = (0, 0), (0, 0, 0)
             if self.synthesis is not None:
                 glided = self._motion_change(x)
@@ -638,7 +639,7 @@ class FrameCoder:
                 plans.append(self._plan(x, (0, 0, 0), (0, 0)))
             plan = min(plans, key=lambda plan: plan[0])
             if self.synthesis is not None:
-                tones = self._tone_changes(self._unmoved(x, self.motion))
+                tones = self._tone_changes(self._unmoved(x, self.motion), stretch=(~plan[11]).mean() >= 0.5)
                 plan = min([plan, *(self._plan(x, (0, 0, 0), (0, 0), toned) for toned in tones)],
                            key=lambda plan: plan[0])
             _, change, glided, toned, x, y, z_sym, z_bits, options, mode, z_copied, skip, moves, coded = plan
@@ -732,13 +733,14 @@ class FrameCoder:
         worth = self._lambda * saved > OFFSET_CHANGE_BITS
         return tuple(change) if worth else (0, 0, 0)
 
-    def _tone_changes(self, x: torch.Tensor) -> list[int]:
+    def _tone_changes(self, x: torch.Tensor, stretch: bool = True) -> list[int]:
         """The changes of the tone worth weighing for the padded frame x [1, 3, H, W] (moved back by
-        the motion) less the brightness offset: to the tone that stretches it to the full range
-        (all but TONE_SHARE of its values within 0..255), and to the tone of a fade from the picture
-        shown (the median over 64x64 blocks of the frame's least-squares ratio to it), no higher;
-        those within TONE_STEPS // 8 of the tone are left out, and all while the frame spans half
-        the range or more at tone 0."""
+        the motion) less the brightness offset: to the tone of a fade from the picture shown (the
+        median over 64x64 blocks of the frame's least-squares ratio to it) and, if `stretch`, to the
+        tones at whole octaves, no higher than the one that stretches the frame to the full range
+        (all but TONE_SHARE of its values within 0..255), which also caps the fade's; those within
+        TONE_STEPS // 8 of the tone are left out, and all while the frame spans half the range or
+        more at tone 0."""
         valid = self._valid > 0
         x = x - self._shift(self.offset)
         values = x[0][:, valid].flatten()
@@ -754,7 +756,7 @@ class FrameCoder:
         lit = power > block_sums(weights, px) * 3 / 255**2  # (blocks shown at a level or more)
         ratio = float((cross[lit] / power[lit]).median()) if lit.any() else 0.0
         fade = reach if ratio <= 0 else self.tone - round(TONE_STEPS * math.log2(ratio))
-        tones = {*range(TONE_STEPS, reach + 1, TONE_STEPS), min(max(fade, 0), reach)}
+        tones = {*range(TONE_STEPS, (reach + 1) * stretch, TONE_STEPS), min(max(fade, 0), reach)}
         return sorted(tone - self.tone for tone in tones if abs(tone - self.tone) >= TONE_STEPS // 8)
 
     def _analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
