@@ -533,7 +533,7 @@ def cmd_bench_video(args: argparse.Namespace) -> None:
     _run_bench(lambda: [bench_video(args.dataset, _codec_list(args.codecs), args.anchor, args.out,
                                     args.workers, args.frames, args.threads, _settings(args.settings),
                                     args.limit, args.name, model=args.model, executor=args.executor,
-                                    ray_address=args.ray_address)])
+                                    ray_address=args.ray_address, gop=args.gop)])
 
 
 def cmd_datasets_fetch(args: argparse.Namespace) -> None:
@@ -891,6 +891,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only the first N frames of each clip (default: whole clips)")
     bv.add_argument("--threads", type=_positive_int, default=1,
                     help="threads of each encoder and decoder (default 1: speeds comparable per core)")
+    bv.add_argument("--gop", type=_positive_int, metavar="N",
+                    help="one intra period for every codec: ncodec's GOP and the anchors' keyframe "
+                         "interval (default: each codec's own: ncodec 32, the anchors their encoders' "
+                         "defaults, x264's 250)")
     bv.add_argument("--name", help="dataset name in the result file name (default: the clips' folder, "
                                    "or the one file's name)")
     _add_run_options(bv, "clips")

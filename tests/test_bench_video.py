@@ -270,3 +270,38 @@ def test_bench_video_modules_import_nothing_heavy():
 def test_unknown_codec_error_is_a_bench_error():
     with pytest.raises(BenchError, match="unknown video codec 'h266'"):
         video_codecs.check_video_codec("h266")
+
+
+@pytest.mark.parametrize("codec", ["x264", "x265", "svtav1"])
+def test_gop_sets_the_anchors_keyframe_interval(codec):
+    """With gop=3, 7 frames hold 3 key frames (0, 3, 6); by default, 1."""
+    def key_frames(gop: int | None) -> int:
+        session = video_codecs.AnchorSession(codec, 64, 64, Fraction(25), 30, gop=gop)
+        keys: list[bool] = []
+        decode = session._decode
+
+        def spy(packets, clock):
+            keys.extend(p.is_keyframe for p in packets)
+            return decode(packets, clock)
+
+        session._decode = spy
+        out = [f for rgb in [*frames(64, 64, 7), None] for f in session.feed(rgb, lambda: 0.0)]
+        assert len(out) == 7
+        return sum(keys)
+
+    assert key_frames(3) == 3 and key_frames(None) == 1
+
+
+def test_gop_is_recorded_and_a_resume_must_keep_it(dataset, tmp_path, monkeypatch):
+    from ncodec.video_codec import MAX_GOP
+
+    monkeypatch.setattr(video, "run_jobs", run_here([]))
+    args = ["--dataset", dataset / "ramp.mkv", "--codecs", "x264", "--settings", "x264=30", "--frames", 6]
+    code, err = bench(*args, "--gop", 2, "--out", tmp_path)
+    assert code == 0, err
+    doc = load(tmp_path / "video_ramp.json")
+    assert doc["gop"] == 2 and "an intra frame every 2 frames" in (tmp_path / "video_ramp.md").read_text()
+    code, err = bench(*args, "--out", tmp_path)
+    assert code == 1 and "was made with gop 2, this run has None; pick another --out" in err
+    code, err = bench(*args, "--gop", MAX_GOP + 1, "--out", tmp_path / "other")
+    assert code == 1 and f"--gop must be within 1..{MAX_GOP}" in err and video.MAX_GOP == MAX_GOP

@@ -199,9 +199,11 @@ def markdown_video(doc: dict, plots: list[str] | None = None) -> str:
     """The summary of a video result: BD-rate table, per-codec tables, links to `plots`."""
     anchor, n = doc["anchor"], len(doc["clips"])
     frames = f"the first {doc['frames']} frames of each" if doc.get("frames") else "whole clips"
+    gop = (f"an intra frame every {doc['gop']} frames in every codec" if doc.get("gop")
+           else "each codec's own intra period (ncodec: 32 frames; the anchors: their encoders' defaults)")
     lines = [f"# Video rate-distortion: {doc['dataset']['name']}", "",
              f"{_count(n, 'clip')} ({frames}), anchor {anchor}, {_count(doc['threads'], 'thread')} per "
-             f"encoder and decoder; {_describe_machine(doc['machine'])}.", "",
+             f"encoder and decoder, {gop}; {_describe_machine(doc['machine'])}.", "",
              "bpp = 8 * bytes / (width * height * frames). PSNR-RGB: per frame over the RGB samples; "
              "PSNR-YUV: (6 PSNR-Y + PSNR-U + PSNR-V) / 8 per frame, on BT.709 full-range Y'CbCr computed "
              "from the RGB frames (no subsampling). Values are means over the frames, then over the "

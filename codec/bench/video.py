@@ -96,6 +96,10 @@ class VideoJob:
     frames: int | None  # only the first frames
     threads: int
     model: str | None = None  # ncodec video model id
+    gop: int | None = None  # the intra period of every codec (None: each codec's default)
+
+
+MAX_GOP = 65535  # as ncodec's video codec allows (video_codec.MAX_GOP; not imported: it loads torch)
 
 
 def video_files(folder: Path) -> list[Path]:
@@ -140,7 +144,7 @@ def run_video_job(job: VideoJob) -> dict:
     try:
         _warm_up(job.codec, job.threads, job.model)
         coder = session(job.codec, info.width, info.height, info.frame_rate, job.setting, job.threads,
-                        job.model)
+                        job.model, job.gop)
         pending: list[np.ndarray] = []
         scores: list[dict] = []
 
@@ -269,16 +273,21 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
                 out_dir: str | Path = "bench-results", workers: int = 1, frames: int | None = None,
                 threads: int = 1, settings: dict[str, list[Setting]] | None = None,
                 limit: int | None = None, name: str | None = None, log: TextIO | None = None,
-                model: str | None = None, executor: str = "process", ray_address: str | None = None) -> Path:
+                model: str | None = None, executor: str = "process", ray_address: str | None = None,
+                gop: int | None = None) -> Path:
     """Sweep `codecs` over the clips of `dataset` (folders and files) into DIR/video_<name>.json
     (returned), resuming from what that file holds. `frames`: only the first N frames of each clip;
     `threads`: encoder/decoder threads per job; `settings` replaces the default CRFs (ncodec:
     qualities) of some codecs; `name`: the dataset name (default: the folder the clips are in, or
     the one file's stem); `model`: the ncodec video model id (default: as `ncodec encode` picks);
+    `gop`: one intra period for every codec (ncodec's GOP, the anchors' keyframe interval; default:
+    each codec's own);
     `executor`: "process" (a local pool of `workers`) or "ray" (tasks on the cluster at `ray_address`)."""
     log = log or sys.stderr
     if frames is not None and frames < 1:
         raise BenchError(f"--frames must be at least 1, got {frames}")
+    if gop is not None and not 1 <= gop <= MAX_GOP:
+        raise BenchError(f"--gop must be within 1..{MAX_GOP}, got {gop}")
     root, files = gather(dataset, limit)
     p = plan(list(dict.fromkeys(codecs)), anchor, settings or {}, log, model)
     name = name or (files[0].stem if len(dataset) == 1 and Path(dataset[0]).is_file() else root.name)
@@ -289,17 +298,19 @@ def bench_video(dataset: list[str | Path], codecs: list[str], anchor: str = "x26
     if rows:
         check_models(out, rows, previous.get("machine", {}).get("models", []), p.models)
         check_unchanged(out, {"frames": (previous.get("frames"), frames),
-                              "threads": (previous.get("threads"), threads)})
+                              "threads": (previous.get("threads"), threads),
+                              "gop": (previous.get("gop"), gop)})
     done = {row_key(r) for r in rows}
     clips = [f.relative_to(root).as_posix() for f in files]
     check_clips(files, clips, log)
-    jobs = [VideoJob(clip, str(path), codec, s, frames, threads, p.model_id)
+    jobs = [VideoJob(clip, str(path), codec, s, frames, threads, p.model_id, gop)
             for codec, values in p.sweep.items() for path, clip in zip(files, clips, strict=True)
             for s in values if (clip, codec, float(s)) not in done]
     note_resume(out, len(clips) * sum(map(len, p.sweep.values())), len(jobs), "bench video", log)
     doc = {"schema": SCHEMA, "kind": "video",
            "dataset": {"name": name, "path": str(root), "inputs": [str(Path(d).resolve()) for d in dataset]},
-           "clips": clips, "frames": frames, "threads": threads, "anchor": anchor, "codecs": p.sweep,
+           "clips": clips, "frames": frames, "threads": threads, "gop": gop, "anchor": anchor,
+           "codecs": p.sweep,
            "skipped": p.skipped, "described": {c: DESCRIPTIONS[c] for c in p.sweep},
            "definitions": DEFINITIONS,
            "machine": machine_info(p.models or previous.get("machine", {}).get("models", []), VIDEO_PACKAGES,

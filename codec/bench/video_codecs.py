@@ -134,7 +134,7 @@ class NcodecSession:
     is encoded into an in-memory .ncz and its chunk decoded at once (bounded memory)."""
 
     def __init__(self, width: int, height: int, rate: Fraction, setting: Setting, threads: int = 1,
-                 model: str | None = None):
+                 model: str | None = None, gop: int | None = None):
         import io
 
         import torch
@@ -142,7 +142,8 @@ class NcodecSession:
 
         torch.set_num_threads(threads)
         self.name, self.width, self.height = "ncodec", width, height
-        self.encoder = VideoEncoder(io.BytesIO(), width, height, rate, float(setting), DEFAULT_GOP, model)
+        self.encoder = VideoEncoder(io.BytesIO(), width, height, rate, float(setting), gop or DEFAULT_GOP,
+                                    model)
         self.decoder = FrameCoder(self.encoder.model, self.encoder.params)
         self.result = Coded()
 
@@ -165,11 +166,12 @@ class NcodecSession:
 
 
 def session(name: str, width: int, height: int, rate: Fraction, setting: Setting, threads: int = 1,
-            model: str | None = None) -> AnchorSession | NcodecSession:
-    """The encode/decode session of codec `name` for one clip at one setting."""
+            model: str | None = None, gop: int | None = None) -> AnchorSession | NcodecSession:
+    """The encode/decode session of codec `name` for one clip at one setting; `gop`: the intra period
+    (None: the codec's default, ncodec's DEFAULT_GOP, x264's and x265's 250, SVT-AV1's own)."""
     if name == "ncodec":
-        return NcodecSession(width, height, rate, setting, threads, model)
-    return AnchorSession(name, width, height, rate, setting, threads)
+        return NcodecSession(width, height, rate, setting, threads, model, gop)
+    return AnchorSession(name, width, height, rate, setting, threads, gop)
 
 
 class AnchorSession:
@@ -177,7 +179,7 @@ class AnchorSession:
     only frames inside the encoder's lookahead are held)."""
 
     def __init__(self, name: str, width: int, height: int, rate: Fraction, setting: Setting,
-                 threads: int = 1):
+                 threads: int = 1, gop: int | None = None):
         import av
         from av.video.reformatter import VideoReformatter
         from ncodec.video_io import sws_interpolation
@@ -190,6 +192,8 @@ class AnchorSession:
         enc.time_base, enc.framerate = 1 / rate, rate
         enc.colorspace, enc.color_range = 1, 1  # BT.709, limited: tagged as converted
         enc.thread_count = threads
+        if gop is not None:
+            enc.gop_size = gop  # (the keyframe interval: x264's and x265's keyint, SVT-AV1's intra period)
         enc.options = encoder_options(name, setting, threads)
         dec = av.CodecContext.create(DECODERS[name], "r")
         dec.thread_count = threads
