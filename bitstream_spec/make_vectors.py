@@ -54,8 +54,9 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
     32x32 block of a still frame (fine skip maps), a textured patch moving over a smooth still
     frame (moved blocks) and two strips of the gradient that move apart over it, then stop (blocks
     moved whole and in quarters, held in frames without a move map), a pattern appearing in part of
-    a smooth frame (blocks coded with z of their own, the last z elsewhere) and the gradient fading
-    out, halved each frame (frames that change the tone)."""
+    a smooth frame (blocks coded with z of their own, the last z elsewhere), the gradient fading
+    out, halved each frame (frames that change the tone) and a dark gradient (an intra frame with a
+    tone)."""
     y, x = np.mgrid[0:72, 0:137]
     still = np.stack([x * 255 // 136, y * 255 // 71, (x * y) % 256], -1).astype(np.uint8)
     moving = []
@@ -99,7 +100,8 @@ def video_sources() -> dict[str, tuple[list[np.ndarray], float, int]]:
             "video_patch_137x72_q6": ([patch(t) for t in range(4)], 6.0, 32),
             "video_hold_137x72_q6": ([parting(min(t, 2)) for t in range(6)], 6.0, 32),
             "video_appear_137x72_q4": ([smooth, *[appearing] * 2], 4.0, 32),
-            "video_fade_137x72_q5": ([(still * 0.5**t).astype(np.uint8) for t in range(4)], 5.0, 32)}
+            "video_fade_137x72_q5": ([(still * 0.5**t).astype(np.uint8) for t in range(4)], 5.0, 32),
+            "video_dark_137x72_q4": ([(still * 0.05).astype(np.uint8)] * 2, 4.0, 32)}
 
 
 # Vectors kept as an earlier writer wrote them, for the chunks it wrote that the writer no longer

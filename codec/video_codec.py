@@ -6,7 +6,8 @@ Encode, frame by frame (RGB, padded to multiples of 64 as an image is):
   inter frame: (mean, scale) = (base, scale_h) + P(y_q[t-1], mean_h, scale_h), P in exact integers,
     base = mean_h or y_q[t-1] as the prior's base says (a model may hold one prior per base)
   -> symbols round(y * gain - mean), each coded with the Gaussian table its scale selects
-  -> one IFRM / SFRM / HFRM / TFRM chunk per frame; a seek index lists the intra frames (random access).
+  -> one IFRM (DFRM) / SFRM / HFRM / TFRM chunk per frame; a seek index lists the intra frames
+  (random access).
 An inter frame may skip blocks of 4x4 latent positions (64x64 pixels; 2x2, 32x32 pixels, in a fine
 skip map, where that costs less): a skipped block copies the
 previous frame's latent and costs no symbols, and a frame that skips every block codes no z either.
@@ -101,10 +102,12 @@ CHUNK_INTRA, CHUNK_INTER, CHUNK_AUDIO = b"IFRM", b"SFRM", b"AUDI"
 CHUNK_INTER_V1 = b"PFRM"  # inter frame without a skip map (files of earlier writers; still read)
 CHUNK_HELD = b"HFRM"  # inter frame with moved blocks, held in later frames: a move map follows the skip map
 CHUNK_TONED = b"TFRM"  # an HFRM whose offset field also changes the tone
+CHUNK_INTRA_TONED = b"DFRM"  # an intra frame with a tone: a byte, then an IFRM's data
+INTRA_CHUNKS = (CHUNK_INTRA, CHUNK_INTRA_TONED)
 CHUNK_MOVED = b"MFRM"  # ... whose moved blocks are not held (files of earlier writers; still read)
 HELD_CHUNKS = (CHUNK_HELD, CHUNK_TONED)
 MAPPED_CHUNKS = (*HELD_CHUNKS, CHUNK_MOVED)
-FRAME_CHUNKS = (CHUNK_INTRA, CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
+FRAME_CHUNKS = (*INTRA_CHUNKS, CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
 INTER_CHUNKS = (CHUNK_INTER, CHUNK_INTER_V1, *MAPPED_CHUNKS)
 KNOWN_CHUNKS = (*FRAME_CHUNKS, CHUNK_AUDIO, ct.SEEK)
 SKIP_BLOCK = 4  # latent positions per side of a skip block (64x64 pixels)
@@ -625,8 +628,11 @@ class FrameCoder:
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
             if intra:
                 self.offset, self.motion, self.held = (0, 0, 0), (0, 0), np.zeros_like(self.held)
-                self.tone, self._weight = 0, 1.0
-                return CHUNK_INTRA, self._encode_intra(x, *self._analyse(x))
+                self.tone = self._intra_tone(x) if self.synthesis is not None else 0
+                self._weight = tone_scale(self.tone) ** 2
+                x = x / tone_scale(self.tone)
+                data = self._encode_intra(x, *self._analyse(x))
+                return (CHUNK_INTRA_TONED, bytes([self.tone]) + data) if self.tone else (CHUNK_INTRA, data)
             # with a change of the motion or the brightness offset worth trying, the frame is
             # weighed with both and with neither, and with each change of the tone worth trying alone
             # (stretches only where the better codes most blocks anyway: a cut, a new scene)
@@ -733,6 +739,34 @@ class FrameCoder:
         worth = self._lambda * saved > OFFSET_CHANGE_BITS
         return tuple(change) if worth else (0, 0, 0)
 
+    def _reach(self, x: torch.Tensor) -> int:
+        """The tone that stretches the padded frame x [1, 3, H, W] (less the offset) to the full range:
+        all but TONE_SHARE of its values within 0..255."""
+        values = x[0][:, self._valid > 0].flatten()
+        top = float(values.kthvalue(max(1, math.ceil((1 - TONE_SHARE) * values.numel()))).values)
+        return min(max(math.floor(TONE_STEPS * math.log2(1 / max(top, 1 / 255))), 0), TONE_LIMIT)
+
+    def _intra_tone(self, x: torch.Tensor) -> int:
+        """An intra frame's tone: of 0 and the whole octaves up to `_reach`'s (none for a frame that
+        spans half the range or more), the one of least rate + lambda * SSE (the quality's training
+        lambda; the symbols coded without refinement, the SSE of their float synthesis)."""
+        from .image_refine import quality_lambda
+
+        reach = self._reach(x)
+        if reach < TONE_STEPS:
+            return 0
+        lam = quality_lambda(self.params.quality, self.im.cfg.lambdas) * 255**2 / 3
+
+        def cost(tone: int) -> float:
+            scale = tone_scale(tone)
+            y, z_sym = self._analyse(x / scale)
+            payloads: list[bytes] = []
+            q, _ = self._intra(z_sym, _slice_encoder(self.im, y, self.tiles, payloads))
+            sse = (((self._synthesize(q) * scale - x) ** 2).sum((0, 1)) * self._valid).sum()
+            return 8 * sum(map(len, payloads)) + self._z_bits(z_sym) + lam * float(sse)
+
+        return min(range(0, reach + 1, TONE_STEPS), key=cost)
+
     def _tone_changes(self, x: torch.Tensor, stretch: bool = True) -> list[int]:
         """The changes of the tone worth weighing for the padded frame x [1, 3, H, W] (moved back by
         the motion) less the brightness offset: to the tone of a fade from the picture shown (the
@@ -741,16 +775,13 @@ class FrameCoder:
         (all but TONE_SHARE of its values within 0..255), which also caps the fade's; those within
         TONE_STEPS // 8 of the tone are left out, and all while the frame spans half the range or
         more at tone 0."""
-        valid = self._valid > 0
         x = x - self._shift(self.offset)
-        values = x[0][:, valid].flatten()
-        top = float(values.kthvalue(max(1, math.ceil((1 - TONE_SHARE) * values.numel()))).values)
-        reach = min(max(math.floor(TONE_STEPS * math.log2(1 / max(top, 1 / 255))), 0), TONE_LIMIT)
+        reach = self._reach(x)
         if reach < TONE_STEPS and self.tone == 0:
             return []
         px = 16 * SKIP_BLOCK
         shown = self.canvas * tone_scale(self.tone)
-        weights = valid.float()
+        weights = (self._valid > 0).float()
         cross = block_sums((x * shown).sum((0, 1)) * weights, px)
         power = block_sums((shown**2).sum((0, 1)) * weights, px)
         lit = power > block_sums(weights, px) * 3 / 255**2  # (blocks shown at a level or more)
@@ -986,6 +1017,10 @@ class FrameCoder:
         hp, wp = p.padded
         skip, z_copied, mode = np.zeros(self.blocks, dtype=bool), False, InterMode()
         change, glided, toned = (0, 0, 0), (0, 0), 0
+        if kind == CHUNK_INTRA_TONED:
+            if not data:
+                raise VideoError(f"frame {t}: a DFRM chunk without its tone")
+            toned, data = data[0], data[1:]
         if kind in (CHUNK_INTER, *MAPPED_CHUNKS):
             head, data = _payloads(data, 1, t, rest=True)
             skip, z_copied, mode, change, glided, toned = unpack_skip_map(head, self.blocks, t,
@@ -1002,10 +1037,10 @@ class FrameCoder:
             alphabet = MOVED_KINDS if kind == CHUNK_MOVED else HELD_KINDS
             kinds, vectors = unpack_move_map(move_map, skipped, t, self.held, alphabet)
         previous, self.held = self.canvas, (kinds != COPY) & (kind != CHUNK_MOVED)
-        intra = kind == CHUNK_INTRA
+        intra = kind in INTRA_CHUNKS
         offset = (0, 0, 0) if intra else _moved(self.offset, change)
         motion = (0, 0) if intra else _moved(self.motion, glided)
-        tone = 0 if intra else self.tone + toned
+        tone = toned if intra else self.tone + toned
         if not 0 <= tone <= TONE_LIMIT:
             raise VideoError(f"frame {t}: tone {tone} outside 0..{TONE_LIMIT}")
         if max(map(abs, offset)) > OFFSET_LIMIT:
@@ -1015,7 +1050,7 @@ class FrameCoder:
         if skip.all():
             _payloads(data, 0, t)  # nothing may follow
             q, latent = self.latent.long(), self.latent
-        elif kind == CHUNK_INTRA:
+        elif intra:
             q, latent = self._decode_intra(data, t)
         else:
             z_blocks = self._z_blocks(skip) if kind in HELD_CHUNKS else None
@@ -1270,7 +1305,7 @@ class VideoDecoder:
         if len(frames) != p.frames:
             raise VideoError(f"file holds {len(frames)} frame chunks, its header says {p.frames} frames")
         for t, ref in enumerate(frames):
-            want = (CHUNK_INTRA,) if p.intra(t) else INTER_CHUNKS
+            want = INTRA_CHUNKS if p.intra(t) else INTER_CHUNKS
             if ref.type not in want:
                 raise VideoError(f"frame {t} is a {ref.type.decode()} chunk; with GOP {p.gop} it must be "
                                  f"{' or '.join(w.decode() for w in want)}")

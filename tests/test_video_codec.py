@@ -25,7 +25,7 @@ from PIL import Image
 TINY_IMAGE_ID, TINY_VIDEO_ID, UNTRAINED_VIDEO_ID = "tiny-vimage", "tiny-video", "tiny-video-untrained"
 UNTRAINED_PREVIOUS_ID = "tiny-video-untrained-previous"  # prior base: the previous frame's latent
 UNTRAINED_TWO_ID = "tiny-video-untrained-two"  # two priors: on h_s's mean, on the previous latent
-KNOWN = (b"IFRM", b"SFRM", b"HFRM", b"TFRM", b"MFRM", b"PFRM", b"seek")
+KNOWN = (b"IFRM", b"DFRM", b"SFRM", b"HFRM", b"TFRM", b"MFRM", b"PFRM", b"seek")
 
 
 def texture() -> np.ndarray:
@@ -398,7 +398,7 @@ def heads(data: bytes) -> list[int]:
     from ncodec.video_codec import _payloads
 
     chunks = enumerate(frame_chunks(data))
-    return [_payloads(c.data, 1, t, rest=True)[0][0] for t, c in chunks if c.type in KNOWN[1:4]]
+    return [_payloads(c.data, 1, t, rest=True)[0][0] for t, c in chunks if c.type in KNOWN[2:5]]
 
 
 def no_moves(monkeypatch) -> None:
@@ -500,6 +500,30 @@ def test_a_fade_is_followed_by_the_tone(monkeypatch):
     # bytes; 45.4 / 49.5 / 53.6 dB against 38.3 / 40.3 / 42.0 on frames 2-4)
 
 
+def test_a_dark_intra_frame_is_coded_stretched(monkeypatch):
+    """A dark photo (a twentieth of its levels; the shipped model): the intra frame is a DFRM whose
+    tone (16: twice) the encoder picks by rate + lambda * SSE, 5 dB better for 21 bytes more than at
+    tone 0; the inter frame that copies it keeps the tone. A brighter photo (a fifth) stays an IFRM."""
+    from ncodec.video_codec import CHUNK_INTRA, CHUNK_INTRA_TONED, FrameCoder
+
+    photo = np.asarray(Image.open(SAMPLE).convert("RGB"))[32:160, 32:224]
+    dark = [(photo * 0.05).astype(np.uint8)] * 2
+
+    def psnr(data: bytes, frames: list[np.ndarray]) -> float:
+        return 10 * np.log10(255**2 / ((np.stack(frames).astype(float) - decode(data)) ** 2).mean())
+
+    data = encode(dark, gop=2, model=None, refine=0)
+    intra = frame_chunks(data)[0]
+    assert intra.type == CHUNK_INTRA_TONED and intra.data[0] == 16
+    assert np.array_equal(decode(data)[1], decode(data)[0])
+    brighter = [(photo * 0.2).astype(np.uint8)] * 2
+    assert frame_chunks(encode(brighter, gop=2, model=None, refine=0))[0].type == CHUNK_INTRA
+    monkeypatch.setattr(FrameCoder, "_intra_tone", lambda self, x: 0)
+    plain = encode(dark, gop=2, model=None, refine=0)
+    assert frame_chunks(plain)[0].type == CHUNK_INTRA
+    assert psnr(data, dark) > psnr(plain, dark) + 4  # (46.2 dB against 41.0; 341 bytes against 320)
+
+
 def test_the_brightness_offset_follows_the_whole_frame_not_what_moves(models):
     """The change is each channel's median block difference, in 1/8 levels, when at least half the
     blocks agree on it within a level and it saves more than its 24 bits at the inter lambda."""
@@ -556,12 +580,19 @@ def test_the_brightness_offset_raises_the_pixels_shown(models):
 
 
 def test_the_tone_scales_the_pixels_shown(models):
-    """An HFRM that skips every block and raises the tone by 16 shows the previous frame's pixels
+    """A TFRM that skips every block and raises the tone by 16 shows the previous frame's pixels
     halved (within a level: both are rounded from the same picture; where not clipped), by 16 more
-    quartered; lowering
-    it by 32 shows them as before, exactly, a change to a tone outside 0..127 is refused and an
-    intra frame resets it. The tone's byte is the fourth of a TFRM's offset field (an SFRM's has 3)."""
-    from ncodec.video_codec import CHUNK_TONED, OFFSET, pack_frame, pack_skip_map, unpack_skip_map
+    quartered; lowering it by 32 shows them as before, exactly; a change to a tone outside 0..127
+    is refused and an IFRM resets it, a DFRM (an IFRM's data after a tone byte) sets it. The tone's
+    byte is the fourth of a TFRM's offset field (an SFRM's has 3)."""
+    from ncodec.video_codec import (
+        CHUNK_INTRA_TONED,
+        CHUNK_TONED,
+        OFFSET,
+        pack_frame,
+        pack_skip_map,
+        unpack_skip_map,
+    )
     from ncodec.video_io import VideoError
 
     fc, first, intra = still_decoder()
@@ -572,7 +603,8 @@ def test_the_tone_scales_the_pixels_shown(models):
 
     inside = first < 255  # (the tone applies before pixels are clipped)
     assert inside.mean() > 0.9
-    assert np.abs(toned(1, 16) - first / 2)[inside].max() <= 1 and fc.tone == 16
+    half = toned(1, 16)
+    assert np.abs(half - first / 2)[inside].max() <= 1 and fc.tone == 16
     assert np.abs(toned(2, 16) - first / 4)[inside].max() <= 1 and fc.tone == 32
     assert np.array_equal(toned(3, -32), first)
     with pytest.raises(VideoError, match="tone -1 outside 0..127"):
@@ -582,6 +614,11 @@ def test_the_tone_scales_the_pixels_shown(models):
         toned(5, 1)
     fc.decode(intra.type, intra.data, 6)
     assert fc.tone == 0
+    # an intra frame with a tone (DFRM: its byte, then an IFRM's data) shows its picture so scaled
+    assert np.array_equal(fc.decode(CHUNK_INTRA_TONED, bytes([16]) + intra.data, 8), half) and fc.tone == 16
+    for bad, message in ((bytes([128]) + intra.data, "tone 128 outside"), (b"", "without its tone")):
+        with pytest.raises(VideoError, match=message):
+            fc.decode(CHUNK_INTRA_TONED, bad, 8)
     head, plain = (pack_skip_map(skip_all, offset=(1, -2, 3), tone=tone) for tone in (-5, None))
     assert head[0] & OFFSET and len(head) == len(plain) + 1
     assert unpack_skip_map(head, fc.blocks, 1, toned=True)[3:] == ((1, -2, 3), (0, 0), -5)
