@@ -144,9 +144,9 @@ OFFSET_CHANGE_BITS = 24  # what a frame's change of the offset costs (its 3 byte
 # latent codes) puts outside 0..255, where the transforms never trained: a fade from black is not
 # an offset (Big Buck Bunny's opening at quality 8: 44.97 dB with offsets there, 49.77 without).
 OFFSET_OUTSIDE = 0.01
-# An HFRM's offset field also changes the frame's tone: its picture is scaled by 2^(-tone/16) before
-# the offset is added, so a dark frame codes a picture stretched to the range the transforms trained
-# on, and skipped blocks follow a fade (weighted prediction).
+# A TFRM's offset field (and a DFRM's first byte) also sets the frame's tone: its picture is scaled by
+# 2^(-tone/16) before the offset is added, so a dark frame codes a picture stretched to the range the
+# transforms trained on, and skipped blocks follow a fade (weighted prediction).
 TONE_STEPS = 16  # tones per octave
 TONE_LIMIT = 127  # the largest tone (the picture scaled by about 1/245)
 TONE_MANTISSAS = (65536, 62757, 60097, 57549, 55109, 52773, 50535, 48393,  # 2^16 * 2^(-k/16), rounded
