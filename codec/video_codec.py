@@ -153,6 +153,7 @@ TONE_MANTISSAS = (65536, 62757, 60097, 57549, 55109, 52773, 50535, 48393,  # 2^1
                   46341, 44376, 42495, 40693, 38968, 37316, 35734, 34219)
 TONE_CHANGE_BITS = 8 + 32  # what a frame's change of the tone costs: its byte, an empty move map's length
 TONE_SHARE = 0.001  # the share of pixels the encoder lets a tone push beyond 255 (they clip)
+STRETCH_CODED = 0.5  # the share of blocks a frame codes for the encoder to weigh stretching it
 MOTION = 0x04  # skip map kind flag: 2 signed bytes follow (after the offset's), the change of the motion
 MOTION_BITS = 3  # global motion is in units of 2^-MOTION_BITS pixels (down, right)
 MOTION_LIMIT = 1 << 15  # the largest |motion| of a frame (4096 pixels)
@@ -634,8 +635,10 @@ class FrameCoder:
                 data = self._encode_intra(x, *self._analyse(x))
                 return (CHUNK_INTRA_TONED, bytes([self.tone]) + data) if self.tone else (CHUNK_INTRA, data)
             # with a change of the motion or the brightness offset worth trying, the frame is
-            # weighed with both and with neither, and with each change of the tone worth trying alone
-            # (stretches only where the better codes most blocks anyway: a cut, a new scene)
+            # weighed with both and with neither, and with each change of the tone worth trying alone:
+            # a fade's, and stretches where the better codes most blocks anyway (a cut, a new scene)
+            # and so do they (a stretch that skips most blocks would show their old picture dimmed
+            # or brightened: what no fade does, and what later frames inherit)
             glided, change = (0, 0), (0, 0, 0)
             if self.synthesis is not None:
                 glided = self._motion_change(x)
@@ -645,9 +648,12 @@ class FrameCoder:
                 plans.append(self._plan(x, (0, 0, 0), (0, 0)))
             plan = min(plans, key=lambda plan: plan[0])
             if self.synthesis is not None:
-                tones = self._tone_changes(self._unmoved(x, self.motion), stretch=(~plan[11]).mean() >= 0.5)
-                plan = min([plan, *(self._plan(x, (0, 0, 0), (0, 0), toned) for toned in tones)],
-                           key=lambda plan: plan[0])
+                fade, stretches = self._tone_changes(self._unmoved(x, self.motion),
+                                                     stretch=(~plan[11]).mean() >= STRETCH_CODED)
+                toned = [self._plan(x, (0, 0, 0), (0, 0), fade)] if fade else []
+                toned += [p for p in (self._plan(x, (0, 0, 0), (0, 0), t) for t in stretches)
+                          if (~p[11]).mean() >= STRETCH_CODED]
+                plan = min([plan, *toned], key=lambda plan: plan[0])
             _, change, glided, toned, x, y, z_sym, z_bits, options, mode, z_copied, skip, moves, coded = plan
             self.offset, self.motion = _moved(self.offset, change), _moved(self.motion, glided)
             self.tone += toned
@@ -767,18 +773,18 @@ class FrameCoder:
 
         return min(range(0, reach + 1, TONE_STEPS), key=cost)
 
-    def _tone_changes(self, x: torch.Tensor, stretch: bool = True) -> list[int]:
+    def _tone_changes(self, x: torch.Tensor, stretch: bool = True) -> tuple[int, list[int]]:
         """The changes of the tone worth weighing for the padded frame x [1, 3, H, W] (moved back by
-        the motion) less the brightness offset: to the tone of a fade from the picture shown (the
-        median over 64x64 blocks of the frame's least-squares ratio to it) and, if `stretch`, to the
-        tones at whole octaves, no higher than the one that stretches the frame to the full range
-        (all but TONE_SHARE of its values within 0..255), which also caps the fade's; those within
-        TONE_STEPS // 8 of the tone are left out, and all while the frame spans half the range or
-        more at tone 0."""
+        the motion) less the brightness offset: (to the tone of a fade from the picture shown, the
+        median over 64x64 blocks of the frame's least-squares ratio to it, by an octave at most;
+        if `stretch`, to the tones at whole octaves), no higher than the one that stretches the frame
+        to the full range (all but TONE_SHARE of its values within 0..255); 0 or none for those
+        within TONE_STEPS // 8 of the tone, and while the frame spans half the range or more at
+        tone 0."""
         x = x - self._shift(self.offset)
         reach = self._reach(x)
         if reach < TONE_STEPS and self.tone == 0:
-            return []
+            return 0, []
         px = 16 * SKIP_BLOCK
         shown = self.canvas * tone_scale(self.tone)
         weights = (self._valid > 0).float()
@@ -786,9 +792,11 @@ class FrameCoder:
         power = block_sums((shown**2).sum((0, 1)) * weights, px)
         lit = power > block_sums(weights, px) * 3 / 255**2  # (blocks shown at a level or more)
         ratio = float((cross[lit] / power[lit]).median()) if lit.any() else 0.0
-        fade = reach if ratio <= 0 else self.tone - round(TONE_STEPS * math.log2(ratio))
-        tones = {*range(TONE_STEPS, (reach + 1) * stretch, TONE_STEPS), min(max(fade, 0), reach)}
-        return sorted(tone - self.tone for tone in tones if abs(tone - self.tone) >= TONE_STEPS // 8)
+        fade = TONE_STEPS if ratio <= 0 else -round(TONE_STEPS * math.log2(ratio))
+        fade = min(max(self.tone + min(max(fade, -TONE_STEPS), TONE_STEPS), 0), reach) - self.tone
+        stretches = [tone - self.tone for tone in range(TONE_STEPS, (reach + 1) * stretch, TONE_STEPS)]
+        worth = TONE_STEPS // 8
+        return (fade if abs(fade) >= worth else 0), [c for c in stretches if abs(c) >= worth and c != fade]
 
     def _analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(y scaled by the quality's gain, rounded z) of padded pixels x [1, 3, H, W]."""
