@@ -629,10 +629,12 @@ class FrameCoder:
             x = F.pad(x, (0, wp - p.width, 0, hp - p.height), mode="replicate")
             if intra:
                 self.offset, self.motion, self.held = (0, 0, 0), (0, 0), np.zeros_like(self.held)
-                self.tone = self._intra_tone(x) if self.synthesis is not None else 0
+                if self.synthesis is not None:
+                    self.tone, y, z_sym = self._intra_tone(x)
+                else:
+                    self.tone, (y, z_sym) = 0, self._analyse(x)
                 self._weight = tone_scale(self.tone) ** 2
-                x = x / tone_scale(self.tone)
-                data = self._encode_intra(x, *self._analyse(x))
+                data = self._encode_intra(x / tone_scale(self.tone), y, z_sym)
                 return (CHUNK_INTRA_TONED, bytes([self.tone]) + data) if self.tone else (CHUNK_INTRA, data)
             # with a change of the motion or the brightness offset worth trying, the frame is
             # weighed with both and with neither, and with each change of the tone worth trying alone:
@@ -752,26 +754,27 @@ class FrameCoder:
         top = float(values.kthvalue(max(1, math.ceil((1 - TONE_SHARE) * values.numel()))).values)
         return min(max(math.floor(TONE_STEPS * math.log2(1 / max(top, 1 / 255))), 0), TONE_LIMIT)
 
-    def _intra_tone(self, x: torch.Tensor) -> int:
-        """An intra frame's tone: of 0 and the whole octaves up to `_reach`'s (none for a frame that
-        spans half the range or more), the one of least rate + lambda * SSE (the quality's training
-        lambda; the symbols coded without refinement, the SSE of their float synthesis)."""
+    def _intra_tone(self, x: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """An intra frame's tone, with `_analyse`'s (y, z) of the padded frame x stretched by it: of 0
+        and the whole octaves up to `_reach`'s (none for a frame that spans half the range or more),
+        the one of least rate + lambda * SSE (the quality's training lambda; the symbols coded
+        without refinement, the SSE of their float synthesis)."""
         from .image_refine import quality_lambda
 
         reach = self._reach(x)
         if reach < TONE_STEPS:
-            return 0
+            return 0, *self._analyse(x)
         lam = quality_lambda(self.params.quality, self.im.cfg.lambdas) * 255**2 / 3
 
-        def cost(tone: int) -> float:
+        def option(tone: int) -> tuple[float, int, torch.Tensor, torch.Tensor]:
             scale = tone_scale(tone)
             y, z_sym = self._analyse(x / scale)
             payloads: list[bytes] = []
             q, _ = self._intra(z_sym, _slice_encoder(self.im, y, self.tiles, payloads))
             sse = (((self._synthesize(q) * scale - x) ** 2).sum((0, 1)) * self._valid).sum()
-            return 8 * sum(map(len, payloads)) + self._z_bits(z_sym) + lam * float(sse)
+            return 8 * sum(map(len, payloads)) + self._z_bits(z_sym) + lam * float(sse), tone, y, z_sym
 
-        return min(range(0, reach + 1, TONE_STEPS), key=cost)
+        return min((option(tone) for tone in range(0, reach + 1, TONE_STEPS)), key=lambda o: o[0])[1:]
 
     def _tone_changes(self, x: torch.Tensor, stretch: bool = True) -> tuple[int, list[int]]:
         """The changes of the tone worth weighing for the padded frame x [1, 3, H, W] (moved back by
@@ -794,7 +797,8 @@ class FrameCoder:
         ratio = float((cross[lit] / power[lit]).median()) if lit.any() else 0.0
         fade = TONE_STEPS if ratio <= 0 else -round(TONE_STEPS * math.log2(ratio))
         fade = min(max(self.tone + min(max(fade, -TONE_STEPS), TONE_STEPS), 0), reach) - self.tone
-        stretches = [tone - self.tone for tone in range(TONE_STEPS, (reach + 1) * stretch, TONE_STEPS)]
+        octaves = range(TONE_STEPS, reach + 1, TONE_STEPS) if stretch else ()
+        stretches = [tone - self.tone for tone in octaves]
         worth = TONE_STEPS // 8
         return (fade if abs(fade) >= worth else 0), [c for c in stretches if abs(c) >= worth and c != fade]
 
