@@ -472,7 +472,8 @@ def cmd_train_video(args: argparse.Namespace) -> None:
 
     tc = VideoTrainConfig(batch=args.batch, crop=args.crop, frames=args.frames, windows_per_clip=args.windows,
                           lr=args.lr, finetune_lr=args.finetune_lr, prior_channels=args.prior_channels,
-                          prior_bases=tuple(args.prior_base or ("hyperprior",)), val_every=args.val_every)
+                          prior_bases=tuple(args.prior_base or ("hyperprior",)), val_every=args.val_every,
+                          precision=args.precision)
     try:
         ckpt = train(args.data, args.run, args.minutes, args.init_image, args.steps, tc, args.seed, args.val,
                      args.init_prior)
@@ -819,6 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--seed", type=int, default=0)
     tv.add_argument("--val", help="held-out validation clip (default: the last data file, if several)")
     tv.add_argument("--val-every", type=int, default=500)
+    tv.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="bf16 autocasts the image transforms (the priors, context and rates stay fp32); "
+                         "auto picks it where the hardware computes bf16 natively (a resumed run may change)")
     tv.add_argument("--export", help="write the trained model as a video model file")
     tv.add_argument("--model-id", default="video-stprior-v9")
     tv.set_defaults(func=cmd_train_video)

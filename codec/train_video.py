@@ -40,6 +40,7 @@ from .training import (
     note,
     record,
     record_loss,
+    resolve_precision,
     save_checkpoint,
 )
 from .video_model import VideoModel, VideoModelConfig
@@ -211,6 +212,7 @@ class VideoTrainConfig:
     val_frames: int = 8
     val_every: int = 500
     log_every: int = 50
+    precision: str = "auto"  # resolve_precision's: bf16 autocasts the transforms (may change on resume)
 
 
 def train(data: list[str], run_dir: str, minutes: float, init_image: str | None = None, steps: int = 10**9,
@@ -244,6 +246,7 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     model = VideoModel(cfg)
     model.image.load_state_dict(load_float_model(init_copy).state_dict())
     model = model.to(device)
+    amp = resolve_precision(tc.precision, device) == "bf16"
     finetune = tc.finetune_lr > 0
     groups = [{"params": model.priors.parameters(), "lr": tc.lr}]
     if finetune:
@@ -279,11 +282,12 @@ def train(data: list[str], run_dir: str, minutes: float, init_image: str | None 
     log = (run / "log.jsonl").open("a")
     start = last_save = time.monotonic()
     note(f"step {step}: training the temporal prior{' and the transforms' if finetune else ''} on {device} "
-         f"with {len(windows)} windows for {minutes} min")
+         f"({'bf16 autocast' if amp else 'fp32'}) with {len(windows)} windows for {minutes} min")
     while step < steps and time.monotonic() - start < minutes * 60:
         x = sampler.batch(tc.batch).to(device)
         level = torch.randint(0, cfg.levels, (tc.batch,), device=device)
-        out = model(x, level, train_transforms=finetune, reconstruct=finetune)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            out = model(x, level, train_transforms=finetune, reconstruct=finetune)
         if finetune:
             loss = (out["bpp"] + lambdas[level, None] * 255**2 * out["mse"]).mean()
         else:

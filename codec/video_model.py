@@ -139,22 +139,26 @@ class VideoModel(nn.Module):
             z = im.h_a(y).float()
             hyper = im.h_s(_ste_round(z)).float()
             z_q = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
-            z_bits = -torch.log2(im.z_density.likelihood(z_q)).sum((1, 2, 3)).view(b, t)
+            with torch.autocast(frames.device.type, enabled=False):
+                z_bits = -torch.log2(im.z_density.likelihood(z_q)).sum((1, 2, 3)).view(b, t)
         y, hyper = (v.unflatten(0, (b, t)) for v in (y, hyper))
         y_bits, y_hat, prev, picked = [], [], None, []
-        for i in range(t):
-            guesses = [hyper[:, i]] if prev is None else [torch.cat(p(prev, *hyper[:, i].chunk(2, 1)), 1)
-                                                         for p in self.priors]
-            u = torch.empty_like(y[:, i]).uniform_(-0.5, 0.5) if noise else None
-            coded = [self._code(y[:, i], im.latent_params(y[:, i], g), u) for g in guesses]
-            bits, y_q, hat = (torch.stack(v) for v in zip(*coded, strict=True))  # [priors, B, ...]
-            best = bits.detach().argmin(0)  # per window: the prior the encoder would pick
-            if prev is not None:
-                picked.append(best)
-            y_bits.append(bits.gather(0, best[None])[0])
-            pick = best[None, :, None, None, None].expand_as(y_q[:1])
-            prev = y_q.gather(0, pick)[0].detach()
-            y_hat.append(hat.gather(0, pick)[0])
+        # under autocast only the transforms above and g_s below may run in bfloat16: the priors,
+        # the context and the rates stay float32, as the image model's do
+        with torch.autocast(frames.device.type, enabled=False):
+            for i in range(t):
+                guesses = [hyper[:, i]] if prev is None else [torch.cat(p(prev, *hyper[:, i].chunk(2, 1)), 1)
+                                                             for p in self.priors]
+                u = torch.empty_like(y[:, i]).uniform_(-0.5, 0.5) if noise else None
+                coded = [self._code(y[:, i], im.latent_params(y[:, i], g), u) for g in guesses]
+                bits, y_q, hat = (torch.stack(v) for v in zip(*coded, strict=True))  # [priors, B, ...]
+                best = bits.detach().argmin(0)  # per window: the prior the encoder would pick
+                if prev is not None:
+                    picked.append(best)
+                y_bits.append(bits.gather(0, best[None])[0])
+                pick = best[None, :, None, None, None].expand_as(y_q[:1])
+                prev = y_q.gather(0, pick)[0].detach()
+                y_hat.append(hat.gather(0, pick)[0])
         pixels = frames.shape[3] * frames.shape[4]
         out = {"bpp": (torch.stack(y_bits, 1) + z_bits) / pixels}
         if picked and len(self.priors) > 1:

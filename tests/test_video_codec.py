@@ -97,7 +97,7 @@ def tiny_models(tmp_path_factory, clips) -> Path:
                    image_tensors=load_file(str(image_file)))
 
         tc = VideoTrainConfig(batch=4, crop=64, frames=3, windows_per_clip=8, lr=1e-3, prior_channels=16,
-                              val_frames=4, val_every=60, log_every=20)
+                              val_frames=4, val_every=60, log_every=20, precision="fp32")  # (same on every CPU)
         video_run = tmp_path_factory.mktemp("tiny_video_run")
         ckpt = train_video([str(clips / "pan.mkv"), str(clips / "static.mkv")], str(video_run), 5,
                            str(image_file), steps=60, tc=tc, val=str(clips / "val" / "held_out.mkv"))
@@ -1494,6 +1494,39 @@ def test_a_run_resumes_only_with_the_data_and_settings_it_records(models, clips,
                 "crop": 64, "frames": 2, "windows": 2}
     with pytest.raises(ValueError, match=r"trained with data \['b.mp4'\] \(now \['c.mp4'\]\): "):
         _check_resume(run, {**settings, "data": ["a.mp4", "b.mp4", "d.mp4"]}, settings)
+
+
+def test_bf16_training_autocasts_the_transforms_alone(models, clips, tmp_path, capsys):
+    """Under bf16 autocast the transforms run in bfloat16 while the temporal priors, the context and the
+    rates stay float32: the rates are those of float32 but for the transforms' rounding."""
+    from ncodec.train_video import VideoTrainConfig, train
+    from ncodec.video_weights import load_float_model
+
+    model = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors")
+    seen = []
+    model.priors[0].net[0].register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
+    model.image.g_s[0].register_forward_hook(lambda m, args, out: seen.append(("g_s", out.dtype)))
+    x = torch.from_numpy(np.stack(panning(3, 64, 64))).permute(0, 3, 1, 2)[None].float() / 255
+    level = torch.tensor([5])
+    with torch.no_grad():
+        torch.manual_seed(0)
+        exact = model(x, level, noise=False)
+        del seen[:]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.manual_seed(0)
+            mixed = model(x, level, noise=False)
+    assert seen == [(torch.float32, torch.float32)] * 2 + [("g_s", torch.bfloat16)]  # 2 inter frames, then g_s
+    assert mixed["bpp"].dtype == mixed["mse"].dtype == torch.float32
+    assert torch.allclose(mixed["bpp"], exact["bpp"], rtol=0.05)
+    assert not torch.equal(mixed["x_hat"], exact["x_hat"])  # (g_s did run in bfloat16)
+    assert torch.allclose(mixed["x_hat"], exact["x_hat"], atol=0.05)
+    tc = VideoTrainConfig(batch=2, crop=64, frames=2, windows_per_clip=2, prior_channels=16, val_every=100,
+                          finetune_lr=1e-5, precision="bf16", log_every=1)
+    with one_thread():
+        train([str(clips / "pan.mkv")], str(tmp_path / "run"), 5, TINY_IMAGE_ID, steps=2, tc=tc)
+    assert "(bf16 autocast)" in capsys.readouterr().err
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(math.isfinite(r["loss"]) for r in log)
 
 
 def test_cli_trains_and_exports_a_usable_video_model(models, clips, tmp_path, monkeypatch):
