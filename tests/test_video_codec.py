@@ -97,7 +97,7 @@ def tiny_models(tmp_path_factory, clips) -> Path:
                    image_tensors=load_file(str(image_file)))
 
         tc = VideoTrainConfig(batch=4, crop=64, frames=3, windows_per_clip=8, lr=1e-3, prior_channels=16,
-                              val_frames=4, val_every=60, log_every=20, precision="fp32")  # (same on every CPU)
+                              val_frames=4, val_every=60, log_every=20, precision="fp32")  # (any CPU alike)
         video_run = tmp_path_factory.mktemp("tiny_video_run")
         ckpt = train_video([str(clips / "pan.mkv"), str(clips / "static.mkv")], str(video_run), 5,
                            str(image_file), steps=60, tc=tc, val=str(clips / "val" / "held_out.mkv"))
@@ -1504,7 +1504,8 @@ def test_bf16_training_autocasts_the_transforms_alone(models, clips, tmp_path, c
 
     model = load_float_model(models / f"{TINY_VIDEO_ID}.safetensors")
     seen = []
-    model.priors[0].net[0].register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
+    prior_conv = model.priors[0].net[0]
+    prior_conv.register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
     model.image.g_s[0].register_forward_hook(lambda m, args, out: seen.append(("g_s", out.dtype)))
     x = torch.from_numpy(np.stack(panning(3, 64, 64))).permute(0, 3, 1, 2)[None].float() / 255
     level = torch.tensor([5])
