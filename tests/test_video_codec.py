@@ -1516,7 +1516,7 @@ def test_bf16_training_autocasts_the_transforms_alone(models, clips, tmp_path, c
         with torch.autocast("cpu", dtype=torch.bfloat16):
             torch.manual_seed(0)
             mixed = model(x, level, noise=False)
-    assert seen == [(torch.float32, torch.float32)] * 2 + [("g_s", torch.bfloat16)]  # 2 inter frames, then g_s
+    assert seen == [(torch.float32, torch.float32)] * 2 + [("g_s", torch.bfloat16)]  # 2 inter frames, g_s
     assert mixed["bpp"].dtype == mixed["mse"].dtype == torch.float32
     assert torch.allclose(mixed["bpp"], exact["bpp"], rtol=0.05)
     assert not torch.equal(mixed["x_hat"], exact["x_hat"])  # (g_s did run in bfloat16)
