@@ -822,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--val-every", type=int, default=500)
     tv.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="bf16 autocasts the image transforms (the priors, context and rates stay fp32); "
-                         "auto picks it where the hardware computes bf16 natively (a resumed run may change)")
+                         "auto picks it where the hardware computes bf16 natively (a resumed run may switch)")
     tv.add_argument("--export", help="write the trained model as a video model file")
     tv.add_argument("--model-id", default="video-stprior-v9")
     tv.set_defaults(func=cmd_train_video)
